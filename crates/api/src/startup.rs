@@ -1,0 +1,152 @@
+//! Builds the adapters from settings and runs the HTTP server.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_cors::Cors;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::{Condition, ErrorHandlers, from_fn};
+use actix_web::{App, HttpServer, web};
+use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
+use anyhow::Context as _;
+use maas_shared::config::{ServerSettings, Settings};
+use maas_shared::http::{
+    OpenAi, Problem, error_fallback, json_config, normalize_path, path_config, query_config,
+    request_id,
+};
+use utoipa::OpenApi as _;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::openapi::ApiDoc;
+use crate::system::{self, Dependencies};
+
+/// A bound, not yet running, API server.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Connects to PostgreSQL (with retries) and Redis, binds the listener and prepares the server.
+    ///
+    /// # Errors
+    /// When a dependency cannot be reached or the address cannot be bound.
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let db = maas_shared::db::connect(&settings.database).await?;
+        let redis = maas_shared::kv::pool(&settings.redis)?;
+        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
+            .with_context(|| {
+                format!("binding {}:{}", settings.server.host, settings.server.port)
+            })?;
+        let port = listener.local_addr()?.port();
+        let server = serve(listener, &settings.server, Dependencies { db, redis })?;
+        Ok(Self { port, server })
+    }
+
+    /// The bound port (useful when the configured port was 0).
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server gracefully.
+    #[must_use]
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGINT/SIGTERM, then lets in-flight requests finish (`shutdown_timeout_secs`).
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn metrics() -> anyhow::Result<PrometheusMetrics> {
+    PrometheusMetricsBuilder::new("maas")
+        .endpoint("/metrics")
+        .mask_unmatched_patterns("UNMATCHED")
+        // Swagger UI assets are not API traffic.
+        .exclude_regex("^/docs")
+        .build()
+        .map_err(|e| anyhow::anyhow!("building metrics: {e}"))
+}
+
+fn cors(origins: &[String]) -> Cors {
+    let cors = Cors::default()
+        .allow_any_method()
+        .allow_any_header()
+        .expose_headers([
+            "x-request-id",
+            "retry-after",
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+        ])
+        .max_age(3600);
+    if origins.iter().any(|o| o == "*") {
+        return cors.allow_any_origin();
+    }
+    origins
+        .iter()
+        .fold(cors, |cors, origin| cors.allowed_origin(origin))
+}
+
+fn serve(
+    listener: TcpListener,
+    settings: &ServerSettings,
+    deps: Dependencies,
+) -> anyhow::Result<Server> {
+    let metrics = metrics()?;
+    let deps = web::Data::new(deps);
+    let openapi = ApiDoc::openapi();
+    let json_limit = settings.json_limit_bytes;
+    let origins = settings.cors_allowed_origins.clone();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(deps.clone())
+            .app_data(json_config::<Problem>(json_limit))
+            .app_data(query_config::<Problem>())
+            .app_data(path_config::<Problem>())
+            // Innermost first: the fallback rewrites any non-JSON error actix produced.
+            .wrap(ErrorHandlers::new().default_handler(error_fallback))
+            .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
+            .wrap(metrics.clone())
+            .wrap(from_fn(request_id))
+            .wrap(from_fn(normalize_path))
+            .service(system::health)
+            .service(system::ready)
+            .service(
+                web::scope("/api/v1")
+                    .configure(maas_user::configure)
+                    .configure(maas_model::configure)
+                    .configure(maas_finetune::configure)
+                    .configure(maas_knowledge::configure)
+                    .configure(maas_apps::configure),
+            )
+            .service(
+                web::scope("/v1")
+                    .app_data(json_config::<OpenAi>(json_limit))
+                    .app_data(query_config::<OpenAi>())
+                    .app_data(path_config::<OpenAi>())
+                    .configure(maas_inference::configure),
+            )
+            .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
+    })
+    .keep_alive(Duration::from_secs(settings.keep_alive_secs))
+    .shutdown_timeout(settings.shutdown_timeout_secs)
+    .on_connect(|conn, _| {
+        // Nagle + delayed ACK would add ~40 ms to small streamed responses.
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "could not set TCP_NODELAY");
+            }
+        }
+    });
+    if settings.workers > 0 {
+        server = server.workers(settings.workers);
+    }
+    Ok(server.listen(listener)?.run())
+}

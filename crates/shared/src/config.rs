@@ -1,0 +1,475 @@
+//! Layered, typed settings (DESIGN §8).
+//!
+//! Precedence, lowest first: built-in defaults (`defaults.toml`, compiled in) →
+//! `config/default.toml` → `config/{MAAS_ENV}.toml` → `MAAS__SECTION__KEY` environment variables,
+//! with `DATABASE_URL`, `REDIS_URL` and `QDRANT_URL` accepted as aliases when the `MAAS__` form is
+//! absent. Secrets are [`SecretString`]s: they never print (`Debug` and [`Settings::redacted`]
+//! mask them), and [`Settings::validate`] refuses defaults or blanks in `production`.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use config::{Config, Environment, File, FileFormat};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+const DEFAULTS: &str = include_str!("defaults.toml");
+/// The development JWT secret; refused in production.
+pub const DEV_JWT_SECRET: &str = "dev-only-jwt-secret-change-me-in-production-0000";
+/// The development encryption key (base64 of 32 bytes); refused in production.
+pub const DEV_ENCRYPTION_KEY: &str = "ZGV2LW9ubHktZW5jcnlwdGlvbi1rZXktMzJieXRlcyE=";
+const REDACTED: &str = "[redacted]";
+
+/// Which deployment this process belongs to (`MAAS_ENV`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppEnvironment {
+    /// A developer's machine (default).
+    Development,
+    /// Automated tests.
+    Test,
+    /// A real deployment: secrets must be set.
+    Production,
+}
+
+impl AppEnvironment {
+    fn parse(value: &str) -> Result<Self, SettingsError> {
+        match value.to_ascii_lowercase().as_str() {
+            "development" | "dev" | "local" => Ok(Self::Development),
+            "test" => Ok(Self::Test),
+            "production" | "prod" => Ok(Self::Production),
+            other => Err(SettingsError::Invalid(format!(
+                "MAAS_ENV must be development, test or production, not `{other}`"
+            ))),
+        }
+    }
+
+    /// The name used for `config/{name}.toml`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Test => "test",
+            Self::Production => "production",
+        }
+    }
+}
+
+/// All settings of every binary.
+#[derive(Clone, Debug, Serialize)]
+pub struct Settings {
+    /// From `MAAS_ENV`.
+    pub environment: AppEnvironment,
+    /// The rest, from the layered sources.
+    #[serde(flatten)]
+    pub sections: Sections,
+}
+
+impl std::ops::Deref for Settings {
+    type Target = Sections;
+    fn deref(&self) -> &Sections {
+        &self.sections
+    }
+}
+
+/// The sections read from files and environment.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sections {
+    /// HTTP server.
+    pub server: ServerSettings,
+    /// PostgreSQL.
+    pub database: DatabaseSettings,
+    /// Redis.
+    pub redis: RedisSettings,
+    /// Token signing.
+    pub auth: AuthSettings,
+    /// Encryption of stored credentials.
+    pub crypto: CryptoSettings,
+    /// Logs.
+    pub telemetry: TelemetrySettings,
+    /// Background workers.
+    pub worker: WorkerSettings,
+    /// Vector store.
+    pub qdrant: QdrantSettings,
+}
+
+/// `[server]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind (0 picks a free one).
+    pub port: u16,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Largest accepted JSON body in bytes.
+    pub json_limit_bytes: usize,
+    /// Seconds to let in-flight requests finish on SIGTERM.
+    pub shutdown_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection stays open.
+    pub keep_alive_secs: u64,
+    /// Origins allowed by CORS; empty means CORS is closed. `*` allows any origin.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+/// `[database]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://user:password@host:port/db`
+    #[serde(serialize_with = "redact_url")]
+    pub url: SecretString,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Connections kept open when idle.
+    pub min_connections: u32,
+    /// Seconds to wait for a new connection.
+    pub connect_timeout_secs: u64,
+    /// Seconds to wait for a pooled connection.
+    pub acquire_timeout_secs: u64,
+    /// Attempts to connect at start-up before giving up (1 s apart, growing to 5 s).
+    pub connect_retries: u32,
+}
+
+/// `[redis]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://[:password@]host:port/db`
+    #[serde(serialize_with = "redact_url")]
+    pub url: SecretString,
+    /// Pool size.
+    pub pool_size: usize,
+    /// Prefix of every key this deployment writes, so several can share one Redis.
+    pub key_prefix: String,
+    /// Milliseconds to wait for a pooled connection.
+    pub timeout_ms: u64,
+}
+
+/// `[auth]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HMAC key for access tokens (at least 32 bytes in production).
+    #[serde(serialize_with = "redact")]
+    pub jwt_secret: SecretString,
+}
+
+/// `[crypto]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CryptoSettings {
+    /// Base64 of 32 random bytes; encrypts stored upstream keys and server credentials.
+    #[serde(serialize_with = "redact")]
+    pub encryption_key: SecretString,
+}
+
+impl CryptoSettings {
+    /// The decoded 32-byte key.
+    ///
+    /// # Errors
+    /// [`SettingsError::Invalid`] when the key is not base64 of exactly 32 bytes.
+    pub fn key_bytes(&self) -> Result<[u8; 32], SettingsError> {
+        let bytes = STANDARD
+            .decode(self.encryption_key.expose_secret().trim())
+            .map_err(|_| {
+                SettingsError::Invalid("crypto.encryption_key is not valid base64".into())
+            })?;
+        bytes.try_into().map_err(|_| {
+            SettingsError::Invalid("crypto.encryption_key must decode to exactly 32 bytes".into())
+        })
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, coloured.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[telemetry]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// `pretty` or `json`.
+    pub format: LogFormat,
+    /// `tracing` filter directives, e.g. `info,maas=debug`. `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+/// `[worker]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Jobs run at once per queue in one worker process.
+    pub concurrency: usize,
+    /// Seconds to let running jobs finish on SIGTERM.
+    pub shutdown_timeout_secs: u64,
+}
+
+/// `[qdrant]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QdrantSettings {
+    /// Qdrant gRPC URL; unset uses the embedded vector store.
+    pub url: Option<String>,
+    /// Qdrant API key.
+    #[serde(serialize_with = "redact_opt")]
+    pub api_key: Option<SecretString>,
+}
+
+/// Settings could not be loaded or are unsafe.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A source could not be read or parsed.
+    #[error("cannot load settings: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is out of range or malformed.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+    /// A secret is missing or still the development default in production.
+    #[error("refusing to start in production: {0} is missing or set to its development default")]
+    InsecureSecret(&'static str),
+}
+
+impl Settings {
+    /// Loads settings from the process environment and `MAAS_CONFIG_DIR` (default `config`).
+    ///
+    /// # Errors
+    /// [`SettingsError`] when a source is malformed or [`Settings::validate`] refuses the result.
+    pub fn load() -> Result<Self, SettingsError> {
+        Self::load_with(&[])
+    }
+
+    /// Like [`Settings::load`], with `overrides` (dotted key, value) applied last; used by tests
+    /// and by binaries for command-line flags.
+    ///
+    /// # Errors
+    /// As [`Settings::load`].
+    pub fn load_with(overrides: &[(&str, &str)]) -> Result<Self, SettingsError> {
+        let environment = AppEnvironment::parse(
+            &std::env::var("MAAS_ENV").unwrap_or_else(|_| "development".into()),
+        )?;
+        let dir = std::env::var_os("MAAS_CONFIG_DIR")
+            .map_or_else(|| PathBuf::from("config"), PathBuf::from);
+        Self::load_from(environment, &dir, overrides)
+    }
+
+    fn load_from(
+        environment: AppEnvironment,
+        dir: &Path,
+        overrides: &[(&str, &str)],
+    ) -> Result<Self, SettingsError> {
+        let mut builder = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .add_source(File::from(dir.join("default.toml")).required(false))
+            .add_source(
+                File::from(dir.join(format!("{}.toml", environment.as_str()))).required(false),
+            )
+            .add_source(
+                Environment::with_prefix("MAAS")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("server.cors_allowed_origins")
+                    .try_parsing(true),
+            );
+        for (alias, key, canonical) in [
+            ("DATABASE_URL", "database.url", "MAAS__DATABASE__URL"),
+            ("REDIS_URL", "redis.url", "MAAS__REDIS__URL"),
+            ("QDRANT_URL", "qdrant.url", "MAAS__QDRANT__URL"),
+        ] {
+            if std::env::var_os(canonical).is_none() {
+                builder = builder.set_override_option(key, std::env::var(alias).ok())?;
+            }
+        }
+        for (key, value) in overrides {
+            builder = builder.set_override(*key, *value)?;
+        }
+        let sections: Sections = builder.build()?.try_deserialize()?;
+        let settings = Self {
+            environment,
+            sections,
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks ranges and, in production, that every secret is set and not a development default.
+    ///
+    /// # Errors
+    /// [`SettingsError::Invalid`] or [`SettingsError::InsecureSecret`].
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let s = &self.sections;
+        if s.server.json_limit_bytes == 0 {
+            return Err(SettingsError::Invalid(
+                "server.json_limit_bytes must be positive".into(),
+            ));
+        }
+        if s.database.max_connections == 0
+            || s.database.min_connections > s.database.max_connections
+        {
+            return Err(SettingsError::Invalid(
+                "database.max_connections must be positive and at least database.min_connections"
+                    .into(),
+            ));
+        }
+        if s.redis.pool_size == 0 || s.worker.concurrency == 0 {
+            return Err(SettingsError::Invalid(
+                "redis.pool_size and worker.concurrency must be positive".into(),
+            ));
+        }
+        s.crypto.key_bytes()?;
+        if self.environment == AppEnvironment::Production {
+            let jwt = s.auth.jwt_secret.expose_secret();
+            if jwt.len() < 32 || jwt == DEV_JWT_SECRET {
+                return Err(SettingsError::InsecureSecret(
+                    "MAAS__AUTH__JWT_SECRET (32+ bytes)",
+                ));
+            }
+            if s.crypto.encryption_key.expose_secret().trim() == DEV_ENCRYPTION_KEY {
+                return Err(SettingsError::InsecureSecret(
+                    "MAAS__CRYPTO__ENCRYPTION_KEY",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective settings as TOML with every secret masked (`maas config show`).
+    ///
+    /// # Errors
+    /// Only if serialisation fails, which would be a bug.
+    pub fn redacted(&self) -> Result<String, SettingsError> {
+        let value =
+            serde_json::to_value(self).map_err(|e| SettingsError::Invalid(e.to_string()))?;
+        Ok(serde_json::to_string_pretty(&value).unwrap_or_default())
+    }
+}
+
+fn redact<S: Serializer>(_: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(REDACTED)
+}
+
+fn redact_opt<S: Serializer>(value: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => s.serialize_str(REDACTED),
+        None => s.serialize_none(),
+    }
+}
+
+/// Shows a connection URL with its password masked: hosts and database names help operators.
+fn redact_url<S: Serializer>(url: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&mask_url_password(url.expose_secret()))
+}
+
+fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return REDACTED.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:{REDACTED}@{host}"),
+            None if userinfo.is_empty() => format!("{scheme}://@{host}"),
+            None => format!("{scheme}://{REDACTED}@{host}"),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: AppEnvironment, overrides: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        Settings::load_from(env, Path::new("/nonexistent"), overrides)
+    }
+
+    #[test]
+    fn defaults_load_in_development() {
+        let settings = load(AppEnvironment::Development, &[]).unwrap();
+        assert_eq!(settings.server.port, 8080);
+        assert!(settings.server.cors_allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn production_refuses_development_secrets() {
+        let err = load(AppEnvironment::Production, &[]).unwrap_err();
+        assert!(matches!(err, SettingsError::InsecureSecret(_)), "{err}");
+        let err = load(
+            AppEnvironment::Production,
+            &[("auth.jwt_secret", &"k".repeat(40))],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SettingsError::InsecureSecret("MAAS__CRYPTO__ENCRYPTION_KEY")
+            ),
+            "{err}"
+        );
+        let key = STANDARD.encode([7u8; 32]);
+        let ok = load(
+            AppEnvironment::Production,
+            &[
+                ("auth.jwt_secret", &"k".repeat(40)),
+                ("crypto.encryption_key", &key),
+            ],
+        );
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn a_short_encryption_key_is_refused_everywhere() {
+        let key = STANDARD.encode([7u8; 16]);
+        assert!(matches!(
+            load(
+                AppEnvironment::Development,
+                &[("crypto.encryption_key", &key)]
+            ),
+            Err(SettingsError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let settings = load(
+            AppEnvironment::Development,
+            &[
+                ("database.url", "postgres://maas:hunter2@db:5432/maas"),
+                ("auth.jwt_secret", "topsecretvalue"),
+            ],
+        )
+        .unwrap();
+        let shown = settings.redacted().unwrap();
+        let debugged = format!("{settings:?}");
+        for text in [&shown, &debugged] {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(!text.contains("topsecretvalue"), "{text}");
+        }
+        assert!(
+            shown.contains("postgres://maas:[redacted]@db:5432/maas"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn url_masking_handles_every_form() {
+        assert_eq!(
+            mask_url_password("redis://127.0.0.1:6379/"),
+            "redis://127.0.0.1:6379/"
+        );
+        assert_eq!(
+            mask_url_password("redis://:pw@h:1/0"),
+            "redis://:[redacted]@h:1/0"
+        );
+        assert_eq!(mask_url_password("garbage"), REDACTED);
+    }
+}

@@ -1,0 +1,82 @@
+//! The Redis pool and key namespacing. Every key the platform writes starts with the configured
+//! prefix, so several deployments (or tests) can share one Redis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use secrecy::ExposeSecret;
+
+use crate::config::RedisSettings;
+
+/// A pool of multiplexed Redis connections.
+pub type RedisPool = Pool;
+
+/// Builds the pool (connections open lazily).
+///
+/// # Errors
+/// When the URL is malformed.
+pub fn pool(settings: &RedisSettings) -> anyhow::Result<RedisPool> {
+    let mut config = Config::from_url(settings.url.expose_secret());
+    let wait = Some(Duration::from_millis(settings.timeout_ms));
+    config.pool = Some(PoolConfig {
+        max_size: settings.pool_size,
+        timeouts: Timeouts {
+            wait,
+            create: wait,
+            recycle: wait,
+        },
+        ..PoolConfig::default()
+    });
+    config
+        .create_pool(Some(Runtime::Tokio1))
+        .context("building the Redis pool")
+}
+
+/// `PING` through the pool.
+///
+/// # Errors
+/// When no connection can be had or Redis does not answer.
+pub async fn ping(pool: &RedisPool) -> anyhow::Result<()> {
+    let mut conn = pool.get().await.context("Redis connection")?;
+    let _: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .context("Redis ping")?;
+    Ok(())
+}
+
+/// The key prefix of this deployment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keyspace(Arc<str>);
+
+impl Keyspace {
+    /// A keyspace with `prefix` (for example `maas:`).
+    #[must_use]
+    pub fn new(prefix: &str) -> Self {
+        Self(Arc::from(prefix))
+    }
+
+    /// The full key for `name`.
+    #[must_use]
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.0)
+    }
+
+    /// The prefix itself.
+    #[must_use]
+    pub fn prefix(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_carry_the_prefix() {
+        assert_eq!(Keyspace::new("maas:").key("jobs:x"), "maas:jobs:x");
+    }
+}

@@ -1,0 +1,18 @@
+//! Every schema change of every context, in order. Files are named
+//! `m{YYYYMMDD}_{HHMMSS}_{context}_{what}.rs`; a landed file is never edited: change the schema
+//! with a new one. The API never migrates on boot: `maas migrate up` is a deploy step.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_shared_audit_events;
+
+/// The platform's migrator.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_shared_audit_events::Migration)]
+    }
+}
