@@ -7,4 +7,4 @@ pub mod startup;
 pub mod system;
 
 pub use openapi::ApiDoc;
-pub use startup::Application;
+pub use startup::{Application, ExtraRoutes};

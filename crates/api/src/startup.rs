@@ -20,6 +20,16 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::openapi::ApiDoc;
 use crate::system::{self, Dependencies};
 
+/// Extra routes mounted inside the real middleware stack, after every context's routes: a hook
+/// for embedding the API and for tests that need a route the product does not have.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExtraRoutes {
+    /// Mounted under `/api/v1` (problem+json errors).
+    pub management: Option<fn(&mut web::ServiceConfig)>,
+    /// Mounted under `/v1` (OpenAI error shape).
+    pub openai: Option<fn(&mut web::ServiceConfig)>,
+}
+
 /// A bound, not yet running, API server.
 pub struct Application {
     port: u16,
@@ -32,6 +42,14 @@ impl Application {
     /// # Errors
     /// When a dependency cannot be reached or the address cannot be bound.
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, ExtraRoutes::default()).await
+    }
+
+    /// Like [`Application::build`], with [`ExtraRoutes`].
+    ///
+    /// # Errors
+    /// As [`Application::build`].
+    pub async fn build_with(settings: &Settings, extra: ExtraRoutes) -> anyhow::Result<Self> {
         let db = maas_shared::db::connect(&settings.database).await?;
         let redis = maas_shared::kv::pool(&settings.redis)?;
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
@@ -39,7 +57,12 @@ impl Application {
                 format!("binding {}:{}", settings.server.host, settings.server.port)
             })?;
         let port = listener.local_addr()?.port();
-        let server = serve(listener, &settings.server, Dependencies { db, redis })?;
+        let server = serve(
+            listener,
+            &settings.server,
+            Dependencies { db, redis },
+            extra,
+        )?;
         Ok(Self { port, server })
     }
 
@@ -98,6 +121,7 @@ fn serve(
     listener: TcpListener,
     settings: &ServerSettings,
     deps: Dependencies,
+    extra: ExtraRoutes,
 ) -> anyhow::Result<Server> {
     let metrics = metrics()?;
     let deps = web::Data::new(deps);
@@ -116,33 +140,35 @@ fn serve(
             .wrap(metrics.clone())
             .wrap(from_fn(request_id))
             .wrap(from_fn(normalize_path))
-            .service(system::health)
-            .service(system::ready)
+            .configure(system::configure)
             .service(
                 web::scope("/api/v1")
                     .configure(maas_user::configure)
                     .configure(maas_model::configure)
                     .configure(maas_finetune::configure)
                     .configure(maas_knowledge::configure)
-                    .configure(maas_apps::configure),
+                    .configure(maas_apps::configure)
+                    .configure(|cfg| extra.management.into_iter().for_each(|routes| routes(cfg))),
             )
             .service(
                 web::scope("/v1")
                     .app_data(json_config::<OpenAi>(json_limit))
                     .app_data(query_config::<OpenAi>())
                     .app_data(path_config::<OpenAi>())
-                    .configure(maas_inference::configure),
+                    .configure(maas_inference::configure)
+                    .configure(|cfg| extra.openai.into_iter().for_each(|routes| routes(cfg))),
             )
+            .service(web::redirect("/docs", "/docs/"))
             .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
     })
     .keep_alive(Duration::from_secs(settings.keep_alive_secs))
     .shutdown_timeout(settings.shutdown_timeout_secs)
     .on_connect(|conn, _| {
         // Nagle + delayed ACK would add ~40 ms to small streamed responses.
-        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %err, "could not set TCP_NODELAY");
-            }
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>()
+            && let Err(err) = tcp.set_nodelay(true)
+        {
+            tracing::debug!(error = %err, "could not set TCP_NODELAY");
         }
     });
     if settings.workers > 0 {

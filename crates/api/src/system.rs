@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, web};
 use maas_shared::kv::RedisPool;
 use sea_orm::DatabaseConnection;
 use serde::Serialize;
@@ -58,7 +58,6 @@ pub struct ReadyResponse {
 ///
 /// Answers 200 while the process runs; it checks no dependency.
 #[utoipa::path(get, path = "/health", tag = "system", responses((status = 200, body = HealthResponse)))]
-#[get("/health")]
 pub async fn health() -> web::Json<HealthResponse> {
     web::Json(HealthResponse {
         status: "ok",
@@ -78,7 +77,6 @@ pub async fn health() -> web::Json<HealthResponse> {
         (status = 503, description = "At least one dependency is down", body = ReadyResponse),
     )
 )]
-#[get("/ready")]
 pub async fn ready(deps: web::Data<Dependencies>) -> HttpResponse {
     let (postgres, redis) = tokio::join!(
         probe("postgres", maas_shared::db::ping(&deps.db)),
@@ -95,6 +93,12 @@ pub async fn ready(deps: web::Data<Dependencies>) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable().json(body)
     }
+}
+
+/// Registers `/health` and `/ready` (as resources, so a wrong method is a 405).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/health").route(web::get().to(health)))
+        .service(web::resource("/ready").route(web::get().to(ready)));
 }
 
 async fn probe(name: &'static str, check: impl Future<Output = anyhow::Result<()>>) -> CheckResult {

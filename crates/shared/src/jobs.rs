@@ -98,6 +98,10 @@ impl<J: Job> JobProducer<J> {
 pub struct DiagnosticPing {
     /// Correlates the pong with this ping.
     pub id: uuid::Uuid,
+    /// Simulated work before answering, in milliseconds (capped at [`DiagnosticPing::MAX_DELAY_MS`]);
+    /// lets operators and tests watch a job that is in flight, e.g. across a worker shutdown.
+    #[serde(default)]
+    pub delay_ms: u64,
 }
 
 impl Job for DiagnosticPing {
@@ -105,6 +109,15 @@ impl Job for DiagnosticPing {
 }
 
 impl DiagnosticPing {
+    /// The longest simulated work a ping may ask for.
+    pub const MAX_DELAY_MS: u64 = 30_000;
+
+    /// The key where the worker notes that it started on this ping.
+    #[must_use]
+    pub fn started_key(&self, keyspace: &Keyspace) -> String {
+        keyspace.key(&format!("diagnostics:started:{}", self.id))
+    }
+
     /// The key where the worker stores its answer (the worker's name).
     #[must_use]
     pub fn pong_key(&self, keyspace: &Keyspace) -> String {

@@ -26,6 +26,10 @@ pub fn json_config<F: ErrorFormat>(limit_bytes: usize) -> web::JsonConfig {
         .error_handler(|err, _req| json_error::<F>(&err).into())
 }
 
+#[expect(
+    clippy::wildcard_enum_match_arm,
+    reason = "JsonPayloadError is non_exhaustive"
+)]
 fn json_error<F: ErrorFormat>(err: &JsonPayloadError) -> ApiError<F> {
     match err {
         JsonPayloadError::OverflowKnownLength { limit, .. }
@@ -111,7 +115,17 @@ pub fn error_fallback<B: MessageBody + 'static>(
             res.request().method(),
             res.request().path()
         ),
-        _ => status.canonical_reason().unwrap_or("error").to_owned(),
+        ErrorKind::BadRequest
+        | ErrorKind::Invalid
+        | ErrorKind::Unauthenticated
+        | ErrorKind::Forbidden
+        | ErrorKind::Conflict
+        | ErrorKind::PayloadTooLarge
+        | ErrorKind::UnsupportedMediaType
+        | ErrorKind::RateLimited
+        | ErrorKind::QuotaExceeded
+        | ErrorKind::Unavailable
+        | ErrorKind::Internal => status.canonical_reason().unwrap_or("error").to_owned(),
     };
     let is_openai = res.request().path() == "/v1" || res.request().path().starts_with("/v1/");
     let rendered = if is_openai {

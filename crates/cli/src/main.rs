@@ -1,0 +1,172 @@
+//! `maas`: the platform's admin command line. It loads the same settings as the servers and
+//! calls the same application services as the HTTP API; it holds no SQL of its own.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use maas_migrations::{Migrator, MigratorTrait};
+use maas_shared::config::{AppEnvironment, Settings};
+use maas_shared::jobs::{self, DiagnosticPing, JobProducer};
+use maas_shared::kv::Keyspace;
+use sea_orm_migration::MigrationStatus;
+
+/// Admin command line of the MaaS platform.
+///
+/// Settings come from `config/` and `MAAS__SECTION__KEY` environment variables (`DATABASE_URL` and
+/// `REDIS_URL` are accepted too), exactly as for `maas-api` and `maas-worker`.
+#[derive(Debug, Parser)]
+#[command(name = "maas", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply, roll back or inspect database migrations.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+    /// Inspect the effective configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Check the running platform.
+    #[command(subcommand)]
+    Diagnostics(DiagnosticsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum MigrateCommand {
+    /// Apply pending migrations (all, or the next N).
+    Up {
+        /// Apply at most this many.
+        #[arg(long)]
+        steps: Option<u32>,
+    },
+    /// Roll back the last N applied migrations (default 1).
+    Down {
+        /// How many to roll back.
+        #[arg(long, default_value_t = 1)]
+        steps: u32,
+    },
+    /// List every migration and whether it is applied.
+    Status,
+    /// Drop every table and apply all migrations again. Destroys all data.
+    Fresh {
+        /// Required in production.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective settings as JSON, with every secret redacted.
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+enum DiagnosticsCommand {
+    /// Enqueue a ping job and wait until a maas-worker answers it.
+    PingWorker {
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load()?;
+    match cli.command {
+        Command::Config(ConfigCommand::Show) => {
+            println!("{}", settings.redacted()?);
+            Ok(())
+        }
+        Command::Migrate(command) => migrate(&settings, command).await,
+        Command::Diagnostics(DiagnosticsCommand::PingWorker { timeout }) => {
+            ping_worker(&settings, Duration::from_secs(timeout)).await
+        }
+    }
+}
+
+async fn migrate(settings: &Settings, command: MigrateCommand) -> anyhow::Result<()> {
+    let db = maas_shared::db::connect(&settings.database).await?;
+    match command {
+        MigrateCommand::Up { steps } => {
+            let pending = Migrator::get_pending_migrations(&db).await?.len();
+            Migrator::up(&db, steps)
+                .await
+                .context("applying migrations")?;
+            let applied = steps.map_or(pending, |s| pending.min(s as usize));
+            println!("applied {applied} migration(s)");
+        }
+        MigrateCommand::Down { steps } => {
+            Migrator::down(&db, Some(steps))
+                .await
+                .context("rolling back migrations")?;
+            println!("rolled back up to {steps} migration(s)");
+        }
+        MigrateCommand::Status => {
+            for migration in Migrator::get_migration_with_status(&db).await? {
+                let state = match migration.status() {
+                    MigrationStatus::Applied => "applied",
+                    MigrationStatus::Pending => "pending",
+                };
+                println!("{state:8} {}", migration.name());
+            }
+        }
+        MigrateCommand::Fresh { force } => {
+            if settings.environment == AppEnvironment::Production && !force {
+                anyhow::bail!(
+                    "`migrate fresh` destroys all data; pass --force to run it in production"
+                );
+            }
+            Migrator::fresh(&db)
+                .await
+                .context("re-creating the schema")?;
+            println!("schema dropped and re-created");
+        }
+    }
+    Ok(())
+}
+
+async fn ping_worker(settings: &Settings, timeout: Duration) -> anyhow::Result<()> {
+    let keyspace = Keyspace::new(&settings.redis.key_prefix);
+    let conn = jobs::connection(&settings.redis).await?;
+    let redis = maas_shared::kv::pool(&settings.redis)?;
+    let ping = DiagnosticPing {
+        id: uuid::Uuid::now_v7(),
+        delay_ms: 0,
+    };
+    let started = Instant::now();
+    JobProducer::<DiagnosticPing>::new(conn, &keyspace)
+        .push(ping.clone())
+        .await?;
+    let key = ping.pong_key(&keyspace);
+    while started.elapsed() < timeout {
+        let mut conn = redis.get().await.context("Redis connection")?;
+        let answer: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+        if let Some(worker) = answer {
+            println!("pong from {worker} in {} ms", started.elapsed().as_millis());
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!(
+        "no worker answered within {} s: is maas-worker running against this Redis?",
+        timeout.as_secs()
+    )
+}

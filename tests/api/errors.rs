@@ -1,0 +1,247 @@
+//! Every rejection is problem+json on /api/v1 and OpenAI-shaped on /v1, never plain text or 500.
+
+use maas_api::ExtraRoutes;
+use maas_tests::TestApp;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::routes::extra;
+
+async fn problem(resp: reqwest::Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(resp.status(), status);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status.as_u16());
+    assert_eq!(body["type"], format!("https://docs.maas.dev/errors#{code}"));
+    assert!(body["title"].is_string() && body["detail"].is_string());
+    body
+}
+
+async fn openai(
+    resp: reqwest::Response,
+    status: StatusCode,
+    code: &str,
+    error_type: &str,
+) -> Value {
+    assert_eq!(resp.status(), status);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert_eq!(body["error"]["type"], error_type);
+    assert!(body["error"]["message"].is_string());
+    body
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404_in_each_api_shape() {
+    let app = TestApp::spawn().await;
+    problem(
+        app.get("/api/v1/nothing-here").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    problem(
+        app.get("/nothing-here").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    openai(
+        app.get("/v1/nothing-here").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "invalid_request_error",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn wrong_method_is_an_error_in_our_format() {
+    let app = TestApp::spawn_with(|_| {}, extra()).await;
+    let resp = app
+        .request(Method::GET, "/api/v1/_test/echo")
+        .send()
+        .await
+        .unwrap();
+    problem(resp, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    let resp = app
+        .request(Method::GET, "/v1/_test/echo")
+        .send()
+        .await
+        .unwrap();
+    openai(
+        resp,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "invalid_request_error",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn wrong_method_on_a_system_route_is_405() {
+    let app = TestApp::spawn().await;
+    let resp = app.request(Method::POST, "/health").send().await.unwrap();
+    problem(resp, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+}
+
+#[tokio::test]
+async fn valid_json_passes_through() {
+    let app = TestApp::spawn_with(|_| {}, extra()).await;
+    let resp = app
+        .request(Method::POST, "/api/v1/_test/echo")
+        .json(&json!({"name": "ok", "count": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"name": "ok", "count": 2})
+    );
+}
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let app = TestApp::spawn_with(|_| {}, extra()).await;
+    let send = |path: &'static str| {
+        app.request(Method::POST, path)
+            .header("content-type", "application/json")
+            .body(r#"{"name": "#)
+            .send()
+    };
+    problem(
+        send("/api/v1/_test/echo").await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "malformed_json",
+    )
+    .await;
+    openai(
+        send("/v1/_test/echo").await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "malformed_json",
+        "invalid_request_error",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_415() {
+    let app = TestApp::spawn_with(|_| {}, extra()).await;
+    for path in ["/api/v1/_test/echo", "/v1/_test/echo"] {
+        let resp = app
+            .request(Method::POST, path)
+            .header("content-type", "text/plain")
+            .body(r#"{"name":"a","count":1}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let body: Value = resp.json().await.unwrap();
+        let code = if path.starts_with("/v1") {
+            &body["error"]["code"]
+        } else {
+            &body["code"]
+        };
+        assert_eq!(code, "unsupported_media_type");
+    }
+    let missing = app
+        .request(Method::POST, "/api/v1/_test/echo")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    problem(
+        missing,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let app = TestApp::spawn_with(|s| s.sections.server.json_limit_bytes = 64, extra()).await;
+    let big = json!({"name": "x".repeat(1024), "count": 1});
+    let resp = app
+        .request(Method::POST, "/api/v1/_test/echo")
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    problem(resp, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    let resp = app
+        .request(Method::POST, "/v1/_test/echo")
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    openai(
+        resp,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "invalid_request_error",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn wrong_types_and_unknown_fields_are_422() {
+    let app = TestApp::spawn_with(
+        |_| {},
+        ExtraRoutes {
+            management: extra().management,
+            openai: None,
+        },
+    )
+    .await;
+    for body in [
+        json!({"name": 5, "count": 1}),
+        json!({"name": "a", "count": 1, "admin": true}),
+    ] {
+        let resp = app
+            .request(Method::POST, "/api/v1/_test/echo")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        problem(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    }
+}
+
+#[tokio::test]
+async fn validation_lists_every_bad_field() {
+    let app = TestApp::spawn_with(|_| {}, extra()).await;
+    let bad = json!({"name": "", "count": 9});
+    let resp = app
+        .request(Method::POST, "/api/v1/_test/echo")
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    let body = problem(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["count", "name"]);
+
+    let resp = app
+        .request(Method::POST, "/v1/_test/echo")
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    let body = openai(
+        resp,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+        "invalid_request_error",
+    )
+    .await;
+    assert_eq!(body["error"]["param"], "count");
+}

@@ -1,0 +1,10 @@
+//! Black-box tests of the platform over real HTTP, PostgreSQL, Redis and binaries.
+//! One binary (zero2prod style); each test gets its own database and Redis prefix.
+
+#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+mod audit;
+mod binaries;
+mod errors;
+mod routes;
+mod system;

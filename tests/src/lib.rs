@@ -1,0 +1,325 @@
+//! Test support: [`TestApp::spawn`] starts the real API on a random loopback port over a fresh
+//! PostgreSQL database (cloned from a migrated template, so it takes milliseconds) and its own
+//! Redis key prefix; [`TestDatabase`] and [`binary`] help tests that drive the other binaries.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support fails loudly by design"
+)]
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use maas_api::{Application, ExtraRoutes};
+use maas_migrations::{Migrator, MigratorTrait};
+use maas_shared::config::Settings;
+use maas_shared::kv::Keyspace;
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
+
+/// Base connection URL of the test PostgreSQL (a database the test role may connect to).
+#[must_use]
+pub fn base_database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://maas:maas@127.0.0.1:54329/maas".to_owned())
+}
+
+/// URL of the test Redis.
+#[must_use]
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:63799/".to_owned())
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{name}")
+}
+
+async fn connect_one(url: &str) -> DatabaseConnection {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(1)
+        .min_connections(1)
+        .sqlx_logging(false);
+    Database::connect(options)
+        .await
+        .expect("connect to test PostgreSQL (is `just services-up` running?)")
+}
+
+/// Installs a log subscriber once per process when `TEST_LOG` is set; silent otherwise.
+pub fn init_test_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// A database of its own for one test, dropped when the value is dropped.
+pub struct TestDatabase {
+    /// Its name.
+    pub name: String,
+    /// Its connection URL.
+    pub url: String,
+}
+
+impl TestDatabase {
+    /// A fresh, fully migrated database (a copy of the template).
+    pub async fn migrated() -> Self {
+        let template = ensure_template().await;
+        Self::create(Some(&template)).await
+    }
+
+    /// A fresh, empty database (no migrations applied).
+    pub async fn empty() -> Self {
+        Self::create(None).await
+    }
+
+    async fn create(template: Option<&str>) -> Self {
+        let base = base_database_url();
+        let name = format!("test_{}", uuid::Uuid::now_v7().simple());
+        let admin = connect_one(&base).await;
+        let sql = match template {
+            Some(t) => format!("CREATE DATABASE \"{name}\" TEMPLATE \"{t}\""),
+            None => format!("CREATE DATABASE \"{name}\""),
+        };
+        admin
+            .execute_unprepared(&sql)
+            .await
+            .expect("create test database");
+        let _ = admin.close().await;
+        Self {
+            url: with_database(&base, &name),
+            name,
+        }
+    }
+
+    /// Drops the database now, closing every connection to it.
+    pub async fn drop_now(&self) {
+        let admin = connect_one(&base_database_url()).await;
+        admin
+            .execute_unprepared(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ))
+            .await
+            .expect("drop test database");
+        let _ = admin.close().await;
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime, which must not block: use a runtime of our own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let admin = connect_one(&base_database_url()).await;
+                let _ = admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await;
+                let _ = admin.close().await;
+            });
+        })
+        .join();
+    }
+}
+
+/// The migrated template database, built once per migration set across all test processes.
+async fn ensure_template() -> String {
+    let mut hasher = DefaultHasher::new();
+    for migration in Migrator::migrations() {
+        migration.name().hash(&mut hasher);
+    }
+    let template = format!("maas_tpl_{:016x}", hasher.finish());
+    let admin = connect_one(&base_database_url()).await;
+    let exists = |admin: &DatabaseConnection, name: String| {
+        let admin = admin.clone();
+        async move {
+            admin
+                .query_one(sea_orm::Statement::from_string(
+                    sea_orm::DatabaseBackend::Postgres,
+                    format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"),
+                ))
+                .await
+                .expect("query pg_database")
+                .is_some()
+        }
+    };
+    if !exists(&admin, template.clone()).await {
+        // Serialise builders across processes; the template appears under its final name only
+        // once it is complete and nobody is connected to it.
+        admin
+            .execute_unprepared("SELECT pg_advisory_lock(72726001)")
+            .await
+            .expect("advisory lock");
+        if !exists(&admin, template.clone()).await {
+            let building = format!("{template}_building");
+            admin
+                .execute_unprepared(&format!(
+                    "DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"
+                ))
+                .await
+                .unwrap();
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE \"{building}\""))
+                .await
+                .unwrap();
+            let db = connect_one(&with_database(&base_database_url(), &building)).await;
+            Migrator::up(&db, None).await.expect("migrate template");
+            db.close().await.unwrap();
+            admin
+                .execute_unprepared(&format!(
+                    "ALTER DATABASE \"{building}\" RENAME TO \"{template}\""
+                ))
+                .await
+                .unwrap();
+        }
+        admin
+            .execute_unprepared("SELECT pg_advisory_unlock(72726001)")
+            .await
+            .expect("advisory unlock");
+    }
+    let _ = admin.close().await;
+    template
+}
+
+/// A running API over its own database and Redis key prefix.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`
+    pub address: String,
+    /// The bound port.
+    pub port: u16,
+    /// The settings the app runs with.
+    pub settings: Settings,
+    /// The app's Redis keys start with this.
+    pub keyspace: Keyspace,
+    /// HTTP client (no redirects followed, so tests see them).
+    pub client: reqwest::Client,
+    /// Stops the server.
+    pub handle: actix_web::dev::ServerHandle,
+    /// The app's database; dropped with the app.
+    pub db: Arc<TestDatabase>,
+}
+
+impl TestApp {
+    /// Spawns the API with default test settings.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}, ExtraRoutes::default()).await
+    }
+
+    /// Spawns the API after `tweak` has adjusted the settings, with extra routes.
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Settings), extra: ExtraRoutes) -> Self {
+        init_test_logs();
+        let db = Arc::new(TestDatabase::migrated().await);
+        let mut settings = test_settings(&db.url);
+        tweak(&mut settings);
+        let app = Application::build_with(&settings, extra)
+            .await
+            .expect("build app");
+        let port = app.port();
+        let handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
+            .build()
+            .unwrap();
+        let keyspace = Keyspace::new(&settings.redis.key_prefix);
+        Self {
+            address: format!("http://127.0.0.1:{port}"),
+            port,
+            settings,
+            keyspace,
+            client,
+            handle,
+            db,
+        }
+    }
+
+    /// `GET {address}{path}`
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// A request builder for `method {address}{path}`.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.address))
+    }
+
+    /// A connection to the app's own database.
+    pub async fn db(&self) -> DatabaseConnection {
+        connect_one(&self.db.url).await
+    }
+}
+
+/// Settings for a test process: the given database, a fresh Redis prefix, a random port.
+#[must_use]
+pub fn test_settings(database_url: &str) -> Settings {
+    let prefix = format!("test:{}:", uuid::Uuid::now_v7().simple());
+    let redis = redis_url();
+    Settings::load_with(&[
+        ("database.url", database_url),
+        ("database.max_connections", "5"),
+        ("database.connect_retries", "1"),
+        ("redis.url", &redis),
+        ("redis.key_prefix", &prefix),
+        ("server.host", "127.0.0.1"),
+        ("server.port", "0"),
+        ("server.workers", "1"),
+        ("server.shutdown_timeout_secs", "5"),
+    ])
+    .expect("test settings")
+}
+
+/// Path of a platform binary (`maas`, `maas-api`, `maas-worker`) next to the test executable.
+///
+/// # Panics
+/// When it has not been built: run `cargo build --bins` first (`just test` does).
+#[must_use]
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target profile dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --bins` (just test does it)",
+        path.display()
+    );
+    path
+}
+
+/// Waits up to `timeout` for `check` to return `Some`.
+pub async fn eventually<T, F, Fut>(timeout: std::time::Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
