@@ -1,0 +1,42 @@
+# Tasks for developers and CI. `just --list` shows them.
+# Install just once with `pip install rust-just` (or `cargo install just`).
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Show the recipes.
+default:
+    @just --list
+
+# Start PostgreSQL and Redis on loopback, data in .dev/ (the same start CI uses).
+services-up:
+    bash scripts/services-up.sh
+
+# Stop them (PURGE=1 also deletes .dev/).
+services-down:
+    bash scripts/services-down.sh
+
+# Run the platform: services, migrations, maas-worker and maas-api on :8080.
+dev:
+    bash scripts/dev.sh
+
+# Run every test over real PostgreSQL and Redis (extra args go to nextest).
+test *args:
+    bash scripts/test.sh {{args}}
+
+# fmt check, clippy with warnings as errors, and the layer rules.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    bash scripts/check-layers.sh
+
+# Regenerate openapi/openapi.json from the code.
+openapi:
+    cargo run --quiet -p maas-api -- --print-openapi > openapi/openapi.json
+
+# Benchmarks (release build, real PostgreSQL and Redis); figures go in the closing notes.
+bench *args:
+    bash scripts/bench.sh {{args}}
+
+# The whole CI run, locally.
+ci:
+    bash .ci/run

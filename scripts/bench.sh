@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Benchmarks over real PostgreSQL and Redis (started in .dev/ when DATABASE_URL is unset).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${DATABASE_URL:-}" ] || [ -z "${REDIS_URL:-}" ]; then
+  bash scripts/services-up.sh >/dev/null
+  # shellcheck disable=SC1091
+  . "${SVC_DIR:-$PWD/.dev}/env"
+fi
+export DATABASE_URL REDIS_URL
+cargo run --quiet --release -p maas-cli -- migrate up
+cargo bench -p maas-api --bench http_stack "$@"

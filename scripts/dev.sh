@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs the platform on this machine: PostgreSQL + Redis (in .dev/), migrations, maas-worker in
+# the background and maas-api in the foreground on http://127.0.0.1:8080 (Ctrl-C stops both).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/services-up.sh
+# shellcheck disable=SC1091
+. "${SVC_DIR:-$PWD/.dev}/env"
+export DATABASE_URL REDIS_URL
+cargo build --bins
+target/debug/maas migrate up
+target/debug/maas-worker &
+worker=$!
+trap 'kill -TERM "$worker" 2>/dev/null; wait "$worker" 2>/dev/null || true' EXIT
+echo "maas-api starting on http://${MAAS__SERVER__HOST:-127.0.0.1}:${MAAS__SERVER__PORT:-8080} (docs at /docs)"
+target/debug/maas-api

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test suite: unit tests, doc tests and the end-to-end tests over real PostgreSQL and Redis.
+# Uses DATABASE_URL/REDIS_URL when both are set; otherwise starts the dev services in .dev/.
+# Extra arguments go to nextest (e.g. a test name filter).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${DATABASE_URL:-}" ] || [ -z "${REDIS_URL:-}" ]; then
+  bash scripts/services-up.sh >/dev/null
+  # shellcheck disable=SC1091
+  . "${SVC_DIR:-$PWD/.dev}/env"
+fi
+export DATABASE_URL REDIS_URL
+# The end-to-end tests run the real binaries, so build them first.
+cargo build --workspace --bins
+cargo test --workspace --doc --quiet
+cargo nextest run --workspace ${NEXTEST_PROFILE:+--profile "$NEXTEST_PROFILE"} "$@"
