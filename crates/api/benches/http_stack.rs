@@ -4,7 +4,11 @@
 //!
 //! Client and server share this 2-core machine, so the figures are an upper bound on overhead.
 
-#![expect(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails loudly")]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark fails loudly"
+)]
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +28,11 @@ async fn run(url: &str, connections: usize, total: usize) -> (Vec<Duration>, Dur
     for _ in 0..connections {
         let url = url.to_owned();
         // One client (one keep-alive connection) per simulated caller.
-        let client = reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(1).build().unwrap();
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(1)
+            .build()
+            .unwrap();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(per_connection);
             for _ in 0..per_connection {
@@ -47,7 +55,11 @@ async fn run(url: &str, connections: usize, total: usize) -> (Vec<Duration>, Dur
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let settings = Settings::load_with(&[
             ("server.port", "0"),
@@ -59,7 +71,10 @@ fn main() {
         let base = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped());
 
-        println!("{:<8} {:>5} {:>10} {:>10} {:>10}", "path", "conns", "p50 µs", "p99 µs", "req/s");
+        println!(
+            "{:<8} {:>5} {:>10} {:>10} {:>10}",
+            "path", "conns", "p50 µs", "p99 µs", "req/s"
+        );
         for path in ["/health", "/ready"] {
             let url = format!("{base}{path}");
             run(&url, 4, 2_000).await; // warm-up
