@@ -5,6 +5,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_shared_audit_events;
+mod m20261123_000002_user_identity;
 
 /// The platform's migrator.
 #[derive(Debug)]
@@ -13,6 +14,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261123_000001_shared_audit_events::Migration)]
+        vec![
+            Box::new(m20261123_000001_shared_audit_events::Migration),
+            Box::new(m20261123_000002_user_identity::Migration),
+        ]
     }
 }

@@ -1,6 +1,7 @@
 //! Builds the adapters from settings and runs the HTTP server.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_cors::Cors;
@@ -9,11 +10,16 @@ use actix_web::middleware::{Condition, ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
 use anyhow::Context as _;
+use maas_shared::audit::AuditLog;
+use maas_shared::audit_pg::PgAuditLog;
+use maas_shared::clock::{Clock, SystemClock};
 use maas_shared::config::{ServerSettings, Settings};
 use maas_shared::http::{
     OpenAi, Problem, error_fallback, json_config, normalize_path, path_config, query_config,
     request_id,
 };
+use maas_user::app::auth::Authenticator;
+use maas_user::infra::{Identity, IdentityParams};
 use utoipa::OpenApi as _;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -52,6 +58,15 @@ impl Application {
     pub async fn build_with(settings: &Settings, extra: ExtraRoutes) -> anyhow::Result<Self> {
         let db = maas_shared::db::connect(&settings.database).await?;
         let redis = maas_shared::kv::pool(&settings.redis)?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let audit: Arc<dyn AuditLog> = Arc::new(PgAuditLog::new(db.clone(), Arc::clone(&clock)));
+        let identity = Identity::build(IdentityParams::from_settings(
+            settings,
+            db.clone(),
+            redis.clone(),
+            audit,
+            Arc::clone(&clock),
+        )?)?;
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| {
                 format!("binding {}:{}", settings.server.host, settings.server.port)
@@ -61,6 +76,7 @@ impl Application {
             listener,
             &settings.server,
             Dependencies { db, redis },
+            Services { identity, clock },
             extra,
         )?;
         Ok(Self { port, server })
@@ -117,20 +133,40 @@ fn cors(origins: &[String]) -> Cors {
         .fold(cors, |cors, origin| cors.allowed_origin(origin))
 }
 
+/// The application services handlers reach through app data.
+struct Services {
+    identity: Identity,
+    clock: Arc<dyn Clock>,
+}
+
 fn serve(
     listener: TcpListener,
     settings: &ServerSettings,
     deps: Dependencies,
+    services: Services,
     extra: ExtraRoutes,
 ) -> anyhow::Result<Server> {
     let metrics = metrics()?;
     let deps = web::Data::new(deps);
+    let authenticator: web::Data<Arc<dyn Authenticator>> =
+        web::Data::new(Arc::new(services.identity.auth.clone()));
+    let accounts = web::Data::new(services.identity.accounts.clone());
+    let sessions = web::Data::new(services.identity.sessions.clone());
+    let keys = web::Data::new(services.identity.keys.clone());
+    let quotas = web::Data::new(services.identity.quotas.clone());
+    let clock = web::Data::new(services.clock);
     let openapi = ApiDoc::openapi();
     let json_limit = settings.json_limit_bytes;
     let origins = settings.cors_allowed_origins.clone();
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(deps.clone())
+            .app_data(authenticator.clone())
+            .app_data(accounts.clone())
+            .app_data(sessions.clone())
+            .app_data(keys.clone())
+            .app_data(quotas.clone())
+            .app_data(clock.clone())
             .app_data(json_config::<Problem>(json_limit))
             .app_data(query_config::<Problem>())
             .app_data(path_config::<Problem>())

@@ -1,6 +1,8 @@
 //! `maas`: the platform's admin command line. It loads the same settings as the servers and
 //! calls the same application services as the HTTP API; it holds no SQL of its own.
 
+mod identity;
+
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -34,6 +36,26 @@ enum Command {
     /// Check the running platform.
     #[command(subcommand)]
     Diagnostics(DiagnosticsCommand),
+    /// Create the bootstrap admin if it does not exist (idempotent). Username from
+    /// `MAAS_ADMIN_USERNAME` (default `admin`), password from `MAAS_ADMIN_PASSWORD`; without one a
+    /// password is generated and printed once.
+    Seed {
+        /// Admin login name.
+        #[arg(long, env = "MAAS_ADMIN_USERNAME", default_value = "admin")]
+        username: String,
+        /// Admin password (prefer the environment variable over the flag).
+        #[arg(long, env = "MAAS_ADMIN_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+    /// Manage users.
+    #[command(subcommand)]
+    User(identity::UserCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Key(identity::KeyCommand),
+    /// Manage limits and quotas.
+    #[command(subcommand)]
+    Quota(identity::QuotaCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +121,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Diagnostics(DiagnosticsCommand::PingWorker { timeout }) => {
             ping_worker(&settings, Duration::from_secs(timeout)).await
         }
+        Command::Seed { username, password } => {
+            identity::seed(&settings, &username, password).await
+        }
+        Command::User(command) => identity::user(&settings, command).await,
+        Command::Key(command) => identity::key(&settings, command).await,
+        Command::Quota(command) => identity::quota(&settings, command).await,
     }
 }
 

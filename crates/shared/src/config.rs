@@ -85,6 +85,8 @@ pub struct Sections {
     pub redis: RedisSettings,
     /// Token signing.
     pub auth: AuthSettings,
+    /// Accounts, sessions and default limits.
+    pub identity: IdentitySettings,
     /// Encryption of stored credentials.
     pub crypto: CryptoSettings,
     /// Logs.
@@ -156,6 +158,31 @@ pub struct AuthSettings {
     /// HMAC key for access tokens (at least 32 bytes in production).
     #[serde(serialize_with = "redact")]
     pub jwt_secret: SecretString,
+}
+
+/// `[identity]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySettings {
+    /// Lifetime of access tokens (JWT), in seconds.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of refresh tokens, in seconds.
+    pub refresh_token_ttl_secs: u64,
+    /// Whether anyone may create an account at `POST /api/v1/auth/register`.
+    pub allow_self_registration: bool,
+    /// Login attempts per login name and client address per minute.
+    pub login_attempts_per_minute: u64,
+    /// Seconds a cached principal may be served without a fresh look-up (revocations are
+    /// pushed to every replica at once; this is only the safety net).
+    pub principal_cache_ttl_secs: u64,
+    /// Default requests per minute of a user without their own limit (0: none).
+    pub default_requests_per_minute: u64,
+    /// Default tokens per minute of a user without their own limit (0: none).
+    pub default_tokens_per_minute: u64,
+    /// Default requests per hour of a user without their own limit (0: none).
+    pub default_requests_per_hour: u64,
+    /// Default requests per day of a user without their own limit (0: none).
+    pub default_requests_per_day: u64,
 }
 
 /// `[crypto]`
@@ -319,6 +346,11 @@ impl Settings {
             return Err(SettingsError::Invalid(
                 "database.max_connections must be positive and at least database.min_connections"
                     .into(),
+            ));
+        }
+        if s.identity.access_token_ttl_secs == 0 || s.identity.refresh_token_ttl_secs == 0 {
+            return Err(SettingsError::Invalid(
+                "identity token lifetimes must be positive".into(),
             ));
         }
         if s.redis.pool_size == 0 || s.worker.concurrency == 0 {

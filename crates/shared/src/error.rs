@@ -127,6 +127,11 @@ pub trait Classify {
     fn field_errors(&self) -> Vec<FieldError> {
         Vec::new()
     }
+
+    /// Extra response headers (e.g. `x-ratelimit-*` on a 429).
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
 }
 
 /// A ready-made classified error for places that have nothing more specific (edges, extractors).

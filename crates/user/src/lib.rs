@@ -1,37 +1,33 @@
-//! Identity: users, roles, JWT sessions, API keys, quotas and rate limits.
+//! Identity: users, roles and permissions, JWT sessions, API keys, quotas and rate limits.
 //!
 //! Layers (DESIGN §2): `domain` (entities, value objects, errors, ports; no framework types),
 //! `app` (use cases over the ports), `infra` (adapters, feature `infra`) and `interface` (HTTP
-//! handlers, DTOs and OpenAPI, feature `http`). Other contexts use only what this file exports.
-//! This context has no features yet: its routes and tables arrive with its issue.
+//! handlers, extractors, DTOs and OpenAPI, feature `http`). Other contexts use only
+//! [`contract`].
 
-pub mod domain {
-    //! Entities, value objects, domain errors and the ports this context needs.
-}
-
-pub mod app {
-    //! Use cases: one service per aggregate, orchestrating the domain and its ports.
-}
+pub mod app;
+pub mod domain;
 
 #[cfg(feature = "infra")]
-pub mod infra {
-    //! Adapters implementing the domain ports: sea-orm repositories, Redis, job producers.
-}
+pub mod infra;
 
 #[cfg(feature = "http")]
-pub mod interface {
-    //! HTTP handlers, DTOs and the context's OpenAPI document.
-
-    use actix_web::web;
-
-    /// The OpenAPI document of this context, nested by `maas-api`.
-    #[derive(Debug, utoipa::OpenApi)]
-    #[openapi()]
-    pub struct UserApi;
-
-    /// Registers this context's routes.
-    pub fn configure(_cfg: &mut web::ServiceConfig) {}
-}
+pub mod interface;
 
 #[cfg(feature = "http")]
 pub use interface::{UserApi, configure};
+
+/// What other contexts may depend on: who is calling and the metering gate.
+pub mod contract {
+    pub use crate::app::auth::{Authenticator, Credential};
+    pub use crate::app::quotas::QuotaGate;
+    pub use crate::domain::api_key::ApiKeyId;
+    pub use crate::domain::errors::{IdentityError, LimitState, limit_headers};
+    pub use crate::domain::limits::Demand;
+    pub use crate::domain::ports::Reservation;
+    pub use crate::domain::principal::{KeyGrant, Principal};
+    pub use crate::domain::user::UserId;
+    pub use crate::domain::values::{Permission, Role, Scope};
+    #[cfg(feature = "http")]
+    pub use crate::interface::extract::{Authenticated, Caller};
+}

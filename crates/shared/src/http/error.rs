@@ -67,6 +67,7 @@ pub struct ApiError<F: ErrorFormat = Problem> {
     detail: String,
     fields: Vec<FieldError>,
     retry_after: Option<Duration>,
+    headers: Vec<(&'static str, String)>,
     source: Option<anyhow::Error>,
     format: PhantomData<F>,
 }
@@ -83,6 +84,7 @@ impl<F: ErrorFormat> ApiError<F> {
             detail: detail.into(),
             fields: Vec::new(),
             retry_after: None,
+            headers: Vec::new(),
             source: None,
             format: PhantomData,
         }
@@ -139,6 +141,7 @@ where
             detail: err.to_string(),
             fields: err.field_errors(),
             retry_after: err.retry_after(),
+            headers: err.headers(),
             source: (kind == ErrorKind::Internal).then(|| anyhow::Error::new(err)),
             format: PhantomData,
         }
@@ -176,6 +179,9 @@ impl<F: ErrorFormat> ResponseError for ApiError<F> {
         if let Some(after) = self.retry_after {
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             builder.insert_header((header::RETRY_AFTER, secs.max(1)));
+        }
+        for (name, value) in &self.headers {
+            builder.insert_header((*name, value.as_str()));
         }
         F::render(&self.parts(), builder)
     }

@@ -1,0 +1,375 @@
+//! Accounts: creation, registration, listing, status, roles, passwords, deletion, bootstrap.
+
+use std::collections::BTreeSet;
+
+use maas_shared::paging::{Page, PageRequest};
+use serde_json::json;
+
+use super::{Actor, IdentityDeps};
+use crate::domain::errors::{IdentityError, InvalidValue};
+use crate::domain::principal::Principal;
+use crate::domain::user::{User, UserId, UserStatus};
+use crate::domain::values::{Email, Password, Permission, Role, Username};
+
+/// A request to create an account.
+#[derive(Clone, Debug)]
+pub struct NewAccount {
+    /// Login name.
+    pub username: String,
+    /// E-mail (optional).
+    pub email: Option<String>,
+    /// Initial password.
+    pub password: String,
+    /// Roles (admin only; defaults to `user`).
+    pub roles: Vec<String>,
+}
+
+/// Outcome of the idempotent bootstrap.
+#[derive(Debug)]
+pub enum Bootstrap {
+    /// The admin existed already; nothing changed.
+    AlreadyPresent(User),
+    /// Created with the given password.
+    Created(User),
+    /// Created with a generated password, to show once.
+    CreatedWithPassword(User, String),
+}
+
+/// Account use cases.
+#[derive(Clone)]
+pub struct AccountService {
+    deps: IdentityDeps,
+}
+
+fn parse_account(
+    req: &NewAccount,
+) -> Result<(Username, Option<Email>, Password, BTreeSet<Role>), IdentityError> {
+    let mut errors = Vec::new();
+    let username = Username::parse(&req.username)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let email = match req
+        .email
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        Some(raw) => Email::parse(raw).map_err(|e| errors.push(e)).ok(),
+        None => None,
+    };
+    let password = Password::parse(req.password.clone(), "password")
+        .map_err(|e| errors.push(e))
+        .ok();
+    let mut roles = BTreeSet::new();
+    for raw in &req.roles {
+        match Role::parse(raw) {
+            Ok(role) => {
+                roles.insert(role);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if roles.is_empty() {
+        roles.insert(Role::User);
+    }
+    match (username, password) {
+        (Some(username), Some(password)) if errors.is_empty() => {
+            Ok((username, email, password, roles))
+        }
+        _ => Err(IdentityError::Invalid(errors)),
+    }
+}
+
+impl AccountService {
+    /// The service over `deps`.
+    #[must_use]
+    pub fn new(deps: IdentityDeps) -> Self {
+        Self { deps }
+    }
+
+    /// An admin (or the CLI) creates an account with any roles.
+    ///
+    /// # Errors
+    /// Forbidden without `ManageUsers`; invalid input; duplicates.
+    pub async fn create(&self, actor: Actor<'_>, req: NewAccount) -> Result<User, IdentityError> {
+        actor.require(Permission::ManageUsers)?;
+        let (username, email, password, roles) = parse_account(&req)?;
+        let hash = self.deps.hasher.hash(&password).await?;
+        let user = User::new(username, email, hash, roles, self.deps.clock.now());
+        self.deps.users.insert(&user).await?;
+        let roles: Vec<&str> = user.roles().iter().map(|r| r.as_str()).collect();
+        self.deps
+            .audit(
+                &actor,
+                "user.create",
+                "user",
+                Some(user.id().to_string()),
+                json!({"username": user.username().as_str(), "roles": roles}),
+            )
+            .await?;
+        Ok(user)
+    }
+
+    /// Open self-registration (only when switched on): always the `user` role.
+    ///
+    /// # Errors
+    /// [`IdentityError::RegistrationClosed`]; invalid input; duplicates.
+    pub async fn register(&self, mut req: NewAccount) -> Result<User, IdentityError> {
+        if !self.deps.config.allow_self_registration {
+            return Err(IdentityError::RegistrationClosed);
+        }
+        req.roles = vec![Role::User.as_str().to_owned()];
+        let (username, email, password, roles) = parse_account(&req)?;
+        let hash = self.deps.hasher.hash(&password).await?;
+        let user = User::new(username, email, hash, roles, self.deps.clock.now());
+        self.deps.users.insert(&user).await?;
+        Ok(user)
+    }
+
+    /// The caller's own account.
+    ///
+    /// # Errors
+    /// [`IdentityError::UserNotFound`] if it vanished.
+    pub async fn me(&self, principal: &Principal) -> Result<User, IdentityError> {
+        self.deps
+            .users
+            .find(principal.user_id)
+            .await?
+            .filter(User::is_active)
+            .ok_or(IdentityError::UserNotFound)
+    }
+
+    /// Any non-deleted account (admin).
+    ///
+    /// # Errors
+    /// Forbidden; [`IdentityError::UserNotFound`].
+    pub async fn get(&self, actor: Actor<'_>, id: UserId) -> Result<User, IdentityError> {
+        actor.require(Permission::ManageUsers)?;
+        self.find_live(id).await
+    }
+
+    /// A user by id or login name (CLI convenience).
+    ///
+    /// # Errors
+    /// [`IdentityError::UserNotFound`].
+    pub async fn resolve(
+        &self,
+        actor: Actor<'_>,
+        id_or_login: &str,
+    ) -> Result<User, IdentityError> {
+        actor.require(Permission::ManageUsers)?;
+        if let Ok(id) = id_or_login.parse::<UserId>() {
+            return self.find_live(id).await;
+        }
+        self.deps
+            .users
+            .find_by_login(id_or_login)
+            .await?
+            .ok_or(IdentityError::UserNotFound)
+    }
+
+    /// Non-deleted accounts in creation order (admin).
+    ///
+    /// # Errors
+    /// Forbidden.
+    pub async fn list(
+        &self,
+        actor: Actor<'_>,
+        page: &PageRequest,
+    ) -> Result<Page<User>, IdentityError> {
+        actor.require(Permission::ManageUsers)?;
+        self.deps.users.list(page).await
+    }
+
+    async fn find_live(&self, id: UserId) -> Result<User, IdentityError> {
+        self.deps
+            .users
+            .find(id)
+            .await?
+            .filter(|u| u.status() != UserStatus::Deleted)
+            .ok_or(IdentityError::UserNotFound)
+    }
+
+    /// Whether changing `user` would remove the last active admin.
+    async fn would_orphan_admins(&self, user: &User) -> Result<bool, IdentityError> {
+        Ok(user.is_active_admin() && self.deps.users.count_active_admins().await? <= 1)
+    }
+
+    /// Disables or re-enables an account; disabling ends its sessions and stops its keys at once.
+    ///
+    /// # Errors
+    /// Forbidden; not found; [`IdentityError::LastAdmin`].
+    pub async fn set_enabled(
+        &self,
+        actor: Actor<'_>,
+        id: UserId,
+        enabled: bool,
+    ) -> Result<User, IdentityError> {
+        actor.require(Permission::ManageUsers)?;
+        let mut user = self.find_live(id).await?;
+        let now = self.deps.clock.now();
+        if enabled {
+            user.set_status(UserStatus::Active, now)?;
+        } else {
+            if self.would_orphan_admins(&user).await? {
+                return Err(IdentityError::LastAdmin);
+            }
+            user.set_status(UserStatus::Disabled, now)?;
+            self.deps.refresh_tokens.revoke_user(id, now).await?;
+        }
+        self.deps.users.update(&user).await?;
+        self.deps.user_changed(id).await?;
+        let action = if enabled {
+            "user.enable"
+        } else {
+            "user.disable"
+        };
+        self.deps
+            .audit(&actor, action, "user", Some(id.to_string()), json!({}))
+            .await?;
+        Ok(user)
+    }
+
+    /// Deletes an account: final; its keys are revoked and its sessions end.
+    ///
+    /// # Errors
+    /// Forbidden; not found; [`IdentityError::LastAdmin`].
+    pub async fn delete(&self, actor: Actor<'_>, id: UserId) -> Result<(), IdentityError> {
+        actor.require(Permission::ManageUsers)?;
+        let mut user = self.find_live(id).await?;
+        if self.would_orphan_admins(&user).await? {
+            return Err(IdentityError::LastAdmin);
+        }
+        let now = self.deps.clock.now();
+        user.set_status(UserStatus::Deleted, now)?;
+        self.deps.users.update(&user).await?;
+        self.deps.refresh_tokens.revoke_user(id, now).await?;
+        for digest in self.deps.keys.revoke_all(id, now).await? {
+            self.deps.cache.invalidate_key(digest);
+            self.deps.bus.key_changed(digest).await?;
+        }
+        self.deps.user_changed(id).await?;
+        self.deps
+            .audit(
+                &actor,
+                "user.delete",
+                "user",
+                Some(id.to_string()),
+                json!({"username": user.username().as_str()}),
+            )
+            .await
+    }
+
+    /// Replaces a user's roles. Nobody changes their own roles.
+    ///
+    /// # Errors
+    /// Forbidden; [`IdentityError::SelfRoleChange`]; not found; [`IdentityError::LastAdmin`].
+    pub async fn set_roles(
+        &self,
+        actor: Actor<'_>,
+        id: UserId,
+        roles: &[String],
+    ) -> Result<User, IdentityError> {
+        actor.require(Permission::ManageUsers)?;
+        if actor.user_id() == Some(id) {
+            return Err(IdentityError::SelfRoleChange);
+        }
+        let mut errors = Vec::new();
+        let parsed: BTreeSet<Role> = roles
+            .iter()
+            .filter_map(|r| Role::parse(r).map_err(|e| errors.push(e)).ok())
+            .collect();
+        if !errors.is_empty() {
+            return Err(IdentityError::Invalid(errors));
+        }
+        let mut user = self.find_live(id).await?;
+        if !parsed.contains(&Role::Admin) && self.would_orphan_admins(&user).await? {
+            return Err(IdentityError::LastAdmin);
+        }
+        user.set_roles(parsed, self.deps.clock.now())?;
+        self.deps.users.update(&user).await?;
+        self.deps.user_changed(id).await?;
+        let names: Vec<&str> = user.roles().iter().map(|r| r.as_str()).collect();
+        self.deps
+            .audit(
+                &actor,
+                "user.set_roles",
+                "user",
+                Some(id.to_string()),
+                json!({"roles": names}),
+            )
+            .await?;
+        Ok(user)
+    }
+
+    /// Changes the caller's password after checking the current one; ends every session.
+    ///
+    /// # Errors
+    /// [`IdentityError::InvalidCredentials`] for a wrong current password; invalid new password.
+    pub async fn change_password(
+        &self,
+        principal: &Principal,
+        current: String,
+        new: String,
+    ) -> Result<(), IdentityError> {
+        let new = Password::parse(new, "new_password")?;
+        let mut user = self.me(principal).await?;
+        if !self
+            .deps
+            .hasher
+            .verify(&Password::offered(current), Some(user.password_hash()))
+            .await?
+        {
+            return Err(IdentityError::InvalidCredentials);
+        }
+        let hash = self.deps.hasher.hash(&new).await?;
+        let now = self.deps.clock.now();
+        user.change_password(hash, now);
+        self.deps.users.update(&user).await?;
+        self.deps.refresh_tokens.revoke_user(user.id(), now).await
+    }
+
+    /// A strong random password (for accounts created by an operator without one).
+    #[must_use]
+    pub fn generate_password(&self) -> String {
+        self.deps.secrets.generate_password()
+    }
+
+    /// Idempotent bootstrap of the first admin: creates `username` as admin unless it exists.
+    /// Without a password, one is generated and returned to show once.
+    ///
+    /// # Errors
+    /// Invalid input; storage failures.
+    pub async fn bootstrap_admin(
+        &self,
+        username: &str,
+        password: Option<String>,
+    ) -> Result<Bootstrap, IdentityError> {
+        let name = Username::parse(username)?;
+        if let Some(existing) = self.deps.users.find_by_login(name.as_str()).await? {
+            return Ok(Bootstrap::AlreadyPresent(existing));
+        }
+        let (password, generated) = match password.filter(|p| !p.is_empty()) {
+            Some(given) => (given, false),
+            None => (self.deps.secrets.generate_password(), true),
+        };
+        let req = NewAccount {
+            username: name.as_str().to_owned(),
+            email: None,
+            password: password.clone(),
+            roles: vec!["admin".into()],
+        };
+        let user = self.create(Actor::System, req).await?;
+        Ok(if generated {
+            Bootstrap::CreatedWithPassword(user, password)
+        } else {
+            Bootstrap::Created(user)
+        })
+    }
+}
+
+impl From<Vec<InvalidValue>> for IdentityError {
+    fn from(values: Vec<InvalidValue>) -> Self {
+        Self::Invalid(values)
+    }
+}

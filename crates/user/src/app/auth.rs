@@ -1,0 +1,190 @@
+//! Authentication: bearer JWT or API key → [`Principal`], served from the in-process cache so
+//! that a cached hit touches no database.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::IdentityDeps;
+use crate::domain::api_key::ApiKey;
+use crate::domain::errors::IdentityError;
+use crate::domain::limits::{LimitRule, Subject};
+use crate::domain::ports::PrincipalKey;
+use crate::domain::principal::{KeyGrant, Principal};
+use crate::domain::session::TokenRejection;
+use crate::domain::user::{User, UserId, UserStatus};
+use crate::domain::values::key_permissions;
+
+/// What the caller presented.
+#[derive(Clone, Copy, Debug)]
+pub enum Credential<'a> {
+    /// `Authorization: Bearer <jwt or sk-...>`.
+    Bearer(&'a str),
+    /// `x-api-key: sk-...`.
+    ApiKey(&'a str),
+}
+
+/// Turns credentials into principals. The contract other contexts depend on.
+#[async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    /// Authenticates a caller.
+    ///
+    /// # Errors
+    /// [`IdentityError::InvalidToken`] (also for disabled or deleted users),
+    /// [`IdentityError::TokenExpired`], or infrastructure failures.
+    async fn authenticate(
+        &self,
+        credential: Credential<'_>,
+    ) -> Result<Arc<Principal>, IdentityError>;
+}
+
+/// The API key prefix every key starts with.
+pub const KEY_PREFIX: &str = "sk-";
+
+/// Authentication use cases.
+#[derive(Clone)]
+pub struct AuthService {
+    deps: IdentityDeps,
+}
+
+impl AuthService {
+    /// The service over `deps`.
+    #[must_use]
+    pub fn new(deps: IdentityDeps) -> Self {
+        Self { deps }
+    }
+
+    async fn user_rules(&self, user: &User) -> Result<Vec<LimitRule>, IdentityError> {
+        let subject = Subject::User(user.id());
+        let policy = self.deps.policies.get(subject).await?;
+        Ok(policy.rules(subject, Some(&self.deps.config.defaults)))
+    }
+
+    async fn load_key(&self, key: ApiKey) -> Result<Option<Principal>, IdentityError> {
+        let now = self.deps.clock.now();
+        if !key.is_usable(now) {
+            return Ok(None);
+        }
+        let Some(user) = self
+            .deps
+            .users
+            .find(key.owner)
+            .await?
+            .filter(User::is_active)
+        else {
+            return Ok(None);
+        };
+        let mut rules = self.user_rules(&user).await?;
+        let key_subject = Subject::Key(key.id);
+        let mut key_policy = self.deps.policies.get(key_subject).await?;
+        key_policy.requests_per_minute = key_policy
+            .requests_per_minute
+            .or(key.limits.requests_per_minute);
+        key_policy.tokens_per_minute = key_policy
+            .tokens_per_minute
+            .or(key.limits.tokens_per_minute);
+        rules.extend(key_policy.rules(key_subject, None));
+        Ok(Some(Principal {
+            user_id: user.id(),
+            username: user.username().as_str().to_owned(),
+            roles: user.roles().clone(),
+            permissions: key_permissions(user.roles(), &key.scopes),
+            key: Some(KeyGrant {
+                id: key.id,
+                prefix: key.prefix,
+                scopes: key.scopes,
+                allowed_models: key.allowed_models,
+                expires_at: key.expires_at,
+            }),
+            rules,
+        }))
+    }
+
+    async fn by_key(&self, presented: &str) -> Result<Arc<Principal>, IdentityError> {
+        // Anything that cannot be one of our keys is refused before any lookup.
+        if !presented.starts_with(KEY_PREFIX) || presented.len() > 128 {
+            return Err(IdentityError::InvalidToken);
+        }
+        let digest = self.deps.secrets.digest(presented);
+        let cache_key = PrincipalKey::Key(digest);
+        let principal = match self.deps.cache.get(&cache_key) {
+            Some(cached) => cached,
+            None => {
+                let loaded = match self.deps.keys.find_by_digest(digest).await? {
+                    Some(key) => self.load_key(key).await?.map(Arc::new),
+                    None => None,
+                };
+                self.deps.cache.put(cache_key, loaded.clone());
+                loaded
+            }
+        };
+        let principal = principal.ok_or(IdentityError::InvalidToken)?;
+        let now = self.deps.clock.now();
+        let Some(grant) = principal.key.as_ref() else {
+            return Err(IdentityError::InvalidToken);
+        };
+        if grant.expires_at.is_some_and(|at| at <= now) {
+            return Err(IdentityError::InvalidToken);
+        }
+        self.deps.key_uses.record(grant.id, now);
+        Ok(principal)
+    }
+
+    async fn by_jwt(&self, token: &str) -> Result<Arc<Principal>, IdentityError> {
+        let claims = self
+            .deps
+            .tokens
+            .verify(token)
+            .map_err(|rejection| match rejection {
+                TokenRejection::Expired => IdentityError::TokenExpired,
+                TokenRejection::Invalid => IdentityError::InvalidToken,
+            })?;
+        let cache_key = PrincipalKey::User(claims.user_id);
+        let principal = match self.deps.cache.get(&cache_key) {
+            Some(cached) => cached,
+            None => {
+                let loaded = self.load_user(claims.user_id).await?;
+                self.deps.cache.put(cache_key, loaded.clone());
+                loaded
+            }
+        };
+        // Deleted and disabled users are cached as "no principal": their tokens stop working.
+        principal.ok_or(IdentityError::InvalidToken)
+    }
+
+    async fn load_user(&self, id: UserId) -> Result<Option<Arc<Principal>>, IdentityError> {
+        let Some(user) = self.deps.users.find(id).await? else {
+            return Ok(None);
+        };
+        match user.status() {
+            UserStatus::Deleted | UserStatus::Disabled => Ok(None),
+            UserStatus::Active => {
+                let rules = self.user_rules(&user).await?;
+                Ok(Some(Arc::new(Principal {
+                    user_id: user.id(),
+                    username: user.username().as_str().to_owned(),
+                    roles: user.roles().clone(),
+                    permissions: user.permissions(),
+                    key: None,
+                    rules,
+                })))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Authenticator for AuthService {
+    async fn authenticate(
+        &self,
+        credential: Credential<'_>,
+    ) -> Result<Arc<Principal>, IdentityError> {
+        match credential {
+            Credential::ApiKey(key) => self.by_key(key.trim()).await,
+            Credential::Bearer(token) if token.trim().starts_with(KEY_PREFIX) => {
+                self.by_key(token.trim()).await
+            }
+            Credential::Bearer(token) => self.by_jwt(token.trim()).await,
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The `ApiKey` aggregate: a secret shown once, stored only as a keyed hash.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+
+use super::errors::InvalidValue;
+use super::user::UserId;
+use super::values::Scope;
+
+maas_shared::define_id!(
+    /// Identifies an API key.
+    ApiKeyId
+);
+
+/// A keyed hash (HMAC-SHA-256) of a secret: what is stored and looked up.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SecretDigest(pub [u8; 32]);
+
+impl fmt::Debug for SecretDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretDigest(..)")
+    }
+}
+
+/// A freshly minted secret: the plain text goes to the caller once, the rest is stored.
+pub struct MintedSecret {
+    /// The plain secret (shown once, never stored, never logged).
+    pub plaintext: String,
+    /// The public, identifying part (`sk-AbC12345`).
+    pub prefix: String,
+    /// What is stored.
+    pub digest: SecretDigest,
+}
+
+impl fmt::Debug for MintedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MintedSecret")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A key's human label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyName(String);
+
+impl KeyName {
+    /// 1–64 printable characters.
+    ///
+    /// # Errors
+    /// [`InvalidValue`] naming `name`.
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        let value = raw.trim();
+        if (1..=64).contains(&value.chars().count()) && !value.chars().any(char::is_control) {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(InvalidValue::new("name", "1 to 64 printable characters"))
+        }
+    }
+
+    /// The label.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Rate limits of one key (on top of its owner's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyLimits {
+    /// Requests per minute.
+    pub requests_per_minute: Option<u64>,
+    /// Tokens per minute.
+    pub tokens_per_minute: Option<u64>,
+}
+
+/// An API key of a user.
+#[derive(Clone, Debug)]
+pub struct ApiKey {
+    /// Id.
+    pub id: ApiKeyId,
+    /// Owner.
+    pub owner: UserId,
+    /// Label.
+    pub name: KeyName,
+    /// Public identifying part of the secret.
+    pub prefix: String,
+    /// Keyed hash of the secret.
+    pub digest: SecretDigest,
+    /// What it may be used for.
+    pub scopes: BTreeSet<Scope>,
+    /// Models it may call; empty means every model the owner may use.
+    pub allowed_models: BTreeSet<String>,
+    /// Its own rate limits.
+    pub limits: KeyLimits,
+    /// When it stops working.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Last use (updated in batches, so up to a few seconds behind).
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl ApiKey {
+    /// Whether it authenticates at `now`.
+    #[must_use]
+    pub fn is_usable(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|at| at > now)
+    }
+
+    /// Revokes it (idempotent).
+    pub fn revoke(&mut self, now: DateTime<Utc>) {
+        self.revoked_at.get_or_insert(now);
+    }
+
+    /// Replaces the secret; the old one stops working.
+    pub fn rotate(&mut self, secret: &MintedSecret) {
+        self.prefix.clone_from(&secret.prefix);
+        self.digest = secret.digest;
+    }
+}

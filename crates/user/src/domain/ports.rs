@@ -1,0 +1,378 @@
+//! What the identity context needs from the outside world.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use maas_shared::paging::{Page, PageRequest};
+use uuid::Uuid;
+
+use super::api_key::{ApiKey, ApiKeyId, MintedSecret, SecretDigest};
+use super::errors::IdentityError;
+use super::limits::{Demand, LimitRule, QuotaPolicy, Subject};
+use super::principal::Principal;
+use super::session::{AccessClaims, Consumed, IssuedToken, RefreshToken, TokenRejection};
+use super::user::{User, UserId};
+use super::values::{Password, PasswordHash};
+
+/// Persistence of users and their roles.
+#[async_trait]
+pub trait UserRepository: Send + Sync + 'static {
+    /// Stores a new user with its roles.
+    ///
+    /// # Errors
+    /// [`IdentityError::UsernameTaken`] / [`IdentityError::EmailTaken`] on duplicates;
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn insert(&self, user: &User) -> Result<(), IdentityError>;
+
+    /// Writes every field and the roles of an existing user (one transaction).
+    ///
+    /// # Errors
+    /// As [`UserRepository::insert`].
+    async fn update(&self, user: &User) -> Result<(), IdentityError>;
+
+    /// The user with `id`, deleted ones included.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn find(&self, id: UserId) -> Result<Option<User>, IdentityError>;
+
+    /// The non-deleted user whose username or e-mail is `login` (case-insensitive).
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn find_by_login(&self, login: &str) -> Result<Option<User>, IdentityError>;
+
+    /// Non-deleted users in creation order.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn list(&self, page: &PageRequest) -> Result<Page<User>, IdentityError>;
+
+    /// How many active admins exist.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn count_active_admins(&self) -> Result<u64, IdentityError>;
+}
+
+/// Persistence of refresh tokens.
+#[async_trait]
+pub trait RefreshTokenRepository: Send + Sync + 'static {
+    /// Stores a new token.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn insert(&self, token: &RefreshToken) -> Result<(), IdentityError>;
+
+    /// Spends the token with `digest` atomically (two concurrent uses: one wins, one is reuse).
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn consume(
+        &self,
+        digest: SecretDigest,
+        now: DateTime<Utc>,
+    ) -> Result<Consumed, IdentityError>;
+
+    /// Revokes every token of a family.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn revoke_family(&self, family_id: Uuid, now: DateTime<Utc>)
+    -> Result<(), IdentityError>;
+
+    /// Revokes every token of a user.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn revoke_user(&self, user_id: UserId, now: DateTime<Utc>) -> Result<(), IdentityError>;
+
+    /// The family of the token with `digest`, if it is known.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn family_of(
+        &self,
+        digest: SecretDigest,
+    ) -> Result<Option<(UserId, Uuid)>, IdentityError>;
+}
+
+/// Persistence of API keys.
+#[async_trait]
+pub trait ApiKeyRepository: Send + Sync + 'static {
+    /// Stores a new key.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn insert(&self, key: &ApiKey) -> Result<(), IdentityError>;
+
+    /// Writes name, secret digest/prefix and revocation of an existing key.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn update(&self, key: &ApiKey) -> Result<(), IdentityError>;
+
+    /// The key `id` if `owner` owns it.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn find_owned(
+        &self,
+        owner: UserId,
+        id: ApiKeyId,
+    ) -> Result<Option<ApiKey>, IdentityError>;
+
+    /// The key whose digest is `digest` (revoked or not).
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn find_by_digest(&self, digest: SecretDigest) -> Result<Option<ApiKey>, IdentityError>;
+
+    /// The keys of `owner`, newest first.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn list(&self, owner: UserId, page: &PageRequest) -> Result<Page<ApiKey>, IdentityError>;
+
+    /// Revokes every key of `owner`; returns the digests that stopped working.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn revoke_all(
+        &self,
+        owner: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<SecretDigest>, IdentityError>;
+
+    /// Records last-use times in one statement.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn touch(&self, uses: &[(ApiKeyId, DateTime<Utc>)]) -> Result<(), IdentityError>;
+}
+
+/// Persistence of quota policies.
+#[async_trait]
+pub trait QuotaPolicyRepository: Send + Sync + 'static {
+    /// The policy of `subject` (default when none is stored).
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn get(&self, subject: Subject) -> Result<QuotaPolicy, IdentityError>;
+
+    /// Replaces the policy of `subject`.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn put(&self, subject: Subject, policy: &QuotaPolicy) -> Result<(), IdentityError>;
+}
+
+/// One settled consumption, for the durable ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// Who.
+    pub user_id: UserId,
+    /// Through which key.
+    pub key_id: Option<ApiKeyId>,
+    /// Tokens consumed.
+    pub tokens: u64,
+    /// Requests counted (1, or 0 for a pure token correction).
+    pub requests: u64,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// The durable record of consumption that quotas are rebuilt from.
+#[async_trait]
+pub trait UsageLedger: Send + Sync + 'static {
+    /// Appends entries (one statement).
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn append(&self, entries: &[LedgerEntry]) -> Result<(), IdentityError>;
+
+    /// Tokens and requests of `subject` since `since`.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn totals(
+        &self,
+        subject: Subject,
+        since: DateTime<Utc>,
+    ) -> Result<(u64, u64), IdentityError>;
+}
+
+/// A granted admission: what was counted, to settle or release later.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    /// Id (idempotency of settle/release).
+    pub id: Uuid,
+    /// The caller.
+    pub user_id: UserId,
+    /// Through which key.
+    pub key_id: Option<ApiKeyId>,
+    /// Tokens reserved.
+    pub estimate: u64,
+    /// Counter keys charged with the token estimate.
+    pub token_counters: Vec<String>,
+    /// Counter keys charged with one request.
+    pub request_counters: Vec<String>,
+    /// The tightest rule after admission, for `x-ratelimit-*` headers.
+    pub tightest: Option<super::errors::LimitState>,
+}
+
+/// Counters in a shared store (Redis): atomic check-and-charge of many rules at once.
+#[async_trait]
+pub trait LimitStore: Send + Sync + 'static {
+    /// Checks every rule against its current window and, only if all pass, charges them all, in
+    /// one atomic step.
+    ///
+    /// # Errors
+    /// [`IdentityError::RateLimited`] / [`IdentityError::QuotaExceeded`] naming the rule that
+    /// refused; [`IdentityError::Unexpected`] when the store is unreachable.
+    async fn admit(
+        &self,
+        principal: &Principal,
+        rules: &[LimitRule],
+        demand: Demand,
+        now: DateTime<Utc>,
+    ) -> Result<Reservation, IdentityError>;
+
+    /// Replaces the token estimate with `actual` (idempotent per reservation).
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] when the store is unreachable.
+    async fn settle(
+        &self,
+        reservation: &Reservation,
+        actual_tokens: u64,
+    ) -> Result<bool, IdentityError>;
+
+    /// Gives back everything the reservation charged (idempotent).
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] when the store is unreachable.
+    async fn release(&self, reservation: &Reservation) -> Result<bool, IdentityError>;
+
+    /// Current counts of the principal's rules in their windows at `now`, in rule order.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] when the store is unreachable.
+    async fn current(
+        &self,
+        principal: &Principal,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<u64>, IdentityError>;
+
+    /// A simple fixed-window counter (login throttling): counts one hit on `name` and says
+    /// whether it stayed within `max` per `window`; when not, how long until it resets.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] when the store is unreachable.
+    async fn hit(
+        &self,
+        name: &str,
+        max: u64,
+        window: std::time::Duration,
+    ) -> Result<Option<std::time::Duration>, IdentityError>;
+}
+
+/// Argon2id hashing (CPU-heavy: implementations run it off the async threads).
+#[async_trait]
+pub trait PasswordHasher: Send + Sync + 'static {
+    /// Hashes a new password.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] if hashing fails.
+    async fn hash(&self, password: &Password) -> Result<PasswordHash, IdentityError>;
+
+    /// Whether `password` matches `hash`. With `None`, burns the same time and says no, so
+    /// unknown users cannot be told apart by timing.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] if verification cannot run.
+    async fn verify(
+        &self,
+        password: &Password,
+        hash: Option<&PasswordHash>,
+    ) -> Result<bool, IdentityError>;
+}
+
+/// Signing and checking access tokens.
+pub trait TokenCodec: Send + Sync + 'static {
+    /// Signs an access token for a session.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] if signing fails.
+    fn issue(
+        &self,
+        user_id: UserId,
+        session_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedToken, IdentityError>;
+
+    /// Verifies signature, algorithm, audience, issuer, type, `exp` and `nbf`.
+    ///
+    /// # Errors
+    /// [`TokenRejection`] saying why.
+    fn verify(&self, token: &str) -> Result<AccessClaims, TokenRejection>;
+}
+
+/// Random secrets and their keyed digests.
+pub trait Secrets: Send + Sync + 'static {
+    /// A new API key: `sk-` + 8-character public prefix + 32 random characters (≥ 190 bits).
+    fn mint_api_key(&self) -> MintedSecret;
+
+    /// A new opaque refresh token (256 random bits).
+    fn mint_refresh_token(&self) -> MintedSecret;
+
+    /// The keyed digest a presented secret is looked up by.
+    fn digest(&self, presented: &str) -> SecretDigest;
+
+    /// A random password for bootstrap accounts (24 characters).
+    fn generate_password(&self) -> String;
+}
+
+/// What a cached principal is found by.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PrincipalKey {
+    /// A login session's user.
+    User(UserId),
+    /// An API key.
+    Key(SecretDigest),
+}
+
+/// In-process cache of principals (the gateway's hot path touches no database on a hit).
+pub trait PrincipalCache: Send + Sync + 'static {
+    /// A cached principal (`Some(None)`: known to be invalid).
+    fn get(&self, key: &PrincipalKey) -> Option<Option<Arc<Principal>>>;
+    /// Caches a lookup result.
+    fn put(&self, key: PrincipalKey, principal: Option<Arc<Principal>>);
+    /// Drops everything about a user (its session entry and every key of it).
+    fn invalidate_user(&self, user_id: UserId);
+    /// Drops one key.
+    fn invalidate_key(&self, digest: SecretDigest);
+}
+
+/// Tells every replica's cache that something changed.
+#[async_trait]
+pub trait InvalidationBus: Send + Sync + 'static {
+    /// Broadcasts that a user's principal changed (status, roles, limits).
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] when the bus is unreachable.
+    async fn user_changed(&self, user_id: UserId) -> Result<(), IdentityError>;
+
+    /// Broadcasts that a key stopped working or changed.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] when the bus is unreachable.
+    async fn key_changed(&self, digest: SecretDigest) -> Result<(), IdentityError>;
+}
+
+/// Collects key use times and writes them in batches.
+pub trait KeyUseRecorder: Send + Sync + 'static {
+    /// Notes that `key` was used at `at` (never blocks).
+    fn record(&self, key: ApiKeyId, at: DateTime<Utc>);
+}

@@ -1,0 +1,192 @@
+//! The in-process principal cache (moka) and its cross-replica invalidation over Redis pub/sub.
+//! Entries also expire on their own (a safety net should a message be lost); after a lost
+//! subscription the whole cache is dropped, since messages may have been missed meanwhile.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use futures_util::StreamExt as _;
+use maas_shared::kv::{Keyspace, RedisPool};
+use moka::sync::Cache;
+
+use crate::domain::api_key::SecretDigest;
+use crate::domain::errors::IdentityError;
+use crate::domain::ports::{InvalidationBus, PrincipalCache, PrincipalKey};
+use crate::domain::principal::Principal;
+use crate::domain::user::UserId;
+
+/// Principals cached in this process.
+pub struct MokaPrincipalCache {
+    cache: Cache<PrincipalKey, Option<Arc<Principal>>>,
+}
+
+impl MokaPrincipalCache {
+    /// A cache of at most `capacity` entries living at most `ttl`.
+    #[must_use]
+    pub fn new(capacity: u64, ttl: Duration) -> Self {
+        Self {
+            cache: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .support_invalidation_closures()
+                .build(),
+        }
+    }
+
+    /// Drops everything.
+    pub fn clear(&self) {
+        self.cache.invalidate_all();
+    }
+}
+
+impl PrincipalCache for MokaPrincipalCache {
+    fn get(&self, key: &PrincipalKey) -> Option<Option<Arc<Principal>>> {
+        self.cache.get(key)
+    }
+
+    fn put(&self, key: PrincipalKey, principal: Option<Arc<Principal>>) {
+        self.cache.insert(key, principal);
+    }
+
+    fn invalidate_user(&self, user_id: UserId) {
+        let result = self.cache.invalidate_entries_if(move |key, value| {
+            matches!(key, PrincipalKey::User(id) if *id == user_id)
+                || value.as_ref().is_some_and(|p| p.user_id == user_id)
+        });
+        if result.is_err() {
+            // Only possible if closures were not enabled; never leave stale rights behind.
+            self.cache.invalidate_all();
+        }
+    }
+
+    fn invalidate_key(&self, digest: SecretDigest) {
+        self.cache.invalidate(&PrincipalKey::Key(digest));
+    }
+}
+
+fn encode(digest: &SecretDigest) -> String {
+    digest.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode(hex: &str) -> Option<SecretDigest> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(SecretDigest(out))
+}
+
+/// Publishes invalidations on a Redis channel.
+pub struct RedisInvalidationBus {
+    pool: RedisPool,
+    channel: String,
+}
+
+impl RedisInvalidationBus {
+    /// A bus publishing on this deployment's invalidation channel.
+    #[must_use]
+    pub fn new(pool: RedisPool, keys: &Keyspace) -> Self {
+        Self {
+            pool,
+            channel: channel(keys),
+        }
+    }
+
+    async fn publish(&self, message: String) -> Result<(), IdentityError> {
+        let mut conn = self
+            .pool
+            .get()
+            .await
+            .context("Redis connection for invalidation")?;
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&self.channel)
+            .arg(message)
+            .query_async(&mut conn)
+            .await
+            .context("publishing an invalidation")?;
+        Ok(())
+    }
+}
+
+fn channel(keys: &Keyspace) -> String {
+    keys.key("auth:invalidate")
+}
+
+#[async_trait]
+impl InvalidationBus for RedisInvalidationBus {
+    async fn user_changed(&self, user_id: UserId) -> Result<(), IdentityError> {
+        self.publish(format!("user:{user_id}")).await
+    }
+
+    async fn key_changed(&self, digest: SecretDigest) -> Result<(), IdentityError> {
+        self.publish(format!("key:{}", encode(&digest))).await
+    }
+}
+
+fn apply(cache: &MokaPrincipalCache, message: &str) {
+    match message.split_once(':') {
+        Some(("user", id)) => match id.parse::<UserId>() {
+            Ok(id) => cache.invalidate_user(id),
+            Err(_) => cache.clear(),
+        },
+        Some(("key", hex)) => match decode(hex) {
+            Some(digest) => cache.invalidate_key(digest),
+            None => cache.clear(),
+        },
+        _ => cache.clear(),
+    }
+}
+
+/// Listens for invalidations for as long as the process runs, reconnecting after failures.
+pub fn spawn_invalidation_listener(
+    redis_url: String,
+    keys: &Keyspace,
+    cache: Arc<MokaPrincipalCache>,
+) -> tokio::task::JoinHandle<()> {
+    let channel = channel(keys);
+    tokio::spawn(async move {
+        loop {
+            if let Err(err) = listen(&redis_url, &channel, &cache).await {
+                tracing::warn!(error = %err, "principal invalidation listener lost Redis; retrying");
+            }
+            cache.clear();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}
+
+async fn listen(url: &str, channel: &str, cache: &MokaPrincipalCache) -> anyhow::Result<()> {
+    let client = redis::Client::open(url).context("Redis URL")?;
+    let mut pubsub = client
+        .get_async_pubsub()
+        .await
+        .context("opening the pub/sub connection")?;
+    pubsub.subscribe(channel).await.context("subscribing")?;
+    // Anything published while we were not listening is unknown: start clean.
+    cache.clear();
+    let mut messages = pubsub.on_message();
+    while let Some(message) = messages.next().await {
+        match message.get_payload::<String>() {
+            Ok(payload) => apply(cache, &payload),
+            Err(_) => cache.clear(),
+        }
+    }
+    anyhow::bail!("pub/sub stream ended")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_survive_the_wire() {
+        let digest = SecretDigest([0xab; 32]);
+        assert_eq!(decode(&encode(&digest)), Some(digest));
+        assert_eq!(decode("zz"), None);
+    }
+}
