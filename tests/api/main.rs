@@ -3,8 +3,12 @@
 
 #![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
+mod admin;
 mod audit;
+mod auth;
 mod binaries;
 mod errors;
+mod keys;
+mod limits;
 mod routes;
 mod system;

@@ -14,8 +14,13 @@ use std::sync::{Arc, OnceLock};
 
 use maas_api::{Application, ExtraRoutes};
 use maas_migrations::{Migrator, MigratorTrait};
+use maas_shared::audit_pg::PgAuditLog;
+use maas_shared::clock::{Clock, SystemClock};
 use maas_shared::config::Settings;
 use maas_shared::kv::Keyspace;
+use maas_user::app::Actor;
+use maas_user::app::accounts::NewAccount;
+use maas_user::infra::{Identity, IdentityParams};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 
 /// Base connection URL of the test PostgreSQL (a database the test role may connect to).
@@ -265,7 +270,122 @@ impl TestApp {
     pub async fn db(&self) -> DatabaseConnection {
         connect_one(&self.db.url).await
     }
+
+    /// Another API process on the same database and Redis prefix (a second replica).
+    pub async fn spawn_replica(&self) -> Self {
+        let app = Application::build_with(&self.settings, ExtraRoutes::default())
+            .await
+            .expect("build replica");
+        let port = app.port();
+        let handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+        Self {
+            address: format!("http://127.0.0.1:{port}"),
+            port,
+            settings: self.settings.clone(),
+            keyspace: self.keyspace.clone(),
+            client: self.client.clone(),
+            handle,
+            db: Arc::clone(&self.db),
+        }
+    }
+
+    /// The identity services wired in-process against the app's database and Redis, acting as
+    /// the operator's CLI would.
+    pub async fn identity(&self) -> Identity {
+        let db = maas_shared::db::connect(&self.settings.database)
+            .await
+            .expect("db");
+        let redis = maas_shared::kv::pool(&self.settings.redis).expect("redis");
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let audit = Arc::new(PgAuditLog::new(db.clone(), Arc::clone(&clock)));
+        let mut params =
+            IdentityParams::from_settings(&self.settings, db, redis, audit, clock).expect("params");
+        params.listen_for_invalidations = false;
+        Identity::build(params).expect("identity")
+    }
+
+    /// Creates a user with `roles` and a fixed password; returns its id.
+    pub async fn create_user(&self, username: &str, roles: &[&str]) -> uuid::Uuid {
+        let identity = self.identity().await;
+        let account = NewAccount {
+            username: username.to_owned(),
+            email: Some(format!("{username}@example.com")),
+            password: TEST_PASSWORD.to_owned(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        };
+        identity
+            .accounts
+            .create(Actor::System, account)
+            .await
+            .expect("create user")
+            .id()
+            .as_uuid()
+    }
+
+    /// Logs `username` in with [`TEST_PASSWORD`]; returns the token response.
+    pub async fn login(&self, username: &str) -> serde_json::Value {
+        let resp = self
+            .request(reqwest::Method::POST, "/api/v1/auth/login")
+            .json(&serde_json::json!({"login": username, "password": TEST_PASSWORD}))
+            .send()
+            .await
+            .expect("login request");
+        assert_eq!(
+            resp.status(),
+            reqwest::StatusCode::OK,
+            "login of {username} failed"
+        );
+        resp.json().await.expect("token json")
+    }
+
+    /// Creates a user with `roles`, logs in, and returns (user id, access token).
+    pub async fn user_with_token(&self, username: &str, roles: &[&str]) -> (uuid::Uuid, String) {
+        let id = self.create_user(username, roles).await;
+        let tokens = self.login(username).await;
+        (
+            id,
+            tokens["access_token"]
+                .as_str()
+                .expect("access token")
+                .to_owned(),
+        )
+    }
+
+    /// Creates an API key with `body` using `token`; returns (key id, secret).
+    pub async fn create_key(&self, token: &str, body: serde_json::Value) -> (uuid::Uuid, String) {
+        let resp = self
+            .request(reqwest::Method::POST, "/api/v1/me/keys")
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("create key");
+        assert_eq!(
+            resp.status(),
+            reqwest::StatusCode::CREATED,
+            "{}",
+            resp.text().await.unwrap_or_default()
+        );
+        let json: serde_json::Value = resp.json().await.expect("key json");
+        (
+            json["id"].as_str().expect("id").parse().expect("uuid"),
+            json["secret"].as_str().expect("secret").to_owned(),
+        )
+    }
+
+    /// `GET path` with a bearer credential.
+    pub async fn get_as(&self, credential: &str, path: &str) -> reqwest::Response {
+        self.request(reqwest::Method::GET, path)
+            .bearer_auth(credential)
+            .send()
+            .await
+            .expect("request")
+    }
 }
+
+/// The password [`TestApp::create_user`] gives every user.
+pub const TEST_PASSWORD: &str = "correct horse battery staple";
 
 /// Settings for a test process: the given database, a fresh Redis prefix, a random port.
 #[must_use]

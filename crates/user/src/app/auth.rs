@@ -9,7 +9,7 @@ use super::IdentityDeps;
 use crate::domain::api_key::ApiKey;
 use crate::domain::errors::IdentityError;
 use crate::domain::limits::{LimitRule, Subject};
-use crate::domain::ports::PrincipalKey;
+use crate::domain::ports::{CachedAuth, PrincipalKey};
 use crate::domain::principal::{KeyGrant, Principal};
 use crate::domain::session::TokenRejection;
 use crate::domain::user::{User, UserId, UserStatus};
@@ -107,18 +107,26 @@ impl AuthService {
         }
         let digest = self.deps.secrets.digest(presented);
         let cache_key = PrincipalKey::Key(digest);
-        let principal = match self.deps.cache.get(&cache_key) {
+        let outcome = match self.deps.cache.get(&cache_key) {
             Some(cached) => cached,
             None => {
                 let loaded = match self.deps.keys.find_by_digest(digest).await? {
-                    Some(key) => self.load_key(key).await?.map(Arc::new),
-                    None => None,
+                    Some(key) => {
+                        let owner = key.owner;
+                        match self.load_key(key).await? {
+                            Some(principal) => CachedAuth::Valid(Arc::new(principal)),
+                            None => CachedAuth::Refused { owner: Some(owner) },
+                        }
+                    }
+                    None => CachedAuth::Refused { owner: None },
                 };
                 self.deps.cache.put(cache_key, loaded.clone());
                 loaded
             }
         };
-        let principal = principal.ok_or(IdentityError::InvalidToken)?;
+        let CachedAuth::Valid(principal) = outcome else {
+            return Err(IdentityError::InvalidToken);
+        };
         let now = self.deps.clock.now();
         let Some(grant) = principal.key.as_ref() else {
             return Err(IdentityError::InvalidToken);
@@ -140,7 +148,7 @@ impl AuthService {
                 TokenRejection::Invalid => IdentityError::InvalidToken,
             })?;
         let cache_key = PrincipalKey::User(claims.user_id);
-        let principal = match self.deps.cache.get(&cache_key) {
+        let outcome = match self.deps.cache.get(&cache_key) {
             Some(cached) => cached,
             None => {
                 let loaded = self.load_user(claims.user_id).await?;
@@ -148,19 +156,23 @@ impl AuthService {
                 loaded
             }
         };
-        // Deleted and disabled users are cached as "no principal": their tokens stop working.
-        principal.ok_or(IdentityError::InvalidToken)
+        // Deleted and disabled users are cached as refused: their tokens stop working.
+        match outcome {
+            CachedAuth::Valid(principal) => Ok(principal),
+            CachedAuth::Refused { .. } => Err(IdentityError::InvalidToken),
+        }
     }
 
-    async fn load_user(&self, id: UserId) -> Result<Option<Arc<Principal>>, IdentityError> {
+    async fn load_user(&self, id: UserId) -> Result<CachedAuth, IdentityError> {
+        let refused = CachedAuth::Refused { owner: Some(id) };
         let Some(user) = self.deps.users.find(id).await? else {
-            return Ok(None);
+            return Ok(refused);
         };
         match user.status() {
-            UserStatus::Deleted | UserStatus::Disabled => Ok(None),
+            UserStatus::Deleted | UserStatus::Disabled => Ok(refused),
             UserStatus::Active => {
                 let rules = self.user_rules(&user).await?;
-                Ok(Some(Arc::new(Principal {
+                Ok(CachedAuth::Valid(Arc::new(Principal {
                     user_id: user.id(),
                     username: user.username().as_str().to_owned(),
                     roles: user.roles().clone(),

@@ -41,7 +41,7 @@ pub struct LimitState {
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     /// Input breaks the rules; every bad field is listed.
-    #[error("the request has invalid fields")]
+    #[error("invalid input: {}", describe(.0))]
     Invalid(Vec<InvalidValue>),
     /// Unknown login or wrong password (deliberately indistinguishable).
     #[error("invalid username or password")]
@@ -100,6 +100,14 @@ pub enum IdentityError {
     /// A storage or infrastructure failure.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
+}
+
+fn describe(values: &[InvalidValue]) -> String {
+    values
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl From<InvalidValue> for IdentityError {

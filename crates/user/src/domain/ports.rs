@@ -343,12 +343,25 @@ pub enum PrincipalKey {
     Key(SecretDigest),
 }
 
+/// A cached authentication outcome.
+#[derive(Clone, Debug)]
+pub enum CachedAuth {
+    /// The credential is valid for this principal.
+    Valid(Arc<Principal>),
+    /// The credential is refused; `owner` is the user it belongs to, when known, so that a
+    /// change to that user (re-enabling it) drops the refusal too.
+    Refused {
+        /// The owning user, if any.
+        owner: Option<UserId>,
+    },
+}
+
 /// In-process cache of principals (the gateway's hot path touches no database on a hit).
 pub trait PrincipalCache: Send + Sync + 'static {
-    /// A cached principal (`Some(None)`: known to be invalid).
-    fn get(&self, key: &PrincipalKey) -> Option<Option<Arc<Principal>>>;
-    /// Caches a lookup result.
-    fn put(&self, key: PrincipalKey, principal: Option<Arc<Principal>>);
+    /// A cached outcome.
+    fn get(&self, key: &PrincipalKey) -> Option<CachedAuth>;
+    /// Caches a lookup outcome.
+    fn put(&self, key: PrincipalKey, outcome: CachedAuth);
     /// Drops everything about a user (its session entry and every key of it).
     fn invalidate_user(&self, user_id: UserId);
     /// Drops one key.

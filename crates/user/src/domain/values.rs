@@ -154,7 +154,6 @@ impl fmt::Debug for PasswordHash {
 /// What a person may do on the platform.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub enum Role {
     /// Runs the platform: users, quotas, models, servers.
     Admin,
@@ -262,7 +261,6 @@ pub enum Permission {
 /// What an API key may be used for. A key's permissions are its owner's, narrowed by its scopes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub enum Scope {
     /// Call models (`/v1`).
     Inference,

@@ -13,13 +13,12 @@ use moka::sync::Cache;
 
 use crate::domain::api_key::SecretDigest;
 use crate::domain::errors::IdentityError;
-use crate::domain::ports::{InvalidationBus, PrincipalCache, PrincipalKey};
-use crate::domain::principal::Principal;
+use crate::domain::ports::{CachedAuth, InvalidationBus, PrincipalCache, PrincipalKey};
 use crate::domain::user::UserId;
 
 /// Principals cached in this process.
 pub struct MokaPrincipalCache {
-    cache: Cache<PrincipalKey, Option<Arc<Principal>>>,
+    cache: Cache<PrincipalKey, CachedAuth>,
 }
 
 impl MokaPrincipalCache {
@@ -42,18 +41,21 @@ impl MokaPrincipalCache {
 }
 
 impl PrincipalCache for MokaPrincipalCache {
-    fn get(&self, key: &PrincipalKey) -> Option<Option<Arc<Principal>>> {
+    fn get(&self, key: &PrincipalKey) -> Option<CachedAuth> {
         self.cache.get(key)
     }
 
-    fn put(&self, key: PrincipalKey, principal: Option<Arc<Principal>>) {
-        self.cache.insert(key, principal);
+    fn put(&self, key: PrincipalKey, outcome: CachedAuth) {
+        self.cache.insert(key, outcome);
     }
 
     fn invalidate_user(&self, user_id: UserId) {
         let result = self.cache.invalidate_entries_if(move |key, value| {
             matches!(key, PrincipalKey::User(id) if *id == user_id)
-                || value.as_ref().is_some_and(|p| p.user_id == user_id)
+                || match value {
+                    CachedAuth::Valid(p) => p.user_id == user_id,
+                    CachedAuth::Refused { owner } => *owner == Some(user_id),
+                }
         });
         if result.is_err() {
             // Only possible if closures were not enabled; never leave stale rights behind.

@@ -1,0 +1,337 @@
+//! User administration, the audit trail and the `maas` identity commands.
+
+use std::process::{Command, Stdio};
+
+use maas_tests::{TestApp, binary, redis_url};
+use reqwest::{Method, StatusCode};
+use sea_orm::ConnectionTrait as _;
+use serde_json::{Value, json};
+
+async fn code(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    (status, resp.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn admins_create_list_and_manage_users_and_every_action_is_audited() {
+    let app = TestApp::spawn().await;
+    let (admin_id, admin) = app.user_with_token("root", &["admin"]).await;
+    let post = |path: String, body: Value| {
+        app.request(Method::POST, &path)
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+    };
+
+    let (status, created) = code(post("/api/v1/users".into(), json!({"username": "Tara", "email": "t@example.com", "password": "initial password 1", "roles": ["developer"]})).await.unwrap()).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["username"], "tara");
+    let tara = created["id"].as_str().unwrap().to_owned();
+
+    let (status, dup) = code(
+        post(
+            "/api/v1/users".into(),
+            json!({"username": "TARA", "password": "another password"}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, dup["code"].as_str()),
+        (StatusCode::CONFLICT, Some("username_taken"))
+    );
+    let (status, dup) = code(
+        post(
+            "/api/v1/users".into(),
+            json!({"username": "tara2", "email": "T@EXAMPLE.com", "password": "another password"}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, dup["code"].as_str()),
+        (StatusCode::CONFLICT, Some("email_taken"))
+    );
+
+    let (status, invalid) = code(
+        post(
+            "/api/v1/users".into(),
+            json!({"username": "x", "email": "nope", "password": "short", "roles": ["emperor"]}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let fields: Vec<&str> = invalid["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["username", "email", "password", "role"],
+        "{invalid}"
+    );
+
+    let (status, page) = code(app.get_as(&admin, "/api/v1/users?limit=1").await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["data"].as_array().unwrap().len(), 1);
+    let next = page["next_cursor"].as_str().unwrap();
+    let (_, rest) = code(
+        app.get_as(&admin, &format!("/api/v1/users?limit=1&cursor={next}"))
+            .await,
+    )
+    .await;
+    assert_eq!(rest["data"][0]["username"], "tara");
+
+    let roles = app
+        .request(Method::PUT, &format!("/api/v1/users/{tara}/roles"))
+        .bearer_auth(&admin)
+        .json(&json!({"roles": ["user", "developer"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(roles).await.1["roles"], json!(["developer", "user"]));
+    assert_eq!(
+        post(format!("/api/v1/users/{tara}/disable"), json!({}))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        post(format!("/api/v1/users/{tara}/enable"), json!({}))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let key = post(
+        format!("/api/v1/users/{tara}/keys"),
+        json!({"name": "provisioned"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(key.status(), StatusCode::CREATED);
+    let secret = code(key).await.1["secret"].as_str().unwrap().to_owned();
+    let deleted = app
+        .request(Method::DELETE, &format!("/api/v1/users/{tara}"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get_as(&admin, &format!("/api/v1/users/{tara}"))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get_as(&secret, "/api/v1/me").await.status(),
+        StatusCode::UNAUTHORIZED,
+        "a deleted user's keys die"
+    );
+
+    // The last active admin can neither leave nor be demoted.
+    let last = app
+        .request(Method::POST, &format!("/api/v1/users/{admin_id}/disable"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(last).await.1["code"], "last_admin");
+
+    // Every admin action left one audit row, and none carries a secret.
+    let db = app.db().await;
+    let rows = db
+        .query_all(sea_orm::Statement::from_string(sea_orm::DatabaseBackend::Postgres, "SELECT action, actor_id::text AS actor, details::text AS details, request_id FROM audit_events ORDER BY id"))
+        .await
+        .unwrap();
+    let actions: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get::<String>("", "action").unwrap())
+        .collect();
+    for expected in [
+        "user.create",
+        "user.set_roles",
+        "user.disable",
+        "user.enable",
+        "api_key.create",
+        "user.delete",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == expected),
+            "{expected} not audited: {actions:?}"
+        );
+    }
+    for row in &rows {
+        let details: String = row.try_get("", "details").unwrap();
+        for secret_text in ["initial password 1", "password_hash", &secret, "argon2"] {
+            assert!(
+                !details.contains(secret_text),
+                "audit row leaks a secret: {details}"
+            );
+        }
+    }
+    let by_admin = rows
+        .iter()
+        .filter(|r| {
+            r.try_get::<Option<String>>("", "actor").unwrap().as_deref()
+                == Some(&admin_id.to_string())
+        })
+        .count();
+    assert!(by_admin >= 6);
+    assert!(rows.iter().any(|r| {
+        r.try_get::<Option<String>>("", "request_id")
+            .unwrap()
+            .is_some()
+    }));
+}
+
+#[tokio::test]
+async fn non_admins_get_403_on_admin_routes() {
+    let app = TestApp::spawn().await;
+    let (_, user) = app.user_with_token("vic", &["developer"]).await;
+    for (method, path) in [
+        (Method::GET, "/api/v1/users"),
+        (Method::POST, "/api/v1/users"),
+    ] {
+        let resp = app
+            .request(method, path)
+            .bearer_auth(&user)
+            .json(&json!({"username": "zz", "password": "long enough pw"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    }
+}
+
+fn maas(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(binary("maas"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MAAS") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("DATABASE_URL", &app.db.url)
+        .env("REDIS_URL", redis_url())
+        .env("MAAS__REDIS__KEY_PREFIX", app.keyspace.prefix())
+        .env("MAAS_ENV", "test")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn seed_is_idempotent_and_never_uses_a_fixed_password() {
+    let app = TestApp::spawn().await;
+    let (ok, out, err) = maas(&app, &["seed"], &[("MAAS_ADMIN_USERNAME", "boss")]);
+    assert!(ok, "{err}");
+    let password = out
+        .lines()
+        .find_map(|l| l.split_once("store it now): "))
+        .map(|(_, p)| p.trim().to_owned())
+        .expect(&out);
+    assert!(password.len() >= 20);
+    let (ok, again, _) = maas(&app, &["seed"], &[("MAAS_ADMIN_USERNAME", "boss")]);
+    assert!(ok && again.contains("already present"), "{again}");
+    let resp = app
+        .request(Method::POST, "/api/v1/auth/login")
+        .json(&json!({"login": "boss", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let db = app.db().await;
+    let row = db
+        .query_one(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT count(*)::bigint AS n FROM users",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get::<i64>("", "n").unwrap(), 1);
+
+    // A given password is used as is, and never printed.
+    let other = TestApp::spawn().await;
+    let (ok, out, _) = maas(
+        &other,
+        &["seed"],
+        &[
+            ("MAAS_ADMIN_USERNAME", "chief"),
+            ("MAAS_ADMIN_PASSWORD", "chosen by the operator"),
+        ],
+    );
+    assert!(ok && !out.contains("chosen by the operator"), "{out}");
+}
+
+#[tokio::test]
+async fn cli_manages_users_keys_and_quotas_through_the_same_services() {
+    let app = TestApp::spawn().await;
+    let (ok, out, err) = maas(
+        &app,
+        &["user", "create", "wendy", "--role", "developer"],
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("generated password"));
+    let (ok, out, err) = maas(
+        &app,
+        &[
+            "key",
+            "create",
+            "--user",
+            "wendy",
+            "--name",
+            "cli",
+            "--scopes",
+            "inference",
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    let secret = out
+        .lines()
+        .find_map(|l| l.split_once("store it now): "))
+        .map(|(_, s)| s.trim().to_owned())
+        .expect(&out);
+    assert_eq!(
+        app.get_as(&secret, "/api/v1/me").await.status(),
+        StatusCode::OK
+    );
+    let (ok, _, err) = maas(
+        &app,
+        &["quota", "set", "wendy", "--requests-total-quota", "1"],
+        &[],
+    );
+    assert!(ok, "{err}");
+    // The running API hears about the change and applies it.
+    let refused = maas_tests::eventually(std::time::Duration::from_secs(2), || async {
+        (app.get_as(&secret, "/api/v1/me").await.status() == StatusCode::TOO_MANY_REQUESTS)
+            .then_some(())
+    })
+    .await;
+    assert!(refused.is_some());
+    let (ok, _, err) = maas(&app, &["user", "set-role", "wendy", "user"], &[]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = maas(&app, &["user", "list"], &[]);
+    assert!(ok && out.contains("wendy") && out.contains("user"), "{out}");
+    let (ok, _, _) = maas(&app, &["user", "disable", "wendy"], &[]);
+    assert!(ok);
+    let (ok, _, err) = maas(&app, &["user", "create", "x"], &[]);
+    assert!(!ok && err.contains("username"), "{err}");
+}

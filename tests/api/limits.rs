@@ -1,0 +1,295 @@
+//! Quotas and rate limits: exact under concurrency and across replicas, with the documented
+//! headers; the token gate settles and releases exactly.
+
+use std::time::Duration;
+
+use chrono::Timelike as _;
+use futures_util::future::join_all;
+use maas_tests::TestApp;
+use maas_user::app::auth::Authenticator as _;
+use maas_user::app::quotas::QuotaGate as _;
+use maas_user::contract::{Credential, Demand};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+async fn set_quota(app: &TestApp, admin: &str, user: uuid::Uuid, policy: Value) {
+    let resp = app
+        .request(Method::PUT, &format!("/api/v1/users/{user}/quota"))
+        .bearer_auth(admin)
+        .json(&policy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "{}",
+        resp.text().await.unwrap()
+    );
+}
+
+/// Fixed windows: don't start a counting test in the last seconds of a window of `period` s.
+async fn away_from_boundary(period: u32) {
+    let now = maas_shared::clock::Clock::now(&maas_shared::clock::SystemClock);
+    let left = i64::from(period - (now.minute() * 60 + now.second()) % period);
+    if left < 10 {
+        tokio::time::sleep(Duration::from_secs(u64::try_from(left).unwrap() + 1)).await;
+    }
+}
+
+async fn away_from_the_hour_boundary() {
+    away_from_boundary(3600).await;
+}
+
+#[tokio::test]
+async fn sixty_four_concurrent_requests_with_room_for_one_admit_exactly_one() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.user_with_token("root", &["admin"]).await;
+    let (oscar, token) = app.user_with_token("oscar", &["developer"]).await;
+    let (_, key) = app.create_key(&token, json!({"name": "k"})).await;
+    set_quota(&app, &admin, oscar, json!({"requests_total_quota": 1})).await;
+    // The quota change reaches this replica's cache through the invalidation bus.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let calls = (0..64).map(|_| app.get_as(&key, "/api/v1/me"));
+    let statuses: Vec<StatusCode> = join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.status())
+        .collect();
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((ok, refused), (1, 63), "{statuses:?}");
+
+    let resp = app.get_as(&key, "/api/v1/me").await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        resp.headers().get("retry-after").is_none(),
+        "a lifetime quota never resets"
+    );
+    assert_eq!(resp.headers()["x-ratelimit-limit"], "1");
+    assert_eq!(resp.headers()["x-ratelimit-remaining"], "0");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "quota_exceeded");
+}
+
+#[tokio::test]
+async fn a_rate_limit_admits_exactly_its_limit_across_two_replicas() {
+    away_from_the_hour_boundary().await;
+    let app = TestApp::spawn().await;
+    let replica = app.spawn_replica().await;
+    let (_, admin) = app.user_with_token("root", &["admin"]).await;
+    let (pia, token) = app.user_with_token("pia", &["developer"]).await;
+    let (_, key) = app.create_key(&token, json!({"name": "k"})).await;
+    set_quota(&app, &admin, pia, json!({"requests_per_hour": 10})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let calls = (0..30).map(|i| {
+        let target = if i % 2 == 0 { &app } else { &replica };
+        target.get_as(&key, "/api/v1/me")
+    });
+    let responses = join_all(calls).await;
+    let ok = responses
+        .iter()
+        .filter(|r| r.status() == StatusCode::OK)
+        .count();
+    assert_eq!(ok, 10);
+    let limited: Vec<&reqwest::Response> = responses
+        .iter()
+        .filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert_eq!(limited.len(), 20);
+    for resp in limited {
+        let retry: u64 = resp.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=3600).contains(&retry));
+        assert_eq!(resp.headers()["x-ratelimit-limit"], "10");
+        assert_eq!(resp.headers()["x-ratelimit-remaining"], "0");
+        assert_eq!(
+            resp.headers()["x-ratelimit-policy"],
+            "user.requests_per_hour"
+        );
+        assert!(resp.headers().contains_key("x-ratelimit-reset"));
+    }
+
+    // Every limiter key carries a TTL.
+    let redis = maas_shared::kv::pool(&app.settings.redis).unwrap();
+    let mut conn = redis.get().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}rl:*", app.keyspace.prefix()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    for key in keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 0, "{key} has no TTL");
+    }
+}
+
+#[tokio::test]
+async fn key_limits_apply_on_top_of_the_users() {
+    away_from_boundary(60).await;
+    let app = TestApp::spawn().await;
+    let (_, token) = app.user_with_token("quinn", &["developer"]).await;
+    let (_, slow_key) = app
+        .create_key(
+            &token,
+            json!({"name": "slow", "limits": {"requests_per_minute": 3}}),
+        )
+        .await;
+    let (_, other_key) = app.create_key(&token, json!({"name": "other"})).await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(app.get_as(&slow_key, "/api/v1/me").await.status());
+    }
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert_eq!(ok, 3, "{statuses:?}");
+    assert_eq!(
+        app.get_as(&other_key, "/api/v1/me").await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn me_quota_reports_rules_and_usage() {
+    away_from_the_hour_boundary().await;
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.user_with_token("root", &["admin"]).await;
+    let (rita, token) = app.user_with_token("rita", &["developer"]).await;
+    set_quota(
+        &app,
+        &admin,
+        rita,
+        json!({"requests_per_hour": 40, "tokens_per_month_quota": 5000}),
+    )
+    .await;
+    let (_, key) = app.create_key(&token, json!({"name": "k"})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.get_as(&key, "/api/v1/me").await.status(),
+            StatusCode::OK
+        );
+    }
+    let body: Value = app
+        .get_as(&key, "/api/v1/me/quota")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let limits = body["limits"].as_array().unwrap();
+    let hourly = limits
+        .iter()
+        .find(|l| l["name"] == "user.requests_per_hour")
+        .unwrap();
+    assert_eq!(hourly["limit"], 40);
+    assert_eq!(hourly["used"], 4, "three calls plus this one: {body}");
+    assert_eq!(hourly["quota"], false);
+    let daily = limits
+        .iter()
+        .find(|l| l["name"] == "user.requests_per_day")
+        .unwrap();
+    assert_eq!(daily["limit"], 200, "the platform default applies");
+    let monthly = limits
+        .iter()
+        .find(|l| l["name"] == "user.tokens_per_month_quota")
+        .unwrap();
+    assert_eq!(
+        (monthly["used"].as_u64(), monthly["quota"].as_bool()),
+        (Some(0), Some(true))
+    );
+    assert!(monthly["resets_at"].is_string());
+}
+
+#[tokio::test]
+async fn the_token_gate_reserves_settles_and_releases_exactly() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.user_with_token("root", &["admin"]).await;
+    let (sam, token) = app.user_with_token("sam", &["developer"]).await;
+    let (_, key) = app.create_key(&token, json!({"name": "k"})).await;
+    set_quota(&app, &admin, sam, json!({"tokens_per_day_quota": 1000})).await;
+    let identity = app.identity().await;
+    let principal = identity
+        .auth
+        .authenticate(Credential::Bearer(&key))
+        .await
+        .unwrap();
+    let gate = identity.quotas.clone();
+
+    // Room for exactly one reservation of 600 out of 1000: 64 racers, one winner.
+    let racers = (0..64).map(|_| gate.reserve(&principal, Demand { tokens: Some(600) }));
+    let results = join_all(racers).await;
+    let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1);
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| e.to_string().contains("tokens_per_day_quota"))
+    );
+
+    // Settling with the real usage (150) frees the unused estimate; settling twice changes nothing.
+    gate.settle(winners[0], 150).await.unwrap();
+    gate.settle(winners[0], 150).await.unwrap();
+    let second = gate
+        .reserve(&principal, Demand { tokens: Some(850) })
+        .await
+        .unwrap();
+    assert!(
+        gate.reserve(&principal, Demand { tokens: Some(1) })
+            .await
+            .is_err(),
+        "1000 of 1000 are taken"
+    );
+    gate.release(&second).await.unwrap();
+    gate.release(&second).await.unwrap();
+    let third = gate
+        .reserve(&principal, Demand { tokens: Some(850) })
+        .await
+        .unwrap();
+    gate.settle(&third, 850).await.unwrap();
+    assert!(
+        gate.reserve(&principal, Demand { tokens: Some(1) })
+            .await
+            .is_err()
+    );
+
+    // The ledger holds the settled usage durably (written in the background).
+    let totals = maas_tests::eventually(Duration::from_secs(3), || async {
+        let usage = identity.quotas.usage(&principal).await.unwrap();
+        let daily = usage
+            .iter()
+            .find(|u| u.rule.name == "user.tokens_per_day_quota")
+            .unwrap();
+        (daily.used == 1000).then_some(daily.used)
+    })
+    .await;
+    assert_eq!(totals, Some(1000));
+    let db = app.db().await;
+    use sea_orm::ConnectionTrait as _;
+    let ledger = maas_tests::eventually(Duration::from_secs(3), || async {
+        let row = db
+            .query_one(sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                "SELECT COALESCE(SUM(tokens), 0)::bigint AS t, COUNT(*)::bigint AS n FROM usage_ledger",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let (tokens, rows): (i64, i64) = (row.try_get("", "t").unwrap(), row.try_get("", "n").unwrap());
+        (rows == 2).then_some(tokens)
+    })
+    .await;
+    assert_eq!(ledger, Some(1000), "two settled calls, 150 + 850 tokens");
+}
