@@ -10,3 +10,4 @@ fi
 export DATABASE_URL REDIS_URL
 cargo run --quiet --release -p maas-cli -- migrate up
 cargo bench -p maas-api --bench http_stack "$@"
+cargo bench -p maas-user --bench auth_path "$@"

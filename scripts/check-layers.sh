@@ -12,6 +12,9 @@ fail=0
 
 for ctx in "${contexts[@]}"; do
   cargo check --quiet -p "maas-$ctx" --no-default-features
+  # Each feature must build on its own, as the binaries that enable only one use it.
+  cargo check --quiet -p "maas-$ctx" --no-default-features --features infra
+  cargo check --quiet -p "maas-$ctx" --no-default-features --features http
   leaked=$(cargo tree -p "maas-$ctx" --no-default-features -e normal --prefix none 2>/dev/null \
     | awk '{print $1}' | grep -xE "$frameworks" | sort -u || true)
   if [ -n "$leaked" ]; then

@@ -9,6 +9,9 @@ bash scripts/services-up.sh
 export DATABASE_URL REDIS_URL
 cargo build --bins
 target/debug/maas migrate up
+# First run: creates the admin (MAAS_ADMIN_USERNAME, default `admin`) with MAAS_ADMIN_PASSWORD,
+# or prints a generated password once. Later runs change nothing.
+target/debug/maas seed
 target/debug/maas-worker &
 worker=$!
 trap 'kill -TERM "$worker" 2>/dev/null; wait "$worker" 2>/dev/null || true' EXIT
