@@ -296,11 +296,10 @@ impl TestApp {
         let db = maas_shared::db::connect(&self.settings.database)
             .await
             .expect("db");
-        let redis = maas_shared::kv::pool(&self.settings.redis).expect("redis");
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let audit = Arc::new(PgAuditLog::new(db.clone(), Arc::clone(&clock)));
         let mut params =
-            IdentityParams::from_settings(&self.settings, db, redis, audit, clock).expect("params");
+            IdentityParams::from_settings(&self.settings, db, audit, clock).expect("params");
         params.listen_for_invalidations = false;
         Identity::build(params).expect("identity")
     }

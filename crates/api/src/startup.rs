@@ -63,7 +63,6 @@ impl Application {
         let identity = Identity::build(IdentityParams::from_settings(
             settings,
             db.clone(),
-            redis.clone(),
             audit,
             Arc::clone(&clock),
         )?)?;

@@ -126,10 +126,9 @@ pub struct QuotaSet {
 
 async fn build(settings: &Settings) -> anyhow::Result<Identity> {
     let db = maas_shared::db::connect(&settings.database).await?;
-    let redis = maas_shared::kv::pool(&settings.redis)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let audit = Arc::new(PgAuditLog::new(db.clone(), Arc::clone(&clock)));
-    let mut params = IdentityParams::from_settings(settings, db, redis, audit, clock)?;
+    let mut params = IdentityParams::from_settings(settings, db, audit, clock)?;
     params.listen_for_invalidations = false;
     Identity::build(params)
 }

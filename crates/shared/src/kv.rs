@@ -34,6 +34,63 @@ pub fn pool(settings: &RedisSettings) -> anyhow::Result<RedisPool> {
         .context("building the Redis pool")
 }
 
+/// One multiplexed, self-reconnecting connection for hot paths: using it costs exactly one round
+/// trip per command (the pool checks each connection it hands out with a `PING`, which would
+/// double the latency of a single command). It connects on first use, so a process can start
+/// while Redis is still down; a failed connect is retried by the next caller.
+#[derive(Clone)]
+pub struct Multiplexed {
+    client: redis::Client,
+    config: redis::aio::ConnectionManagerConfig,
+    conn: Arc<tokio::sync::OnceCell<redis::aio::ConnectionManager>>,
+}
+
+impl Multiplexed {
+    /// A lazily connecting handle.
+    ///
+    /// # Errors
+    /// When the URL is malformed.
+    pub fn new(settings: &RedisSettings) -> anyhow::Result<Self> {
+        let client = redis::Client::open(settings.url.expose_secret()).context("Redis URL")?;
+        let timeout = Duration::from_millis(settings.timeout_ms);
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout)
+            .set_number_of_retries(2);
+        Ok(Self {
+            client,
+            config,
+            conn: Arc::new(tokio::sync::OnceCell::new()),
+        })
+    }
+
+    /// The shared connection (a cheap clone), connecting first if needed.
+    ///
+    /// # Errors
+    /// When Redis cannot be reached.
+    pub async fn get(&self) -> anyhow::Result<redis::aio::ConnectionManager> {
+        let conn = self
+            .conn
+            .get_or_try_init(|| {
+                redis::aio::ConnectionManager::new_with_config(
+                    self.client.clone(),
+                    self.config.clone(),
+                )
+            })
+            .await
+            .context("connecting to Redis")?;
+        Ok(conn.clone())
+    }
+}
+
+impl std::fmt::Debug for Multiplexed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Multiplexed")
+            .field("connected", &self.conn.initialized())
+            .finish()
+    }
+}
+
 /// `PING` through the pool.
 ///
 /// # Errors

@@ -3,7 +3,11 @@
 //! then settle. One core (current-thread runtime), sequential requests, bounded loop.
 //! Run with `just bench`.
 
-#![expect(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark fails loudly")]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark fails loudly"
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,20 +31,34 @@ fn pct(sorted: &[Duration], p: f64) -> u128 {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let prefix = format!("bench:{}:", uuid::Uuid::now_v7().simple());
-        let settings = Settings::load_with(&[("redis.key_prefix", &prefix), ("telemetry.filter", "warn")])
-            .expect("settings (is DATABASE_URL set? `just bench` sets it)");
+        let settings =
+            Settings::load_with(&[("redis.key_prefix", &prefix), ("telemetry.filter", "warn")])
+                .expect("settings (is DATABASE_URL set? `just bench` sets it)");
         let db = maas_shared::db::connect(&settings.database).await.unwrap();
-        let redis = maas_shared::kv::pool(&settings.redis).unwrap();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let audit = Arc::new(PgAuditLog::new(db.clone(), Arc::clone(&clock)));
-        let identity = Identity::build(IdentityParams::from_settings(&settings, db, redis, audit, clock).unwrap()).unwrap();
+        let identity =
+            Identity::build(IdentityParams::from_settings(&settings, db, audit, clock).unwrap())
+                .unwrap();
 
         let name = format!("bench{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
-        let account = NewAccount { username: name.clone(), email: None, password: "benchmark password".into(), roles: vec!["developer".into()] };
-        let user = identity.accounts.create(Actor::System, account).await.unwrap();
+        let account = NewAccount {
+            username: name.clone(),
+            email: None,
+            password: "benchmark password".into(),
+            roles: vec!["developer".into()],
+        };
+        let user = identity
+            .accounts
+            .create(Actor::System, account)
+            .await
+            .unwrap();
         let big = Some(1_000_000_000_000);
         let policy = QuotaPolicy {
             requests_per_minute: big,
@@ -50,14 +68,41 @@ fn main() {
             tokens_per_month_quota: big,
             ..QuotaPolicy::default()
         };
-        identity.quotas.set_user_policy(Actor::System, user.id(), policy).await.unwrap();
-        let key = identity.keys.create(Actor::System, user.id(), NewKey { name: "bench".into(), ..NewKey::default() }).await.unwrap();
-        let principal = identity.auth.authenticate(Credential::Bearer(&key.secret)).await.unwrap();
+        identity
+            .quotas
+            .set_user_policy(Actor::System, user.id(), policy)
+            .await
+            .unwrap();
+        let key = identity
+            .keys
+            .create(
+                Actor::System,
+                user.id(),
+                NewKey {
+                    name: "bench".into(),
+                    ..NewKey::default()
+                },
+            )
+            .await
+            .unwrap();
+        let principal = identity
+            .auth
+            .authenticate(Credential::Bearer(&key.secret))
+            .await
+            .unwrap();
         println!("rules checked per request: {}", principal.rules.len());
 
         for _ in 0..1_000 {
-            let p = identity.auth.authenticate(Credential::Bearer(&key.secret)).await.unwrap();
-            let r = identity.quotas.reserve(&p, Demand { tokens: Some(100) }).await.unwrap();
+            let p = identity
+                .auth
+                .authenticate(Credential::Bearer(&key.secret))
+                .await
+                .unwrap();
+            let r = identity
+                .quotas
+                .reserve(&p, Demand { tokens: Some(100) })
+                .await
+                .unwrap();
             identity.quotas.settle(&r, 80).await.unwrap();
         }
 
@@ -66,8 +111,16 @@ fn main() {
         let started = Instant::now();
         for _ in 0..ITERATIONS {
             let t = Instant::now();
-            let p = identity.auth.authenticate(Credential::Bearer(&key.secret)).await.unwrap();
-            let r = identity.quotas.reserve(&p, Demand { tokens: Some(100) }).await.unwrap();
+            let p = identity
+                .auth
+                .authenticate(Credential::Bearer(&key.secret))
+                .await
+                .unwrap();
+            let r = identity
+                .quotas
+                .reserve(&p, Demand { tokens: Some(100) })
+                .await
+                .unwrap();
             before_upstream.push(t.elapsed());
             identity.quotas.settle(&r, 80).await.unwrap();
             whole.push(t.elapsed());
@@ -78,15 +131,37 @@ fn main() {
         let mut auth_only = Vec::with_capacity(ITERATIONS);
         for _ in 0..ITERATIONS {
             let t = Instant::now();
-            identity.auth.authenticate(Credential::Bearer(&key.secret)).await.unwrap();
+            identity
+                .auth
+                .authenticate(Credential::Bearer(&key.secret))
+                .await
+                .unwrap();
             auth_only.push(t.elapsed());
         }
         auth_only.sort_unstable();
 
         println!("{:<38} {:>8} {:>8}", "path (µs)", "p50", "p99");
-        println!("{:<38} {:>8} {:>8}", "key -> principal (cache hit)", pct(&auth_only, 0.5), pct(&auth_only, 0.99));
-        println!("{:<38} {:>8} {:>8}", "auth + limits/quota reserve", pct(&before_upstream, 0.5), pct(&before_upstream, 0.99));
-        println!("{:<38} {:>8} {:>8}", "auth + reserve + settle", pct(&whole, 0.5), pct(&whole, 0.99));
-        println!("requests/s on one core (auth + reserve + settle): {:.0}", ITERATIONS as f64 / elapsed.as_secs_f64());
+        println!(
+            "{:<38} {:>8} {:>8}",
+            "key -> principal (cache hit)",
+            pct(&auth_only, 0.5),
+            pct(&auth_only, 0.99)
+        );
+        println!(
+            "{:<38} {:>8} {:>8}",
+            "auth + limits/quota reserve",
+            pct(&before_upstream, 0.5),
+            pct(&before_upstream, 0.99)
+        );
+        println!(
+            "{:<38} {:>8} {:>8}",
+            "auth + reserve + settle",
+            pct(&whole, 0.5),
+            pct(&whole, 0.99)
+        );
+        println!(
+            "requests/s on one core (auth + reserve + settle): {:.0}",
+            ITERATIONS as f64 / elapsed.as_secs_f64()
+        );
     });
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
-use maas_shared::kv::{Keyspace, RedisPool};
+use maas_shared::kv::{Keyspace, Multiplexed};
 use moka::sync::Cache;
 
 use crate::domain::api_key::SecretDigest;
@@ -85,26 +85,22 @@ fn decode(hex: &str) -> Option<SecretDigest> {
 
 /// Publishes invalidations on a Redis channel.
 pub struct RedisInvalidationBus {
-    pool: RedisPool,
+    conn: Multiplexed,
     channel: String,
 }
 
 impl RedisInvalidationBus {
     /// A bus publishing on this deployment's invalidation channel.
     #[must_use]
-    pub fn new(pool: RedisPool, keys: &Keyspace) -> Self {
+    pub fn new(conn: Multiplexed, keys: &Keyspace) -> Self {
         Self {
-            pool,
+            conn,
             channel: channel(keys),
         }
     }
 
     async fn publish(&self, message: String) -> Result<(), IdentityError> {
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .context("Redis connection for invalidation")?;
+        let mut conn = self.conn.get().await?;
         let _: i64 = redis::cmd("PUBLISH")
             .arg(&self.channel)
             .arg(message)

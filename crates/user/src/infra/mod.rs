@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use maas_shared::audit::AuditLog;
 use maas_shared::clock::Clock;
-use maas_shared::kv::{Keyspace, RedisPool};
+use maas_shared::kv::Keyspace;
 use sea_orm::DatabaseConnection;
 use secrecy::SecretString;
 
@@ -28,8 +28,8 @@ use crate::app::{IdentityConfig, IdentityDeps};
 pub struct IdentityParams {
     /// PostgreSQL pool.
     pub db: DatabaseConnection,
-    /// Redis pool.
-    pub redis: RedisPool,
+    /// Multiplexed Redis connection (limits and invalidations: one round trip per command).
+    pub redis: maas_shared::kv::Multiplexed,
     /// Redis URL (the invalidation listener holds a connection of its own).
     pub redis_url: String,
     /// This deployment's key prefix.
@@ -56,14 +56,14 @@ impl IdentityParams {
     /// Parameters from the platform settings (passed in by a composition root).
     ///
     /// # Errors
-    /// When the encryption key is malformed.
+    /// When the encryption key or the Redis URL is malformed.
     pub fn from_settings(
         settings: &maas_shared::config::Settings,
         db: DatabaseConnection,
-        redis: RedisPool,
         audit: Arc<dyn AuditLog>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
+        let redis = maas_shared::kv::Multiplexed::new(&settings.redis)?;
         use secrecy::ExposeSecret as _;
         let id = &settings.identity;
         let limit = |v: u64| (v > 0).then_some(v);

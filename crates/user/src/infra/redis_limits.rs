@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use maas_shared::kv::{Keyspace, RedisPool};
+use maas_shared::kv::{Keyspace, Multiplexed};
 use redis::Script;
+use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 use crate::domain::errors::{IdentityError, LimitState};
@@ -26,7 +27,7 @@ const MAX_REBUILDS: usize = 4;
 
 /// Redis-backed limits.
 pub struct RedisLimitStore {
-    pool: RedisPool,
+    conn: Multiplexed,
     keys: Keyspace,
     ledger: Arc<dyn UsageLedger>,
     admit: Script,
@@ -35,11 +36,12 @@ pub struct RedisLimitStore {
 }
 
 impl RedisLimitStore {
-    /// A store over `pool`, writing under `keys`, rebuilding quotas from `ledger`.
+    /// A store over the multiplexed connection `conn`, writing under `keys`, rebuilding quotas
+    /// from `ledger`.
     #[must_use]
-    pub fn new(pool: RedisPool, keys: Keyspace, ledger: Arc<dyn UsageLedger>) -> Self {
+    pub fn new(conn: Multiplexed, keys: Keyspace, ledger: Arc<dyn UsageLedger>) -> Self {
         Self {
-            pool,
+            conn,
             keys,
             ledger,
             admit: Script::new(include_str!("limits.lua")),
@@ -61,12 +63,8 @@ impl RedisLimitStore {
         self.keys.key(&format!("rl:{{{user}}}:resv:{id}"))
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, IdentityError> {
-        Ok(self
-            .pool
-            .get()
-            .await
-            .context("Redis connection for limits")?)
+    async fn conn(&self) -> Result<ConnectionManager, IdentityError> {
+        Ok(self.conn.get().await?)
     }
 
     /// Rebuilds a lapsed durable counter from the ledger (only if still missing).
