@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_shared_audit_events;
 mod m20261123_000002_user_identity;
+mod m20261123_000003_inference_gateway;
 
 /// The platform's migrator.
 #[derive(Debug)]
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_shared_audit_events::Migration),
             Box::new(m20261123_000002_user_identity::Migration),
+            Box::new(m20261123_000003_inference_gateway::Migration),
         ]
     }
 }

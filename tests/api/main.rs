@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod binaries;
 mod errors;
+mod gateway;
 mod keys;
 mod limits;
 mod routes;

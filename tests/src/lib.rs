@@ -8,6 +8,8 @@
     reason = "test support fails loudly by design"
 )]
 
+pub mod fake_upstream;
+
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};

@@ -25,6 +25,7 @@ use crate::system;
         (path = "/api/v1", api = maas_finetune::FinetuneApi),
         (path = "/api/v1", api = maas_knowledge::KnowledgeApi),
         (path = "/api/v1", api = maas_apps::AppsApi),
+        (path = "/api/v1", api = maas_inference::ProvidersApi),
         (path = "/v1", api = maas_inference::InferenceApi),
     ),
     modifiers(&SecuritySchemes),

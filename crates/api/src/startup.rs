@@ -10,6 +10,7 @@ use actix_web::middleware::{Condition, ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, web};
 use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
 use anyhow::Context as _;
+use maas_inference::infra::Gateway;
 use maas_shared::audit::AuditLog;
 use maas_shared::audit_pg::PgAuditLog;
 use maas_shared::clock::{Clock, SystemClock};
@@ -19,6 +20,7 @@ use maas_shared::http::{
     request_id,
 };
 use maas_user::app::auth::Authenticator;
+use maas_user::contract::QuotaGate;
 use maas_user::infra::{Identity, IdentityParams};
 use utoipa::OpenApi as _;
 use utoipa_swagger_ui::SwaggerUi;
@@ -63,9 +65,17 @@ impl Application {
         let identity = Identity::build(IdentityParams::from_settings(
             settings,
             db.clone(),
-            audit,
+            Arc::clone(&audit),
             Arc::clone(&clock),
         )?)?;
+        let quota_gate: Arc<dyn QuotaGate> = Arc::new(identity.quotas.clone());
+        let gateway = Gateway::build(
+            settings,
+            db.clone(),
+            quota_gate,
+            Arc::clone(&audit),
+            Arc::clone(&clock),
+        )?;
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| {
                 format!("binding {}:{}", settings.server.host, settings.server.port)
@@ -75,7 +85,11 @@ impl Application {
             listener,
             &settings.server,
             Dependencies { db, redis },
-            Services { identity, clock },
+            Services {
+                identity,
+                gateway,
+                clock,
+            },
             extra,
         )?;
         Ok(Self { port, server })
@@ -135,6 +149,7 @@ fn cors(origins: &[String]) -> Cors {
 /// The application services handlers reach through app data.
 struct Services {
     identity: Identity,
+    gateway: Gateway,
     clock: Arc<dyn Clock>,
 }
 
@@ -154,6 +169,8 @@ fn serve(
     let keys = web::Data::new(services.identity.keys.clone());
     let quotas = web::Data::new(services.identity.quotas.clone());
     let clock = web::Data::new(services.clock);
+    let gateway = web::Data::new(services.gateway.gateway.clone());
+    let providers = web::Data::new(services.gateway.providers.clone());
     let openapi = ApiDoc::openapi();
     let json_limit = settings.json_limit_bytes;
     let origins = settings.cors_allowed_origins.clone();
@@ -166,6 +183,8 @@ fn serve(
             .app_data(keys.clone())
             .app_data(quotas.clone())
             .app_data(clock.clone())
+            .app_data(gateway.clone())
+            .app_data(providers.clone())
             .app_data(json_config::<Problem>(json_limit))
             .app_data(query_config::<Problem>())
             .app_data(path_config::<Problem>())
@@ -183,6 +202,7 @@ fn serve(
                     .configure(maas_finetune::configure)
                     .configure(maas_knowledge::configure)
                     .configure(maas_apps::configure)
+                    .configure(maas_inference::configure_admin)
                     .configure(|cfg| extra.management.into_iter().for_each(|routes| routes(cfg))),
             )
             .service(

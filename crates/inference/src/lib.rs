@@ -1,37 +1,18 @@
-//! OpenAI-compatible gateway: routing, streaming, usage metering, conversations, response cache.
+//! The OpenAI-compatible inference gateway: upstream providers, routing, streaming passthrough,
+//! exact metering through the identity context's quota gate, and usage records.
 //!
-//! Layers (DESIGN §2): `domain` (entities, value objects, errors, ports; no framework types),
-//! `app` (use cases over the ports), `infra` (adapters, feature `infra`) and `interface` (HTTP
-//! handlers, DTOs and OpenAPI, feature `http`). Other contexts use only what this file exports.
-//! This context has no features yet: its routes and tables arrive with its issue.
+//! Layers (DESIGN §2): `domain` (providers, usage, SSE reading, errors, ports; no framework
+//! types), `app` (provider administration, the gateway), `infra` (PostgreSQL, the upstream
+//! HTTP client; feature `infra`) and `interface` (handlers, DTOs, OpenAPI; feature `http`).
 
-pub mod domain {
-    //! Entities, value objects, domain errors and the ports this context needs.
-}
-
-pub mod app {
-    //! Use cases: one service per aggregate, orchestrating the domain and its ports.
-}
+pub mod app;
+pub mod domain;
 
 #[cfg(feature = "infra")]
-pub mod infra {
-    //! Adapters implementing the domain ports: sea-orm repositories, Redis, job producers.
-}
+pub mod infra;
 
 #[cfg(feature = "http")]
-pub mod interface {
-    //! HTTP handlers, DTOs and the context's OpenAPI document.
-
-    use actix_web::web;
-
-    /// The OpenAPI document of this context, nested by `maas-api`.
-    #[derive(Debug, utoipa::OpenApi)]
-    #[openapi()]
-    pub struct InferenceApi;
-
-    /// Registers this context's routes.
-    pub fn configure(_cfg: &mut web::ServiceConfig) {}
-}
+pub mod interface;
 
 #[cfg(feature = "http")]
-pub use interface::{InferenceApi, configure};
+pub use interface::{InferenceApi, ProvidersApi, configure, configure_admin};

@@ -87,6 +87,8 @@ pub struct Sections {
     pub auth: AuthSettings,
     /// Accounts, sessions and default limits.
     pub identity: IdentitySettings,
+    /// The inference gateway.
+    pub gateway: GatewaySettings,
     /// Encryption of stored credentials.
     pub crypto: CryptoSettings,
     /// Logs.
@@ -183,6 +185,26 @@ pub struct IdentitySettings {
     pub default_requests_per_hour: u64,
     /// Default requests per day of a user without their own limit (0: none).
     pub default_requests_per_day: u64,
+}
+
+/// `[gateway]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// Milliseconds to connect to an upstream.
+    pub connect_timeout_ms: u64,
+    /// Milliseconds until an upstream's response headers must arrive.
+    pub first_byte_timeout_ms: u64,
+    /// Milliseconds an upstream stream may stall between chunks.
+    pub idle_timeout_ms: u64,
+    /// Milliseconds a whole upstream call may take.
+    pub total_timeout_ms: u64,
+    /// Milliseconds a replica serves its provider table before re-reading it.
+    pub routes_ttl_ms: u64,
+    /// Largest non-streamed upstream response, in bytes.
+    pub max_response_bytes: usize,
+    /// Completion tokens reserved when a request names no `max_tokens`.
+    pub default_max_tokens: u64,
 }
 
 /// `[crypto]`

@@ -22,6 +22,8 @@ pub mod jobs;
 #[cfg(feature = "infra")]
 pub mod kv;
 #[cfg(feature = "infra")]
+pub mod seal;
+#[cfg(feature = "infra")]
 pub mod telemetry;
 
 #[cfg(feature = "http")]

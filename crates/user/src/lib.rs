@@ -29,5 +29,5 @@ pub mod contract {
     pub use crate::domain::user::UserId;
     pub use crate::domain::values::{Permission, Role, Scope};
     #[cfg(feature = "http")]
-    pub use crate::interface::extract::{Authenticated, Caller};
+    pub use crate::interface::extract::{Authenticated, Caller, action_context};
 }

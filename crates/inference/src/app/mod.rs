@@ -1,0 +1,5 @@
+//! Use cases of the gateway: provider administration and proxying metered calls.
+
+pub mod gateway;
+pub mod metered;
+pub mod providers;

@@ -1,0 +1,95 @@
+//! What the gateway needs from outside: provider storage, sealing of upstream keys, an HTTP
+//! client for upstreams, and a sink for usage records.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+
+use super::errors::InferenceError;
+use super::provider::{Provider, ProviderId};
+use super::usage::UsageRecord;
+
+/// Persistence of providers.
+#[async_trait]
+pub trait ProviderRepository: Send + Sync + 'static {
+    /// Stores a new provider with its routes.
+    ///
+    /// # Errors
+    /// [`InferenceError::ProviderNameTaken`]; [`InferenceError::Unexpected`] on storage failure.
+    async fn insert(&self, provider: &Provider) -> Result<(), InferenceError>;
+
+    /// Every provider, oldest first.
+    ///
+    /// # Errors
+    /// [`InferenceError::Unexpected`] on storage failure.
+    async fn list(&self) -> Result<Vec<Provider>, InferenceError>;
+
+    /// Deletes a provider; `false` when there was none.
+    ///
+    /// # Errors
+    /// [`InferenceError::Unexpected`] on storage failure.
+    async fn delete(&self, id: ProviderId) -> Result<bool, InferenceError>;
+}
+
+/// Encrypts upstream keys at rest.
+pub trait KeySealer: Send + Sync + 'static {
+    /// Encrypts a key.
+    fn seal(&self, plaintext: &str) -> Vec<u8>;
+
+    /// Decrypts a key.
+    ///
+    /// # Errors
+    /// [`InferenceError::Unexpected`] for a wrong platform key or corrupt data.
+    fn open(&self, sealed: &[u8]) -> Result<String, InferenceError>;
+}
+
+/// A request to an upstream.
+#[derive(Clone)]
+pub struct UpstreamRequest {
+    /// Full URL.
+    pub url: String,
+    /// Bearer key, if any (never logged).
+    pub api_key: Option<String>,
+    /// JSON body.
+    pub body: Bytes,
+}
+
+/// An upstream's answer, its body still streaming.
+pub struct UpstreamResponse {
+    /// Status code.
+    pub status: u16,
+    /// Content type.
+    pub content_type: Option<String>,
+    /// Body chunks as they arrive; an error ends the stream.
+    pub body: BoxStream<'static, Result<Bytes, UpstreamFailure>>,
+}
+
+/// Why an upstream call failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamFailure {
+    /// Could not connect or send.
+    #[error("connect: {0}")]
+    Connect(String),
+    /// No first byte in time, or a stall between chunks.
+    #[error("timed out")]
+    Timeout,
+    /// The body broke off.
+    #[error("body: {0}")]
+    Body(String),
+}
+
+/// HTTP to upstreams.
+#[async_trait]
+pub trait Upstream: Send + Sync + 'static {
+    /// Sends a POST and returns once the status line and headers have arrived.
+    ///
+    /// # Errors
+    /// [`UpstreamFailure`] when no response arrived.
+    async fn post(&self, request: UpstreamRequest) -> Result<UpstreamResponse, UpstreamFailure>;
+}
+
+/// Where usage records go (batched; never blocks the request).
+pub trait UsageSink: Send + Sync + 'static {
+    /// Queues one record.
+    fn record(&self, record: UsageRecord);
+}

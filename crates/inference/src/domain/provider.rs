@@ -1,0 +1,192 @@
+//! An upstream provider: any OpenAI-compatible base URL, its key (sealed at rest) and the
+//! models it serves under public names.
+
+use chrono::{DateTime, Utc};
+
+use super::errors::InvalidValue;
+
+maas_shared::define_id!(
+    /// Identifies a provider.
+    ProviderId
+);
+
+/// A provider's unique slug.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderName(String);
+
+impl ProviderName {
+    /// 1–64 characters of `a-z 0-9 - _ .`.
+    ///
+    /// # Errors
+    /// [`InvalidValue`] naming `name`.
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        let value = raw.trim().to_ascii_lowercase();
+        if (1..=64).contains(&value.len())
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            Ok(Self(value))
+        } else {
+            Err(InvalidValue::new(
+                "name",
+                "1 to 64 characters of a-z, 0-9, '-', '_' or '.'",
+            ))
+        }
+    }
+
+    /// The slug.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The base URL of an OpenAI-compatible API (e.g. `https://api.openai.com/v1`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseUrl(String);
+
+impl BaseUrl {
+    /// An `http(s)://` URL without query or fragment, stored without a trailing slash.
+    ///
+    /// # Errors
+    /// [`InvalidValue`] naming `base_url`.
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        let value = raw.trim().trim_end_matches('/');
+        let rest = value
+            .strip_prefix("https://")
+            .or_else(|| value.strip_prefix("http://"));
+        let ok = rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+            && value.len() <= 2048
+            && !value.contains(['?', '#', ' '])
+            && !value.chars().any(char::is_control);
+        if ok {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(InvalidValue::new(
+                "base_url",
+                "an http(s) URL without query or fragment",
+            ))
+        }
+    }
+
+    /// The URL.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `base + path` (path starts with `/`).
+    #[must_use]
+    pub fn join(&self, path: &str) -> String {
+        format!("{}{path}", self.0)
+    }
+}
+
+/// A model as clients name it, and as the provider names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelRoute {
+    /// The public name clients send in `model`.
+    pub model: String,
+    /// The name sent upstream.
+    pub upstream_model: String,
+}
+
+impl ModelRoute {
+    /// Validates both names (1–200 printable characters).
+    ///
+    /// # Errors
+    /// [`InvalidValue`] naming `models`.
+    pub fn parse(model: &str, upstream_model: Option<&str>) -> Result<Self, InvalidValue> {
+        let model = model.trim();
+        let upstream = upstream_model.map_or(model, str::trim);
+        let ok = |s: &str| {
+            (1..=200).contains(&s.len()) && !s.chars().any(|c| c.is_control() || c.is_whitespace())
+        };
+        if ok(model) && ok(upstream) {
+            Ok(Self {
+                model: model.to_owned(),
+                upstream_model: upstream.to_owned(),
+            })
+        } else {
+            Err(InvalidValue::new(
+                "models",
+                "model names are 1 to 200 characters without spaces",
+            ))
+        }
+    }
+}
+
+/// A registered upstream.
+#[derive(Clone, Debug)]
+pub struct Provider {
+    /// Id.
+    pub id: ProviderId,
+    /// Slug.
+    pub name: ProviderName,
+    /// Base URL.
+    pub base_url: BaseUrl,
+    /// The upstream key, sealed; `None` for upstreams without auth.
+    pub sealed_key: Option<Vec<u8>>,
+    /// Served models.
+    pub models: Vec<ModelRoute>,
+    /// Disabled providers are not routed to.
+    pub enabled: bool,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where one call goes: resolved, with the key opened.
+#[derive(Clone)]
+pub struct Target {
+    /// Provider id.
+    pub provider_id: ProviderId,
+    /// Provider slug (recorded with usage).
+    pub provider: String,
+    /// Base URL.
+    pub base_url: BaseUrl,
+    /// Plain upstream key (never logged).
+    pub api_key: Option<String>,
+    /// Model name to send upstream.
+    pub upstream_model: String,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("provider", &self.provider)
+            .field("upstream_model", &self.upstream_model)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_http_without_query() {
+        assert_eq!(
+            BaseUrl::parse("https://api.example.com/v1/")
+                .unwrap()
+                .as_str(),
+            "https://api.example.com/v1"
+        );
+        for bad in [
+            "ftp://x",
+            "https://",
+            "https:///x",
+            "http://a/b?c=1",
+            "javascript:alert(1)",
+        ] {
+            assert!(BaseUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn routes_default_the_upstream_name() {
+        let route = ModelRoute::parse("gpt-mini", None).unwrap();
+        assert_eq!(route.upstream_model, "gpt-mini");
+        assert!(ModelRoute::parse("has space", None).is_err());
+    }
+}

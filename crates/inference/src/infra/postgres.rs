@@ -1,0 +1,249 @@
+//! PostgreSQL adapters: providers with their routes, and the batched usage writer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, TransactionTrait,
+    Value,
+};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::domain::errors::InferenceError;
+use crate::domain::ports::{ProviderRepository, UsageSink};
+use crate::domain::provider::{BaseUrl, ModelRoute, Provider, ProviderId, ProviderName};
+use crate::domain::usage::UsageRecord;
+
+/// Providers in PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct PgProviderRepository {
+    db: DatabaseConnection,
+}
+
+impl PgProviderRepository {
+    /// An adapter over the pool.
+    #[must_use]
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+#[derive(Debug, FromQueryResult)]
+struct ProviderRow {
+    id: Uuid,
+    name: String,
+    base_url: String,
+    api_key_sealed: Option<Vec<u8>>,
+    enabled: bool,
+    created_at: DateTime<Utc>,
+    models: serde_json::Value,
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl ProviderRepository for PgProviderRepository {
+    #[tracing::instrument(skip_all, err)]
+    async fn insert(&self, provider: &Provider) -> Result<(), InferenceError> {
+        let txn = self.db.begin().await.context("starting a transaction")?;
+        let inserted = txn
+            .execute(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "INSERT INTO providers (id, name, base_url, api_key_sealed, enabled, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                [
+                    provider.id.as_uuid().into(),
+                    provider.name.as_str().into(),
+                    provider.base_url.as_str().into(),
+                    provider.sealed_key.clone().into(),
+                    provider.enabled.into(),
+                    provider.created_at.into(),
+                ],
+            ))
+            .await;
+        if let Err(err) = inserted {
+            if matches!(
+                err.sql_err(),
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+            ) {
+                return Err(InferenceError::ProviderNameTaken);
+            }
+            return Err(anyhow::Error::new(err).context("inserting provider").into());
+        }
+        for (position, route) in provider.models.iter().enumerate() {
+            txn.execute(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "INSERT INTO provider_models (provider_id, model, upstream_model, position) VALUES ($1, $2, $3, $4)",
+                [
+                    provider.id.as_uuid().into(),
+                    route.model.as_str().into(),
+                    route.upstream_model.as_str().into(),
+                    i32::try_from(position).unwrap_or(i32::MAX).into(),
+                ],
+            ))
+            .await
+            .context("inserting provider model")?;
+        }
+        txn.commit().await.context("committing provider")?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn list(&self) -> Result<Vec<Provider>, InferenceError> {
+        let rows = ProviderRow::find_by_statement(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT p.id, p.name, p.base_url, p.api_key_sealed, p.enabled, p.created_at, \
+               COALESCE((SELECT jsonb_agg(jsonb_build_array(m.model, m.upstream_model) ORDER BY m.position) \
+                         FROM provider_models m WHERE m.provider_id = p.id), '[]'::jsonb) AS models \
+             FROM providers p ORDER BY p.id",
+        ))
+        .all(&self.db)
+        .await
+        .context("listing providers")?;
+        rows.into_iter().map(provider_from_row).collect()
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn delete(&self, id: ProviderId) -> Result<bool, InferenceError> {
+        let result = self
+            .db
+            .execute(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "DELETE FROM providers WHERE id = $1",
+                [id.as_uuid().into()],
+            ))
+            .await
+            .context("deleting provider")?;
+        Ok(result.rows_affected() > 0)
+    }
+}
+
+fn provider_from_row(row: ProviderRow) -> Result<Provider, InferenceError> {
+    let corrupt = |what: &str| {
+        InferenceError::Unexpected(anyhow::anyhow!(
+            "stored provider {} has a bad {what}",
+            row.id
+        ))
+    };
+    let pairs: Vec<(String, String)> =
+        serde_json::from_value(row.models.clone()).map_err(|_| corrupt("model list"))?;
+    let models = pairs
+        .iter()
+        .map(|(model, upstream)| {
+            ModelRoute::parse(model, Some(upstream)).map_err(|_| corrupt("model"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Provider {
+        id: ProviderId::from_uuid(row.id),
+        name: ProviderName::parse(&row.name).map_err(|_| corrupt("name"))?,
+        base_url: BaseUrl::parse(&row.base_url).map_err(|_| corrupt("base URL"))?,
+        sealed_key: row.api_key_sealed,
+        models,
+        enabled: row.enabled,
+        created_at: row.created_at,
+    })
+}
+
+const BATCH: usize = 500;
+
+/// Usage records written in batches by a background task; `record` never blocks the request.
+pub struct BatchedUsage {
+    tx: mpsc::UnboundedSender<UsageRecord>,
+}
+
+impl BatchedUsage {
+    /// Starts the writer task.
+    #[must_use]
+    pub fn spawn(db: DatabaseConnection) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<UsageRecord>();
+        let db = Arc::new(db);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH);
+            while let Some(first) = rx.recv().await {
+                batch.push(first);
+                let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+                while batch.len() < BATCH {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(record)) => batch.push(record),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                let mut delay = Duration::from_millis(200);
+                for attempt in 1..=5 {
+                    match write(&db, &batch).await {
+                        Ok(()) => break,
+                        Err(err) if attempt < 5 => {
+                            tracing::warn!(attempt, records = batch.len(), error = %err, "usage write failed; retrying");
+                            tokio::time::sleep(delay).await;
+                            delay *= 2;
+                        }
+                        Err(err) => {
+                            tracing::error!(records = batch.len(), error = ?err, "usage write failed for good; records lost")
+                        }
+                    }
+                }
+                batch.clear();
+            }
+        });
+        Self { tx }
+    }
+}
+
+impl UsageSink for BatchedUsage {
+    fn record(&self, record: UsageRecord) {
+        if self.tx.send(record).is_err() {
+            tracing::error!("usage writer stopped; a usage record was lost");
+        }
+    }
+}
+
+async fn write(db: &DatabaseConnection, batch: &[UsageRecord]) -> anyhow::Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    const COLUMNS: usize = 14;
+    let mut sql = String::from(
+        "INSERT INTO usage_records (id, user_id, key_id, model, upstream, endpoint, prompt_tokens, completion_tokens, \
+         estimated, status, stream, ttft_ms, latency_ms, at) VALUES ",
+    );
+    let mut values: Vec<Value> = Vec::with_capacity(batch.len() * COLUMNS);
+    for (i, r) in batch.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        let base = i * COLUMNS;
+        let params: Vec<String> = (1..=COLUMNS).map(|c| format!("${}", base + c)).collect();
+        sql.push('(');
+        sql.push_str(&params.join(","));
+        sql.push(')');
+        values.extend([
+            r.id.into(),
+            r.user_id.into(),
+            r.key_id.into(),
+            r.model.clone().into(),
+            r.upstream.clone().into(),
+            r.endpoint.into(),
+            to_i64(r.usage.prompt).into(),
+            to_i64(r.usage.completion).into(),
+            r.estimated.into(),
+            i32::from(r.status).into(),
+            r.stream.into(),
+            r.ttft_ms.map(to_i64).into(),
+            to_i64(r.latency_ms).into(),
+            r.at.into(),
+        ]);
+    }
+    db.execute(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        values,
+    ))
+    .await
+    .context("inserting usage records")?;
+    Ok(())
+}

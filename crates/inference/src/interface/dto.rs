@@ -1,0 +1,108 @@
+//! Bodies of the gateway API.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+use validator::Validate;
+
+use crate::app::gateway::ListedModel;
+use crate::domain::provider::Provider;
+
+/// `GET /v1/models`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    /// Always `list`.
+    pub object: &'static str,
+    /// Models the key may use.
+    pub data: Vec<ModelEntry>,
+}
+
+/// One model.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelEntry {
+    /// The name to send as `model`.
+    pub id: String,
+    /// Always `model`.
+    pub object: &'static str,
+    /// Unix time it was registered.
+    pub created: i64,
+    /// The provider serving it.
+    pub owned_by: String,
+}
+
+impl From<ListedModel> for ModelEntry {
+    fn from(m: ListedModel) -> Self {
+        Self {
+            id: m.id,
+            object: "model",
+            created: m.created,
+            owned_by: m.owned_by,
+        }
+    }
+}
+
+/// A model a provider serves.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRouteDto {
+    /// The public name clients send.
+    pub model: String,
+    /// The provider's name for it (default: the same).
+    pub upstream_model: Option<String>,
+}
+
+/// A provider to register.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProviderRequest {
+    /// Unique slug.
+    pub name: String,
+    /// OpenAI-compatible base URL, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// The provider's API key: stored encrypted, never returned.
+    pub api_key: Option<String>,
+    /// Models it serves (at least one).
+    #[validate(length(max = 500))]
+    pub models: Vec<ModelRouteDto>,
+}
+
+/// A registered provider (never its key).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderResponse {
+    /// Id.
+    pub id: Uuid,
+    /// Slug.
+    pub name: String,
+    /// Base URL.
+    pub base_url: String,
+    /// Whether a key is stored.
+    pub has_api_key: bool,
+    /// Models.
+    pub models: Vec<ModelRouteDto>,
+    /// Routed to.
+    pub enabled: bool,
+    /// Registered.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&Provider> for ProviderResponse {
+    fn from(p: &Provider) -> Self {
+        Self {
+            id: p.id.as_uuid(),
+            name: p.name.as_str().to_owned(),
+            base_url: p.base_url.as_str().to_owned(),
+            has_api_key: p.sealed_key.is_some(),
+            models: p
+                .models
+                .iter()
+                .map(|m| ModelRouteDto {
+                    model: m.model.clone(),
+                    upstream_model: Some(m.upstream_model.clone()),
+                })
+                .collect(),
+            enabled: p.enabled,
+            created_at: p.created_at,
+        }
+    }
+}

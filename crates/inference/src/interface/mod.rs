@@ -1,0 +1,44 @@
+//! HTTP: the OpenAI-compatible `/v1` API and provider administration under `/api/v1`.
+
+pub mod dto;
+pub mod handlers;
+
+use actix_web::web;
+
+/// The OpenAI-compatible API (nested under `/v1`).
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    paths(handlers::list_models, handlers::chat_completions, handlers::completions, handlers::embeddings),
+    components(schemas(dto::ModelList, dto::ModelEntry)),
+    tags((name = "openai", description = "OpenAI-compatible inference: any OpenAI SDK works with an API key"))
+)]
+pub struct InferenceApi;
+
+/// Provider administration (nested under `/api/v1`).
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    paths(handlers::create_provider, handlers::list_providers, handlers::delete_provider),
+    components(schemas(dto::CreateProviderRequest, dto::ModelRouteDto, dto::ProviderResponse)),
+    tags((name = "providers", description = "Upstream OpenAI-compatible providers and the models they serve (admin)"))
+)]
+pub struct ProvidersApi;
+
+/// Registers the `/v1` routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    use handlers as h;
+    cfg.service(web::resource("/models").route(web::get().to(h::list_models)))
+        .service(web::resource("/chat/completions").route(web::post().to(h::chat_completions)))
+        .service(web::resource("/completions").route(web::post().to(h::completions)))
+        .service(web::resource("/embeddings").route(web::post().to(h::embeddings)));
+}
+
+/// Registers the `/api/v1` routes.
+pub fn configure_admin(cfg: &mut web::ServiceConfig) {
+    use handlers as h;
+    cfg.service(
+        web::resource("/providers")
+            .route(web::get().to(h::list_providers))
+            .route(web::post().to(h::create_provider)),
+    )
+    .service(web::resource("/providers/{provider_id}").route(web::delete().to(h::delete_provider)));
+}

@@ -1,0 +1,490 @@
+//! The OpenAI-compatible gateway against a fake upstream: passthrough, streaming, exact
+//! settling at every failure point, retries before the first byte, cancellation, refusals in
+//! OpenAI's shape.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use maas_tests::TestApp;
+use maas_tests::fake_upstream::{Behaviour, FakeUpstream};
+use reqwest::{Method, StatusCode};
+use sea_orm::ConnectionTrait as _;
+use serde_json::{Value, json};
+
+struct Setup {
+    app: TestApp,
+    admin: String,
+    user_id: uuid::Uuid,
+    key: String,
+}
+
+async fn setup() -> Setup {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.user_with_token("root", &["admin"]).await;
+    let (user_id, token) = app.user_with_token("dana", &["developer"]).await;
+    let (_, key) = app.create_key(&token, json!({"name": "k"})).await;
+    Setup {
+        app,
+        admin,
+        user_id,
+        key,
+    }
+}
+
+async fn register(s: &Setup, name: &str, upstream: &FakeUpstream, model: &str) -> Value {
+    let body = json!({"name": name, "base_url": upstream.base_url, "api_key": format!("upstream-secret-{name}"),
+        "models": [{"model": model, "upstream_model": format!("{model}-upstream")}]});
+    let resp = s
+        .app
+        .request(Method::POST, "/api/v1/providers")
+        .bearer_auth(&s.admin)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    resp.json().await.unwrap()
+}
+
+async fn chat(s: &Setup, body: Value) -> reqwest::Response {
+    s.app
+        .request(Method::POST, "/v1/chat/completions")
+        .bearer_auth(&s.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn set_quota(s: &Setup, policy: Value) {
+    let resp = s
+        .app
+        .request(Method::PUT, &format!("/api/v1/users/{}/quota", s.user_id))
+        .bearer_auth(&s.admin)
+        .json(&policy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+}
+
+async fn tokens_used(s: &Setup) -> u64 {
+    let body: Value = s
+        .app
+        .get_as(&s.key, "/api/v1/me/quota")
+        .await
+        .json()
+        .await
+        .unwrap();
+    body["limits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "user.tokens_per_month_quota")
+        .map_or(0, |l| l["used"].as_u64().unwrap())
+}
+
+async fn usage_rows(s: &Setup, expect: usize) -> Vec<(i64, i64, bool, i32, bool)> {
+    let db = s.app.db().await;
+    maas_tests::eventually(Duration::from_secs(3), || async {
+        let rows = db
+            .query_all(sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                "SELECT prompt_tokens, completion_tokens, estimated, status, stream FROM usage_records ORDER BY at, id",
+            ))
+            .await
+            .unwrap();
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get::<i64>("", "prompt_tokens").unwrap(),
+                    r.try_get::<i64>("", "completion_tokens").unwrap(),
+                    r.try_get::<bool>("", "estimated").unwrap(),
+                    r.try_get::<i32>("", "status").unwrap(),
+                    r.try_get::<bool>("", "stream").unwrap(),
+                )
+            })
+            .collect();
+        (rows.len() >= expect).then_some(rows)
+    })
+    .await
+    .expect("usage rows written")
+}
+
+fn messages() -> Value {
+    json!([{"role": "user", "content": "Say hello"}])
+}
+
+#[tokio::test]
+async fn providers_are_admin_only_and_their_keys_are_sealed() {
+    let s = setup().await;
+    let upstream = FakeUpstream::spawn(Behaviour::default());
+    let provider = register(&s, "fake", &upstream, "tiny").await;
+    assert_eq!(provider["has_api_key"], true);
+    assert!(!provider.to_string().contains("upstream-secret"));
+    let list: Value = s
+        .app
+        .get_as(&s.admin, "/api/v1/providers")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(!list.to_string().contains("upstream-secret"));
+    let db = s.app.db().await;
+    let row = db
+        .query_one(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT encode(api_key_sealed, 'escape') AS k FROM providers",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let stored: String = row.try_get("", "k").unwrap();
+    assert!(!stored.contains("upstream-secret"), "stored in clear");
+
+    let forbidden = s.app.request(Method::POST, "/api/v1/providers").bearer_auth(&s.key)
+        .json(&json!({"name": "evil", "base_url": "http://127.0.0.1:1/v1", "models": [{"model": "tiny"}]})).send().await.unwrap();
+    assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+    let dup = s
+        .app
+        .request(Method::POST, "/api/v1/providers")
+        .bearer_auth(&s.admin)
+        .json(&json!({"name": "fake", "base_url": upstream.base_url, "models": [{"model": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dup.status(), StatusCode::CONFLICT);
+    let bad = s
+        .app
+        .request(Method::POST, "/api/v1/providers")
+        .bearer_auth(&s.admin)
+        .json(&json!({"name": "bad one", "base_url": "ftp://x", "models": []}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = bad.json().await.unwrap();
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"name") && fields.contains(&"base_url") && fields.contains(&"models"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn models_lists_what_the_key_may_use() {
+    let s = setup().await;
+    let upstream = FakeUpstream::spawn(Behaviour::default());
+    register(&s, "a", &upstream, "alpha").await;
+    register(&s, "b", &upstream, "beta").await;
+    let list: Value = s
+        .app
+        .get_as(&s.key, "/v1/models")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["alpha", "beta"]);
+    assert_eq!(list["object"], "list");
+
+    let (_, token) = s.app.user_with_token("restricted", &["developer"]).await;
+    let (_, narrow) = s
+        .app
+        .create_key(&token, json!({"name": "n", "allowed_models": ["beta"]}))
+        .await;
+    let list: Value = s
+        .app
+        .get_as(&narrow, "/v1/models")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    let refused = s
+        .app
+        .request(Method::POST, "/v1/chat/completions")
+        .bearer_auth(&narrow)
+        .json(&json!({"model": "alpha", "messages": messages()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_not_found");
+}
+
+#[tokio::test]
+async fn non_streamed_chat_passes_through_and_settles_the_reported_usage() {
+    let s = setup().await;
+    set_quota(&s, json!({"tokens_per_month_quota": 100000})).await;
+    let upstream = FakeUpstream::spawn(Behaviour::default());
+    register(&s, "fake", &upstream, "tiny").await;
+    let resp = chat(&s, json!({"model": "tiny", "messages": messages(), "temperature": 0.2, "max_tokens": 50, "seed": 3})).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers().contains_key("x-ratelimit-limit"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "hello there");
+    assert_eq!(body["usage"]["total_tokens"], 10);
+    // Upstream got its own model name, every parameter, and its key (opened from storage).
+    let sent = upstream.seen.bodies.lock().unwrap()[0].clone();
+    assert_eq!(sent["model"], "tiny-upstream");
+    assert_eq!(
+        (sent["temperature"].as_f64(), sent["seed"].as_u64()),
+        (Some(0.2), Some(3))
+    );
+    assert_eq!(
+        upstream.seen.auth.lock().unwrap()[0].as_deref(),
+        Some("Bearer upstream-secret-fake")
+    );
+    // Settled to exactly the reported 7 + 3 tokens, not the reservation estimate.
+    assert_eq!(tokens_used(&s).await, 10);
+    assert_eq!(usage_rows(&s, 1).await, vec![(7, 3, false, 200, false)]);
+}
+
+async fn read_stream(resp: reqwest::Response) -> String {
+    let mut body = String::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        body.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    body
+}
+
+#[tokio::test]
+async fn streams_pass_through_and_the_usage_chunk_is_stripped_unless_asked_for() {
+    let s = setup().await;
+    set_quota(&s, json!({"tokens_per_month_quota": 100000})).await;
+    let upstream = FakeUpstream::spawn(Behaviour {
+        chunks: 5,
+        ..Behaviour::default()
+    });
+    register(&s, "fake", &upstream, "tiny").await;
+
+    let resp = chat(
+        &s,
+        json!({"model": "tiny", "messages": messages(), "stream": true}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let text = read_stream(resp).await;
+    assert_eq!(text.matches("\"content\":\"tok").count(), 5);
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+    assert!(
+        !text.contains("\"usage\""),
+        "the client did not ask for usage: {text}"
+    );
+    let sent = upstream.seen.bodies.lock().unwrap()[0].clone();
+    assert_eq!(
+        sent["stream_options"]["include_usage"], true,
+        "the gateway always asks upstream for usage"
+    );
+
+    let resp = chat(&s, json!({"model": "tiny", "messages": messages(), "stream": true, "stream_options": {"include_usage": true}})).await;
+    let text = read_stream(resp).await;
+    assert!(text.contains("\"usage\""), "asked for usage: {text}");
+
+    // Both settled exactly: 2 x (7 + 5).
+    let used = maas_tests::eventually(Duration::from_secs(2), || async {
+        let u = tokens_used(&s).await;
+        (u == 24).then_some(u)
+    })
+    .await;
+    assert_eq!(used, Some(24));
+    assert_eq!(
+        usage_rows(&s, 2).await,
+        vec![(7, 5, false, 200, true), (7, 5, false, 200, true)]
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_ends_with_an_error_event_and_is_settled_by_estimate() {
+    let s = setup().await;
+    set_quota(&s, json!({"tokens_per_month_quota": 100000})).await;
+    let upstream = FakeUpstream::spawn(Behaviour {
+        chunks: 5,
+        break_after: Some(2),
+        ..Behaviour::default()
+    });
+    register(&s, "fake", &upstream, "tiny").await;
+    let resp = chat(
+        &s,
+        json!({"model": "tiny", "messages": messages(), "stream": true, "max_tokens": 1000}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = read_stream(resp).await;
+    assert_eq!(
+        text.matches("\"content\":\"tok").count(),
+        2,
+        "no text repeated or invented: {text}"
+    );
+    assert!(text.contains("\"code\":\"upstream_unavailable\""), "{text}");
+    assert!(!text.contains("[DONE]"));
+    let rows = usage_rows(&s, 1).await;
+    let (prompt, completion, estimated, status, stream) = rows[0];
+    assert!(estimated && status == 502 && stream, "{rows:?}");
+    // Settled by estimate (prompt estimate + the text that went out), far below the reservation.
+    let used = tokens_used(&s).await;
+    assert_eq!(used, u64::try_from(prompt + completion).unwrap());
+    assert!(used < 100, "{used}");
+}
+
+#[tokio::test]
+async fn a_failing_upstream_is_retried_on_another_before_the_first_byte() {
+    let s = setup().await;
+    let broken = FakeUpstream::spawn(Behaviour {
+        fail_first: 100,
+        fail_status: 503,
+        ..Behaviour::default()
+    });
+    let healthy = FakeUpstream::spawn(Behaviour::default());
+    register(&s, "broken", &broken, "tiny").await;
+    register(&s, "healthy", &healthy, "tiny").await;
+    for _ in 0..4 {
+        let resp = chat(&s, json!({"model": "tiny", "messages": messages()})).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    assert_eq!(healthy.seen.requests.load(Ordering::SeqCst), 4);
+    assert!(
+        broken.seen.requests.load(Ordering::SeqCst) >= 1,
+        "calls are spread over both"
+    );
+}
+
+#[tokio::test]
+async fn when_every_upstream_is_down_the_call_is_refused_and_nothing_is_charged() {
+    let s = setup().await;
+    set_quota(&s, json!({"tokens_per_month_quota": 100000})).await;
+    let body =
+        json!({"name": "gone", "base_url": "http://127.0.0.1:1/v1", "models": [{"model": "tiny"}]});
+    s.app
+        .request(Method::POST, "/api/v1/providers")
+        .bearer_auth(&s.admin)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let resp = chat(&s, json!({"model": "tiny", "messages": messages()})).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upstream_unavailable");
+    assert_eq!(tokens_used(&s).await, 0, "the reservation was released");
+}
+
+#[tokio::test]
+async fn quota_and_input_refusals_use_openais_error_shape() {
+    let s = setup().await;
+    let upstream = FakeUpstream::spawn(Behaviour::default());
+    register(&s, "fake", &upstream, "tiny").await;
+    set_quota(&s, json!({"tokens_per_month_quota": 100})).await;
+    let resp = chat(
+        &s,
+        json!({"model": "tiny", "messages": messages(), "max_tokens": 500}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers().contains_key("x-ratelimit-limit"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (
+            body["error"]["type"].as_str(),
+            body["error"]["code"].as_str()
+        ),
+        (Some("insufficient_quota"), Some("quota_exceeded"))
+    );
+    assert_eq!(
+        upstream.seen.requests.load(Ordering::SeqCst),
+        0,
+        "refused before any upstream call"
+    );
+
+    let resp = chat(&s, json!({"model": "tiny"})).await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "messages");
+    let resp = chat(&s, json!({"model": "nope", "messages": messages()})).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let anonymous = s
+        .app
+        .request(Method::POST, "/v1/chat/completions")
+        .json(&json!({"model": "tiny", "messages": messages()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = anonymous.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "authentication_error");
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_the_upstream_call_within_a_second() {
+    let s = setup().await;
+    set_quota(&s, json!({"tokens_per_month_quota": 100000})).await;
+    let upstream = FakeUpstream::spawn(Behaviour {
+        chunks: 50,
+        chunk_delay: Duration::from_millis(100),
+        ..Behaviour::default()
+    });
+    register(&s, "slow", &upstream, "tiny").await;
+    let resp = chat(
+        &s,
+        json!({"model": "tiny", "messages": messages(), "stream": true}),
+    )
+    .await;
+    let mut stream = resp.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(std::str::from_utf8(&first).unwrap().contains("tok0"));
+    drop(stream);
+    let gone_at = std::time::Instant::now();
+    let cancelled = maas_tests::eventually(Duration::from_secs(1), || async {
+        upstream.seen.cancelled.load(Ordering::SeqCst).then_some(())
+    })
+    .await;
+    assert!(
+        cancelled.is_some(),
+        "upstream still streaming {:?} after the client left",
+        gone_at.elapsed()
+    );
+    let rows = usage_rows(&s, 1).await;
+    assert_eq!(rows[0].3, 499, "recorded as client closed");
+    assert!(rows[0].2, "settled by estimate");
+}
+
+#[tokio::test]
+async fn embeddings_are_proxied_and_metered() {
+    let s = setup().await;
+    set_quota(&s, json!({"tokens_per_month_quota": 100000})).await;
+    let upstream = FakeUpstream::spawn(Behaviour::default());
+    register(&s, "fake", &upstream, "embed").await;
+    let resp = s
+        .app
+        .request(Method::POST, "/v1/embeddings")
+        .bearer_auth(&s.key)
+        .json(&json!({"model": "embed", "input": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["data"][0]["embedding"].as_array().unwrap().len(), 3);
+    assert_eq!(tokens_used(&s).await, 4);
+}
