@@ -488,3 +488,148 @@ async fn embeddings_are_proxied_and_metered() {
     assert_eq!(body["data"][0]["embedding"].as_array().unwrap().len(), 3);
     assert_eq!(tokens_used(&s).await, 4);
 }
+
+#[tokio::test]
+async fn usage_reports_are_per_tenant_and_admins_see_everyone() {
+    let s = setup().await;
+    let upstream = FakeUpstream::spawn(Behaviour::default());
+    register(&s, "fake", &upstream, "tiny").await;
+    register(&s, "other", &upstream, "small").await;
+    let (_, eve_token) = s.app.user_with_token("eve", &["developer"]).await;
+    let (_, eve_key) = s.app.create_key(&eve_token, json!({"name": "e"})).await;
+    for model in ["tiny", "small"] {
+        assert_eq!(
+            chat(&s, json!({"model": model, "messages": messages()}))
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    }
+    let eve_call = s
+        .app
+        .request(Method::POST, "/v1/chat/completions")
+        .bearer_auth(&eve_key)
+        .json(&json!({"model": "tiny", "messages": messages()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(eve_call.status(), StatusCode::OK);
+    usage_rows(&s, 3).await;
+
+    let mine: Value = s
+        .app
+        .get_as(&s.key, "/api/v1/usage?group_by=model")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rows = mine["rows"].as_array().unwrap_or_else(|| panic!("{mine}"));
+    assert_eq!(
+        rows.iter()
+            .map(|r| (
+                r["group"].as_str().unwrap(),
+                r["requests"].as_u64().unwrap()
+            ))
+            .collect::<Vec<_>>(),
+        [("small", 1), ("tiny", 1)]
+    );
+    assert_eq!(rows[0]["total_tokens"], 10);
+    let eve: Value = s
+        .app
+        .get_as(&eve_key, "/api/v1/usage")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        eve["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["requests"].as_u64().unwrap())
+            .sum::<u64>(),
+        1
+    );
+    let peek = s
+        .app
+        .get_as(&eve_key, &format!("/api/v1/usage?user_id={}", s.user_id))
+        .await;
+    assert_eq!(peek.status(), StatusCode::FORBIDDEN);
+    let all: Value = s
+        .app
+        .get_as(&s.admin, "/api/v1/usage?all=true&group_by=key")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        all["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["requests"].as_u64().unwrap())
+            .sum::<u64>(),
+        3
+    );
+    assert_eq!(all["rows"].as_array().unwrap().len(), 2, "one row per key");
+    let bad = s.app.get_as(&s.key, "/api/v1/usage?group_by=planet").await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let backwards = s
+        .app
+        .get_as(
+            &s.key,
+            "/api/v1/usage?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+        )
+        .await;
+    assert_eq!(backwards.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn deterministic_answers_are_cached_per_user() {
+    let app = TestApp::spawn_with(
+        |s| s.sections.gateway.cache_ttl_secs = 60,
+        maas_api::ExtraRoutes::default(),
+    )
+    .await;
+    let (_, admin) = app.user_with_token("root", &["admin"]).await;
+    let (user_id, token) = app.user_with_token("dana", &["developer"]).await;
+    let (_, key) = app.create_key(&token, json!({"name": "k"})).await;
+    let s = Setup {
+        app,
+        admin,
+        user_id,
+        key,
+    };
+    let upstream = FakeUpstream::spawn(Behaviour::default());
+    register(&s, "fake", &upstream, "tiny").await;
+    let request = json!({"model": "tiny", "messages": messages(), "temperature": 0});
+
+    let first = chat(&s, request.clone()).await;
+    assert_eq!(first.headers()["x-cache"], "miss");
+    let first_body = first.text().await.unwrap();
+    let second = chat(&s, request.clone()).await;
+    assert_eq!(second.headers()["x-cache"], "hit");
+    assert_eq!(second.text().await.unwrap(), first_body);
+    assert_eq!(upstream.seen.requests.load(Ordering::SeqCst), 1);
+
+    // Another user never sees this user's cache.
+    let (_, other) = s.app.user_with_token("olga", &["developer"]).await;
+    let (_, other_key) = s.app.create_key(&other, json!({"name": "o"})).await;
+    let theirs = s
+        .app
+        .request(Method::POST, "/v1/chat/completions")
+        .bearer_auth(&other_key)
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.headers()["x-cache"], "miss");
+    // Sampling at a temperature, or streaming, is never cached.
+    let warm = chat(
+        &s,
+        json!({"model": "tiny", "messages": messages(), "temperature": 0.7}),
+    )
+    .await;
+    assert!(warm.headers().get("x-cache").is_none());
+    assert_eq!(upstream.seen.requests.load(Ordering::SeqCst), 3);
+}

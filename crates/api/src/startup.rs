@@ -171,6 +171,7 @@ fn serve(
     let clock = web::Data::new(services.clock);
     let gateway = web::Data::new(services.gateway.gateway.clone());
     let providers = web::Data::new(services.gateway.providers.clone());
+    let usage = web::Data::new(services.gateway.usage.clone());
     let openapi = ApiDoc::openapi();
     let json_limit = settings.json_limit_bytes;
     let origins = settings.cors_allowed_origins.clone();
@@ -185,6 +186,7 @@ fn serve(
             .app_data(clock.clone())
             .app_data(gateway.clone())
             .app_data(providers.clone())
+            .app_data(usage.clone())
             .app_data(json_config::<Problem>(json_limit))
             .app_data(query_config::<Problem>())
             .app_data(path_config::<Problem>())

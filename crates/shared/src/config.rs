@@ -205,6 +205,9 @@ pub struct GatewaySettings {
     pub max_response_bytes: usize,
     /// Completion tokens reserved when a request names no `max_tokens`.
     pub default_max_tokens: u64,
+    /// Seconds a cached answer lives (non-streamed calls at temperature 0, and embeddings);
+    /// 0 turns the response cache off.
+    pub cache_ttl_secs: u64,
 }
 
 /// `[crypto]`

@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 
 use super::metered::{Meter, MeteredStream};
 use crate::domain::errors::{InferenceError, InvalidValue};
-use crate::domain::ports::{KeySealer, ProviderRepository, Upstream, UpstreamRequest, UsageSink};
+use crate::domain::ports::{
+    KeySealer, ProviderRepository, ResponseCache, Upstream, UpstreamRequest, UsageSink,
+};
 use crate::domain::provider::{Provider, Target};
 use crate::domain::usage::{TokenUsage, UsageRecord, estimate_tokens};
 
@@ -75,6 +77,8 @@ pub struct Proxied {
     pub body: ProxiedBody,
     /// The tightest limit after admission (for `x-ratelimit-*`).
     pub limit: Option<LimitState>,
+    /// `hit` or `miss` when the request was cacheable (for `x-cache`).
+    pub cache: Option<&'static str>,
 }
 
 /// A model as listed by `/v1/models`.
@@ -114,13 +118,15 @@ pub struct GatewayService {
     quota: Arc<dyn QuotaGate>,
     clock: Arc<dyn Clock>,
     config: GatewayConfig,
+    cache: Option<Arc<dyn ResponseCache>>,
     snapshot: Arc<RwLock<Snapshot>>,
     turn: Arc<AtomicUsize>,
 }
 
 impl GatewayService {
-    /// The service over its ports.
+    /// The service over its ports; `cache` enables the exact-match response cache.
     #[must_use]
+    #[expect(clippy::too_many_arguments, reason = "one argument per port")]
     pub fn new(
         providers: Arc<dyn ProviderRepository>,
         sealer: Arc<dyn KeySealer>,
@@ -129,6 +135,7 @@ impl GatewayService {
         quota: Arc<dyn QuotaGate>,
         clock: Arc<dyn Clock>,
         config: GatewayConfig,
+        cache: Option<Arc<dyn ResponseCache>>,
     ) -> Self {
         Self {
             providers,
@@ -138,6 +145,7 @@ impl GatewayService {
             quota,
             clock,
             config,
+            cache,
             snapshot: Arc::new(RwLock::new(Snapshot {
                 loaded: None,
                 providers: Arc::new(Vec::new()),
@@ -299,6 +307,25 @@ impl GatewayService {
             return Err(InferenceError::ModelNotFound(model));
         }
 
+        // Deterministic, non-streamed calls may be answered from the cache (per user).
+        let temperature_zero = object.get("temperature").and_then(Value::as_f64) == Some(0.0);
+        let cache_key = (self.cache.is_some()
+            && !stream
+            && (endpoint == Endpoint::Embeddings || temperature_zero))
+            .then(|| serde_json::to_vec(&body))
+            .transpose()
+            .map_err(|e| InferenceError::Unexpected(e.into()))?;
+        if let (Some(cache), Some(key)) = (&self.cache, &cache_key)
+            && let Some(hit) = cache.get(principal.user_id.as_uuid(), key).await
+        {
+            return self
+                .answer_from_cache(&principal, endpoint, model, hit, started, at)
+                .await;
+        }
+        let Some(object) = body.as_object_mut() else {
+            return Err(InvalidValue::new("body", "must be a JSON object").into());
+        };
+
         let prompt_estimate = estimate_tokens(input.to_string().len());
         let max_tokens = match endpoint {
             Endpoint::Embeddings => 0,
@@ -383,12 +410,24 @@ impl GatewayService {
                     content_type,
                     body: ProxiedBody::Stream(metered.boxed()),
                     limit,
+                    cache: None,
                 });
             }
             let full = collect(response.body, self.config.max_response_bytes).await;
-            return Ok(self
+            let mut proxied = self
                 .finish_full(full, meter, response.status, content_type, limit)
-                .await);
+                .await;
+            if let (Some(cache), Some(key)) = (&self.cache, cache_key) {
+                proxied.cache = Some("miss");
+                if let ProxiedBody::Full(bytes) = &proxied.body
+                    && (200..300).contains(&proxied.status)
+                {
+                    cache
+                        .put(principal.user_id.as_uuid(), &key, bytes.clone())
+                        .await;
+                }
+            }
+            return Ok(proxied);
         }
         self.release(&reservation).await;
         Err(InferenceError::UpstreamUnavailable(last_failure))
@@ -423,6 +462,7 @@ impl GatewayService {
                     content_type: "application/json".into(),
                     body: ProxiedBody::Full(Bytes::from(body.to_string())),
                     limit,
+                    cache: None,
                 };
             }
         };
@@ -457,7 +497,49 @@ impl GatewayService {
             content_type,
             body: ProxiedBody::Full(bytes),
             limit,
+            cache: None,
         }
+    }
+
+    /// A cache hit still counts as a request against the caller's limits, but uses no tokens.
+    async fn answer_from_cache(
+        &self,
+        principal: &Principal,
+        endpoint: Endpoint,
+        model: String,
+        hit: Bytes,
+        started: Instant,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Proxied, InferenceError> {
+        let reservation = self
+            .quota
+            .reserve(principal, Demand { tokens: None })
+            .await?;
+        if let Err(err) = self.quota.settle(&reservation, 0).await {
+            tracing::error!(error = %err, "could not settle a cached answer");
+        }
+        self.usage.record(UsageRecord {
+            id: uuid::Uuid::now_v7(),
+            user_id: principal.user_id.as_uuid(),
+            key_id: principal.key.as_ref().map(|k| k.id.as_uuid()),
+            model,
+            upstream: "cache".into(),
+            endpoint: endpoint.name(),
+            usage: TokenUsage::default(),
+            estimated: false,
+            status: 200,
+            stream: false,
+            ttft_ms: Some(elapsed_ms(started)),
+            latency_ms: elapsed_ms(started),
+            at,
+        });
+        Ok(Proxied {
+            status: 200,
+            content_type: "application/json".into(),
+            body: ProxiedBody::Full(hit),
+            limit: reservation.tightest,
+            cache: Some("hit"),
+        })
     }
 
     async fn release(&self, reservation: &Reservation) {

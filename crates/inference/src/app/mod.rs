@@ -3,3 +3,4 @@
 pub mod gateway;
 pub mod metered;
 pub mod providers;
+pub mod usage;

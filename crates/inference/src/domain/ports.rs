@@ -7,7 +7,7 @@ use futures_util::stream::BoxStream;
 
 use super::errors::InferenceError;
 use super::provider::{Provider, ProviderId};
-use super::usage::UsageRecord;
+use super::usage::{UsageQuery, UsageRecord, UsageRow};
 
 /// Persistence of providers.
 #[async_trait]
@@ -92,4 +92,24 @@ pub trait Upstream: Send + Sync + 'static {
 pub trait UsageSink: Send + Sync + 'static {
     /// Queues one record.
     fn record(&self, record: UsageRecord);
+}
+
+/// Reading usage back.
+#[async_trait]
+pub trait UsageReports: Send + Sync + 'static {
+    /// Aggregates usage records.
+    ///
+    /// # Errors
+    /// [`InferenceError::Unexpected`] on storage failure.
+    async fn report(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, InferenceError>;
+}
+
+/// Exact-match cache of deterministic answers, namespaced per user.
+#[async_trait]
+pub trait ResponseCache: Send + Sync + 'static {
+    /// The cached answer to exactly this request body of this user.
+    async fn get(&self, user: uuid::Uuid, request: &[u8]) -> Option<Bytes>;
+
+    /// Stores an answer (failures are logged, never surfaced: the cache is an optimisation).
+    async fn put(&self, user: uuid::Uuid, request: &[u8], response: Bytes);
 }

@@ -68,3 +68,42 @@ pub struct UsageRecord {
 pub fn estimate_tokens(chars: usize) -> u64 {
     u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX)
 }
+
+/// How a usage report is grouped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grouping {
+    /// One row per UTC day.
+    Day,
+    /// One row per model.
+    Model,
+    /// One row per API key (calls with a login token group under no key).
+    Key,
+}
+
+/// What a usage report covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageQuery {
+    /// Only this user's calls; `None` for everyone's (admins only).
+    pub user_id: Option<Uuid>,
+    /// From (inclusive).
+    pub from: DateTime<Utc>,
+    /// To (exclusive).
+    pub to: DateTime<Utc>,
+    /// Grouping.
+    pub group_by: Grouping,
+}
+
+/// One row of a usage report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRow {
+    /// The group: a day (`2026-11-23`), a model name or a key id (empty for login tokens).
+    pub group: String,
+    /// Calls.
+    pub requests: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Calls whose counts are estimates.
+    pub estimated_requests: u64,
+}

@@ -1,6 +1,7 @@
 //! Adapters of the gateway: PostgreSQL providers and usage, the reqwest upstream client, the
 //! sealer, and [`Gateway::build`] wiring them for a composition root.
 
+pub mod cache;
 pub mod postgres;
 pub mod upstream;
 
@@ -15,6 +16,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::app::gateway::{GatewayConfig, GatewayService};
 use crate::app::providers::ProviderService;
+use crate::app::usage::UsageService;
 use crate::domain::errors::InferenceError;
 use crate::domain::ports::KeySealer;
 
@@ -40,6 +42,8 @@ pub struct Gateway {
     pub gateway: GatewayService,
     /// Provider administration.
     pub providers: ProviderService,
+    /// Usage reports.
+    pub usage: UsageService,
 }
 
 impl Gateway {
@@ -64,7 +68,21 @@ impl Gateway {
             idle: Duration::from_millis(g.idle_timeout_ms),
             total: Duration::from_millis(g.total_timeout_ms),
         })?);
-        let usage = Arc::new(postgres::BatchedUsage::spawn(db));
+        let usage = Arc::new(postgres::BatchedUsage::spawn(db.clone()));
+        let response_cache: Option<Arc<dyn crate::domain::ports::ResponseCache>> =
+            if g.cache_ttl_secs > 0 {
+                Some(Arc::new(cache::RedisResponseCache::new(
+                    maas_shared::kv::Multiplexed::new(&settings.redis)?,
+                    maas_shared::kv::Keyspace::new(&settings.redis.key_prefix),
+                    Duration::from_secs(g.cache_ttl_secs),
+                )))
+            } else {
+                None
+            };
+        let reports = UsageService::new(
+            Arc::new(postgres::PgUsageReports::new(db)),
+            Arc::clone(&clock),
+        );
         let gateway = GatewayService::new(
             repo.clone(),
             Arc::clone(&sealer),
@@ -77,8 +95,13 @@ impl Gateway {
                 max_response_bytes: g.max_response_bytes,
                 default_max_tokens: g.default_max_tokens,
             },
+            response_cache,
         );
         let providers = ProviderService::new(repo, sealer, audit, clock, gateway.invalidator());
-        Ok(Self { gateway, providers })
+        Ok(Self {
+            gateway,
+            providers,
+            usage: reports,
+        })
     }
 }

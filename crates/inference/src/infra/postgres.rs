@@ -14,9 +14,9 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::domain::errors::InferenceError;
-use crate::domain::ports::{ProviderRepository, UsageSink};
+use crate::domain::ports::{ProviderRepository, UsageReports, UsageSink};
 use crate::domain::provider::{BaseUrl, ModelRoute, Provider, ProviderId, ProviderName};
-use crate::domain::usage::UsageRecord;
+use crate::domain::usage::{Grouping, UsageQuery, UsageRecord, UsageRow};
 
 /// Providers in PostgreSQL.
 #[derive(Clone, Debug)]
@@ -246,4 +246,74 @@ async fn write(db: &DatabaseConnection, batch: &[UsageRecord]) -> anyhow::Result
     .await
     .context("inserting usage records")?;
     Ok(())
+}
+
+/// Usage reports from PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct PgUsageReports {
+    db: DatabaseConnection,
+}
+
+impl PgUsageReports {
+    /// An adapter over the pool.
+    #[must_use]
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+#[derive(Debug, FromQueryResult)]
+struct ReportRow {
+    grp: String,
+    requests: i64,
+    prompt: i64,
+    completion: i64,
+    estimated: i64,
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+#[async_trait]
+impl UsageReports for PgUsageReports {
+    #[tracing::instrument(skip_all, err)]
+    async fn report(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, InferenceError> {
+        let group = match query.group_by {
+            Grouping::Day => "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+            Grouping::Model => "model",
+            Grouping::Key => "COALESCE(key_id::text, '')",
+        };
+        let mut values: Vec<Value> = vec![query.from.into(), query.to.into()];
+        let user_filter = match query.user_id {
+            Some(user) => {
+                values.push(user.into());
+                " AND user_id = $3"
+            }
+            None => "",
+        };
+        let sql = format!(
+            "SELECT {group} AS grp, COUNT(*)::bigint AS requests, COALESCE(SUM(prompt_tokens), 0)::bigint AS prompt, \
+             COALESCE(SUM(completion_tokens), 0)::bigint AS completion, COUNT(*) FILTER (WHERE estimated)::bigint AS estimated \
+             FROM usage_records WHERE at >= $1 AND at < $2{user_filter} GROUP BY grp ORDER BY grp"
+        );
+        let rows = ReportRow::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .all(&self.db)
+        .await
+        .context("aggregating usage")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| UsageRow {
+                group: r.grp,
+                requests: to_u64(r.requests),
+                prompt_tokens: to_u64(r.prompt),
+                completion_tokens: to_u64(r.completion),
+                estimated_requests: to_u64(r.estimated),
+            })
+            .collect())
+    }
 }

@@ -106,3 +106,52 @@ impl From<&Provider> for ProviderResponse {
         }
     }
 }
+
+/// `GET /api/v1/usage` parameters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UsageParams {
+    /// From (RFC 3339, inclusive; default 30 days before `to`).
+    pub from: Option<DateTime<Utc>>,
+    /// To (RFC 3339, exclusive; default now). At most 366 days after `from`.
+    pub to: Option<DateTime<Utc>>,
+    /// `day` (default), `model` or `key`.
+    pub group_by: Option<String>,
+    /// Another user's usage (admins).
+    pub user_id: Option<Uuid>,
+    /// Everyone's usage (admins).
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// One group of a usage report.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageRowResponse {
+    /// The day (`YYYY-MM-DD`), model, or key id (empty for calls with a login token).
+    pub group: String,
+    /// Calls.
+    pub requests: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Prompt + completion.
+    pub total_tokens: u64,
+    /// Calls whose counts are estimates (the upstream reported none).
+    pub estimated_requests: u64,
+}
+
+/// A usage report.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageReportResponse {
+    /// From (inclusive).
+    pub from: DateTime<Utc>,
+    /// To (exclusive).
+    pub to: DateTime<Utc>,
+    /// Grouping.
+    pub group_by: String,
+    /// Whose usage; absent for everyone's.
+    pub user_id: Option<Uuid>,
+    /// Groups in order.
+    pub rows: Vec<UsageRowResponse>,
+}

@@ -7,15 +7,23 @@ use maas_user::contract::{Authenticated, Caller, limit_headers};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::dto::{CreateProviderRequest, ModelEntry, ModelList, ProviderResponse};
+use super::dto::{
+    CreateProviderRequest, ModelEntry, ModelList, ProviderResponse, UsageParams,
+    UsageReportResponse, UsageRowResponse,
+};
 use crate::app::gateway::{Endpoint, GatewayService, Proxied, ProxiedBody};
 use crate::app::providers::{NewProvider, ProviderService};
+use crate::app::usage::{ReportRequest, UsageService};
 use crate::domain::provider::ProviderId;
+use crate::domain::usage::Grouping;
 
 fn respond(proxied: Proxied) -> HttpResponse {
     let status = StatusCode::from_u16(proxied.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut builder = HttpResponse::build(status);
     builder.insert_header(("content-type", proxied.content_type.as_str()));
+    if let Some(cache) = proxied.cache {
+        builder.insert_header(("x-cache", cache));
+    }
     if let Some(limit) = &proxied.limit {
         for (name, value) in limit_headers(limit) {
             builder.insert_header((name, value));
@@ -149,4 +157,47 @@ pub async fn delete_provider(
         )
         .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Usage report
+///
+/// Calls and tokens aggregated by day, model or key over a date range: your own, or (admins)
+/// another user's (`user_id`) or everyone's (`all=true`).
+#[utoipa::path(get, path = "/usage", tag = "usage", params(UsageParams), responses((status = 200, body = UsageReportResponse)), security(("bearer" = []), ("api_key" = [])))]
+pub async fn usage_report(
+    caller: Caller,
+    usage: web::Data<UsageService>,
+    params: web::Query<UsageParams>,
+) -> Result<HttpResponse, ApiError> {
+    let p = params.into_inner();
+    let request = ReportRequest {
+        from: p.from,
+        to: p.to,
+        group_by: p.group_by,
+        user_id: p.user_id,
+        all_users: p.all,
+    };
+    let (query, rows) = usage.report(caller.principal(), request).await?;
+    Ok(HttpResponse::Ok().json(UsageReportResponse {
+        from: query.from,
+        to: query.to,
+        group_by: match query.group_by {
+            Grouping::Day => "day",
+            Grouping::Model => "model",
+            Grouping::Key => "key",
+        }
+        .to_owned(),
+        user_id: query.user_id,
+        rows: rows
+            .into_iter()
+            .map(|r| UsageRowResponse {
+                total_tokens: r.prompt_tokens + r.completion_tokens,
+                group: r.group,
+                requests: r.requests,
+                prompt_tokens: r.prompt_tokens,
+                completion_tokens: r.completion_tokens,
+                estimated_requests: r.estimated_requests,
+            })
+            .collect(),
+    }))
 }

@@ -17,9 +17,12 @@ pub struct InferenceApi;
 /// Provider administration (nested under `/api/v1`).
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
-    paths(handlers::create_provider, handlers::list_providers, handlers::delete_provider),
-    components(schemas(dto::CreateProviderRequest, dto::ModelRouteDto, dto::ProviderResponse)),
-    tags((name = "providers", description = "Upstream OpenAI-compatible providers and the models they serve (admin)"))
+    paths(handlers::create_provider, handlers::list_providers, handlers::delete_provider, handlers::usage_report),
+    components(schemas(dto::CreateProviderRequest, dto::ModelRouteDto, dto::ProviderResponse, dto::UsageReportResponse, dto::UsageRowResponse)),
+    tags(
+        (name = "providers", description = "Upstream OpenAI-compatible providers and the models they serve (admin)"),
+        (name = "usage", description = "Metered usage of the gateway"),
+    )
 )]
 pub struct ProvidersApi;
 
@@ -40,5 +43,6 @@ pub fn configure_admin(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(h::list_providers))
             .route(web::post().to(h::create_provider)),
     )
-    .service(web::resource("/providers/{provider_id}").route(web::delete().to(h::delete_provider)));
+    .service(web::resource("/providers/{provider_id}").route(web::delete().to(h::delete_provider)))
+    .service(web::resource("/usage").route(web::get().to(h::usage_report)));
 }
