@@ -359,15 +359,49 @@ async fn a_failing_upstream_is_retried_on_another_before_the_first_byte() {
     let healthy = FakeUpstream::spawn(Behaviour::default());
     register(&s, "broken", &broken, "tiny").await;
     register(&s, "healthy", &healthy, "tiny").await;
-    for _ in 0..4 {
+    for _ in 0..10 {
         let resp = chat(&s, json!({"model": "tiny", "messages": messages()})).await;
         assert_eq!(resp.status(), StatusCode::OK);
     }
-    assert_eq!(healthy.seen.requests.load(Ordering::SeqCst), 4);
-    assert!(
-        broken.seen.requests.load(Ordering::SeqCst) >= 1,
-        "calls are spread over both"
+    assert_eq!(healthy.seen.requests.load(Ordering::SeqCst), 10);
+    // Tried until it failed three times in a row, then ejected (passive health).
+    assert_eq!(broken.seen.requests.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn the_upstream_with_fewest_outstanding_requests_is_chosen() {
+    let s = setup().await;
+    let slow = Behaviour {
+        chunks: 20,
+        chunk_delay: Duration::from_millis(50),
+        ..Behaviour::default()
+    };
+    let a = FakeUpstream::spawn(slow.clone());
+    let b = FakeUpstream::spawn(slow);
+    register(&s, "a", &a, "tiny").await;
+    register(&s, "b", &b, "tiny").await;
+    let streaming = chat(
+        &s,
+        json!({"model": "tiny", "messages": messages(), "stream": true}),
+    )
+    .await;
+    let mut stream = streaming.bytes_stream();
+    stream.next().await.unwrap().unwrap();
+    // One upstream is busy with the stream: the next calls go to the other one.
+    for _ in 0..3 {
+        assert_eq!(
+            chat(&s, json!({"model": "tiny", "messages": messages()}))
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    }
+    let counts = (
+        a.seen.requests.load(Ordering::SeqCst),
+        b.seen.requests.load(Ordering::SeqCst),
     );
+    assert!(counts == (1, 3) || counts == (3, 1), "{counts:?}");
+    drop(stream);
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use maas_shared::clock::Clock;
 use maas_user::contract::{Demand, LimitState, Principal, QuotaGate, Reservation};
 use serde_json::{Value, json};
 
+use super::balance::Balancer;
 use super::metered::{Meter, MeteredStream};
 use crate::domain::errors::{InferenceError, InvalidValue};
 use crate::domain::ports::{
@@ -121,6 +122,7 @@ pub struct GatewayService {
     cache: Option<Arc<dyn ResponseCache>>,
     snapshot: Arc<RwLock<Snapshot>>,
     turn: Arc<AtomicUsize>,
+    balancer: Balancer,
 }
 
 impl GatewayService {
@@ -151,6 +153,7 @@ impl GatewayService {
                 providers: Arc::new(Vec::new()),
             })),
             turn: Arc::new(AtomicUsize::new(0)),
+            balancer: Balancer::default(),
         }
     }
 
@@ -241,12 +244,12 @@ impl GatewayService {
                 });
             }
         }
-        // Spread calls over the providers of a model.
+        // Ties between equally loaded upstreams go round-robin.
         if targets.len() > 1 {
             let start = self.turn.fetch_add(1, Ordering::Relaxed) % targets.len();
             targets.rotate_left(start);
         }
-        Ok(targets)
+        Ok(self.balancer.order(targets, |t| t.provider_id))
     }
 
     /// Proxies one call.
@@ -362,14 +365,20 @@ impl GatewayService {
                     serde_json::to_vec(&body).map_err(|e| InferenceError::Unexpected(e.into()))?,
                 ),
             };
+            let in_flight = self.balancer.start(target.provider_id);
             let response = match self.upstream.post(request).await {
                 Ok(r) if r.status >= 500 => {
+                    self.balancer.failed(target.provider_id);
                     last_failure = format!("{} answered {}", target.provider, r.status);
                     tracing::warn!(upstream = %target.provider, status = r.status, "upstream failed before the first byte; trying the next");
                     continue;
                 }
-                Ok(r) => r,
+                Ok(r) => {
+                    self.balancer.succeeded(target.provider_id);
+                    r
+                }
                 Err(failure) => {
+                    self.balancer.failed(target.provider_id);
                     last_failure = format!("{}: {failure}", target.provider);
                     tracing::warn!(upstream = %target.provider, error = %failure, "upstream unreachable; trying the next");
                     continue;
@@ -402,6 +411,7 @@ impl GatewayService {
                 record,
                 prompt_estimate,
                 started,
+                in_flight: Some(in_flight),
             };
             if stream && (200..300).contains(&response.status) {
                 let metered = MeteredStream::new(response.body, meter, client_wants_usage);
@@ -448,7 +458,9 @@ impl GatewayService {
             mut record,
             prompt_estimate,
             started,
+            in_flight,
         } = meter;
+        drop(in_flight);
         let bytes = match full {
             Ok(bytes) => bytes,
             Err(reason) => {

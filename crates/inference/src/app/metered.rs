@@ -33,6 +33,8 @@ pub struct Meter {
     pub prompt_estimate: u64,
     /// When the call started.
     pub started: Instant,
+    /// Keeps the upstream counted as busy until the call ends.
+    pub in_flight: Option<super::balance::InFlight>,
 }
 
 /// The metered stream.
@@ -112,7 +114,9 @@ impl MeteredStream {
             mut record,
             prompt_estimate,
             started,
+            in_flight,
         } = meter;
+        drop(in_flight);
         let (tokens, estimated) = match self.reported {
             Some(u) => (u, false),
             None => (

@@ -1,5 +1,6 @@
 //! Use cases of the gateway: provider administration and proxying metered calls.
 
+pub mod balance;
 pub mod gateway;
 pub mod metered;
 pub mod providers;
