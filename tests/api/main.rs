@@ -12,4 +12,5 @@ mod gateway;
 mod keys;
 mod limits;
 mod routes;
+mod sdk;
 mod system;
