@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_shared_audit_events;
 mod m20261123_000002_user_identity;
 mod m20261123_000003_inference_gateway;
+mod m20261123_000004_inference_conversations;
 
 /// The platform's migrator.
 #[derive(Debug)]
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_shared_audit_events::Migration),
             Box::new(m20261123_000002_user_identity::Migration),
             Box::new(m20261123_000003_inference_gateway::Migration),
+            Box::new(m20261123_000004_inference_conversations::Migration),
         ]
     }
 }

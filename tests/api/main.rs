@@ -7,6 +7,7 @@ mod admin;
 mod audit;
 mod auth;
 mod binaries;
+mod conversations;
 mod errors;
 mod gateway;
 mod keys;

@@ -172,6 +172,7 @@ fn serve(
     let gateway = web::Data::new(services.gateway.gateway.clone());
     let providers = web::Data::new(services.gateway.providers.clone());
     let usage = web::Data::new(services.gateway.usage.clone());
+    let conversations = web::Data::new(services.gateway.conversations.clone());
     let openapi = ApiDoc::openapi();
     let json_limit = settings.json_limit_bytes;
     let origins = settings.cors_allowed_origins.clone();
@@ -187,6 +188,7 @@ fn serve(
             .app_data(gateway.clone())
             .app_data(providers.clone())
             .app_data(usage.clone())
+            .app_data(conversations.clone())
             .app_data(json_config::<Problem>(json_limit))
             .app_data(query_config::<Problem>())
             .app_data(path_config::<Problem>())

@@ -16,3 +16,18 @@ pub mod interface;
 
 #[cfg(feature = "http")]
 pub use interface::{InferenceApi, ProvidersApi, configure, configure_admin};
+
+/// Job payloads of this context (produced and consumed through apalis).
+#[cfg(feature = "infra")]
+pub mod jobs {
+    use serde::{Deserialize, Serialize};
+
+    /// Deletes conversations idle for longer than `conversations.ttl_hours`. Idempotent: any
+    /// number of runs (from any number of workers) leaves the same result.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ConversationExpiryJob {}
+
+    impl maas_shared::jobs::Job for ConversationExpiryJob {
+        const QUEUE: &'static str = "inference.conversation_expiry";
+    }
+}

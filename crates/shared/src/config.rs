@@ -89,6 +89,8 @@ pub struct Sections {
     pub identity: IdentitySettings,
     /// The inference gateway.
     pub gateway: GatewaySettings,
+    /// Conversation history.
+    pub conversations: ConversationSettings,
     /// Encryption of stored credentials.
     pub crypto: CryptoSettings,
     /// Logs.
@@ -208,6 +210,18 @@ pub struct GatewaySettings {
     /// Seconds a cached answer lives (non-streamed calls at temperature 0, and embeddings);
     /// 0 turns the response cache off.
     pub cache_ttl_secs: u64,
+}
+
+/// `[conversations]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationSettings {
+    /// Messages of history added to a chat call that names a `conversation_id`.
+    pub context_messages: u32,
+    /// Hours without activity after which a conversation is deleted.
+    pub ttl_hours: u64,
+    /// Seconds between expiry runs of the worker.
+    pub expiry_interval_secs: u64,
 }
 
 /// `[crypto]`

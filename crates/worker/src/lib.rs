@@ -5,14 +5,17 @@
 //! Jobs are delivered at least once: every handler reloads its aggregate and does only the step
 //! that is still due.
 
+mod conversations;
 mod diagnostics;
 
 use std::time::Duration;
 
 use apalis::layers::retry::RetryPolicy;
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt, WorkerFactoryFn};
+use maas_inference::jobs::ConversationExpiryJob;
+use maas_shared::clock::{Clock, SystemClock};
 use maas_shared::config::Settings;
-use maas_shared::jobs::{self, DiagnosticPing, Job};
+use maas_shared::jobs::{self, DiagnosticPing, Job, JobProducer};
 use maas_shared::kv::Keyspace;
 
 /// How often a failed job is retried before it is left dead.
@@ -31,6 +34,14 @@ pub async fn run(
     let keyspace = Keyspace::new(&settings.redis.key_prefix);
     let concurrency = settings.worker.concurrency;
 
+    let db = maas_shared::db::connect(&settings.database).await?;
+    let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(SystemClock);
+    let conversations = maas_inference::infra::conversation_service(settings, db, clock);
+    conversations::schedule(
+        JobProducer::<ConversationExpiryJob>::new(conn.clone(), &keyspace),
+        Duration::from_secs(settings.conversations.expiry_interval_secs.max(1)),
+    );
+
     let ping_worker = jobs::worker_name(DiagnosticPing::QUEUE);
     let ping_ctx = diagnostics::PingContext {
         redis,
@@ -48,8 +59,21 @@ pub async fn run(
                 .backend(jobs::storage::<DiagnosticPing>(conn.clone(), &keyspace))
                 .build_fn(diagnostics::answer_ping),
         )
+        .register(
+            WorkerBuilder::new(jobs::worker_name(ConversationExpiryJob::QUEUE))
+                .enable_tracing()
+                .catch_panic()
+                .retry(RetryPolicy::retries(RETRIES))
+                .concurrency(1)
+                .data(conversations)
+                .backend(jobs::storage::<ConversationExpiryJob>(
+                    conn.clone(),
+                    &keyspace,
+                ))
+                .build_fn(conversations::expire),
+        )
         .shutdown_timeout(Duration::from_secs(settings.worker.shutdown_timeout_secs));
-    tracing::info!(queues = ?[DiagnosticPing::QUEUE], concurrency, "maas-worker running");
+    tracing::info!(queues = ?[DiagnosticPing::QUEUE, ConversationExpiryJob::QUEUE], concurrency, "maas-worker running");
     monitor
         .run_with_signal(async move {
             shutdown.await;

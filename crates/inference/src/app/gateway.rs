@@ -14,7 +14,9 @@ use maas_user::contract::{Demand, LimitState, Principal, QuotaGate, Reservation}
 use serde_json::{Value, json};
 
 use super::balance::Balancer;
+use super::conversations::ConversationService;
 use super::metered::{Meter, MeteredStream};
+use crate::domain::conversation::{Conversation, ConversationId, MessageRole};
 use crate::domain::errors::{InferenceError, InvalidValue};
 use crate::domain::ports::{
     KeySealer, ProviderRepository, ResponseCache, Upstream, UpstreamRequest, UsageSink,
@@ -123,6 +125,7 @@ pub struct GatewayService {
     snapshot: Arc<RwLock<Snapshot>>,
     turn: Arc<AtomicUsize>,
     balancer: Balancer,
+    conversations: Option<ConversationService>,
 }
 
 impl GatewayService {
@@ -154,7 +157,15 @@ impl GatewayService {
             })),
             turn: Arc::new(AtomicUsize::new(0)),
             balancer: Balancer::default(),
+            conversations: None,
         }
+    }
+
+    /// Enables `conversation_id` on chat calls.
+    #[must_use]
+    pub fn with_conversations(mut self, conversations: ConversationService) -> Self {
+        self.conversations = Some(conversations);
+        self
     }
 
     /// Drops the cached route table (after a provider change).
@@ -271,6 +282,38 @@ impl GatewayService {
         let model = match object.get("model").and_then(Value::as_str) {
             Some(m) if !m.is_empty() => m.to_owned(),
             _ => return Err(InvalidValue::new("model", "a model name is required").into()),
+        };
+        // `conversation_id` is ours, not OpenAI's: it never goes upstream.
+        let conversation_id = match object.remove("conversation_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) if endpoint == Endpoint::Chat => Some(
+                id.parse::<ConversationId>()
+                    .map_err(|_| InvalidValue::new("conversation_id", "not a conversation id"))?,
+            ),
+            Some(_) => {
+                return Err(InvalidValue::new(
+                    "conversation_id",
+                    "a conversation id, on chat completions only",
+                )
+                .into());
+            }
+        };
+        let exchange = match (conversation_id, &self.conversations) {
+            (Some(id), Some(conversations)) => {
+                let (conversation, history) = conversations.context(&principal, id).await?;
+                let sent = sent_messages(object.get("messages"));
+                if let Some(Value::Array(messages)) = object.get_mut("messages") {
+                    let context = history
+                        .iter()
+                        .map(|m| json!({"role": m.role.as_str(), "content": m.content}));
+                    let mut all: Vec<Value> = context.collect();
+                    all.append(messages);
+                    *messages = all;
+                }
+                Some((conversations.clone(), conversation, sent))
+            }
+            (Some(_), None) => return Err(InferenceError::ConversationNotFound),
+            (None, _) => None,
         };
         let input = object
             .get(endpoint.input_field())
@@ -412,6 +455,7 @@ impl GatewayService {
                 prompt_estimate,
                 started,
                 in_flight: Some(in_flight),
+                on_complete: exchange.clone().map(record_exchange),
             };
             if stream && (200..300).contains(&response.status) {
                 let metered = MeteredStream::new(response.body, meter, client_wants_usage);
@@ -459,6 +503,7 @@ impl GatewayService {
             prompt_estimate,
             started,
             in_flight,
+            on_complete,
         } = meter;
         drop(in_flight);
         let bytes = match full {
@@ -496,6 +541,17 @@ impl GatewayService {
             };
             record.usage = usage;
             record.estimated = estimated;
+            if let Some(hook) = on_complete {
+                let answer = serde_json::from_slice::<Value>(&bytes)
+                    .ok()
+                    .and_then(|v| {
+                        v.pointer("/choices/0/message/content")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    })
+                    .unwrap_or_default();
+                hook(answer);
+            }
             if let Err(err) = quota.settle(&reservation, usage.total()).await {
                 tracing::error!(error = %err, "could not settle a reservation");
             }
@@ -578,4 +634,40 @@ async fn collect(
         out.extend_from_slice(&chunk);
     }
     Ok(Bytes::from(out))
+}
+
+/// The request's own messages as (role, text) for the conversation log.
+fn sent_messages(messages: Option<&Value>) -> Vec<(MessageRole, String)> {
+    messages
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|m| {
+                    let role = MessageRole::parse(m.get("role")?.as_str()?).ok()?;
+                    let content = m.get("content")?;
+                    let content = content
+                        .as_str()
+                        .map_or_else(|| content.to_string(), str::to_owned);
+                    Some((role, content))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+type Exchange = (
+    ConversationService,
+    Conversation,
+    Vec<(MessageRole, String)>,
+);
+
+/// Stores the exchange in the background once the answer is complete.
+fn record_exchange((service, conversation, sent): Exchange) -> Box<dyn FnOnce(String) + Send> {
+    Box::new(move |answer: String| {
+        tokio::spawn(async move {
+            if let Err(err) = service.record_exchange(&conversation, &sent, &answer).await {
+                tracing::error!(error = %err, conversation = %conversation.id, "could not store a conversation exchange");
+            }
+        });
+    })
 }

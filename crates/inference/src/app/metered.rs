@@ -35,6 +35,8 @@ pub struct Meter {
     pub started: Instant,
     /// Keeps the upstream counted as busy until the call ends.
     pub in_flight: Option<super::balance::InFlight>,
+    /// Runs with the full answer text when the call completes normally.
+    pub on_complete: Option<Box<dyn FnOnce(String) + Send>>,
 }
 
 /// The metered stream.
@@ -45,6 +47,7 @@ pub struct MeteredStream {
     meter: Option<Meter>,
     reported: Option<TokenUsage>,
     completion_chars: usize,
+    answer: String,
     client_wants_usage: bool,
     first_byte_ms: Option<u64>,
     done: bool,
@@ -65,6 +68,7 @@ impl MeteredStream {
             meter: Some(meter),
             reported: None,
             completion_chars: 0,
+            answer: String::new(),
             client_wants_usage,
             first_byte_ms: None,
             done: false,
@@ -96,6 +100,9 @@ impl MeteredStream {
                         .and_then(Value::as_str)
                         .unwrap_or_default();
                     self.completion_chars += text.len();
+                    if self.answer.len() + text.len() <= crate::domain::conversation::MAX_CONTENT {
+                        self.answer.push_str(text);
+                    }
                 }
             }
         }
@@ -115,8 +122,14 @@ impl MeteredStream {
             prompt_estimate,
             started,
             in_flight,
+            on_complete,
         } = meter;
         drop(in_flight);
+        if status == 200
+            && let Some(hook) = on_complete
+        {
+            hook(std::mem::take(&mut self.answer));
+        }
         let (tokens, estimated) = match self.reported {
             Some(u) => (u, false),
             None => (

@@ -1,6 +1,7 @@
 //! Use cases of the gateway: provider administration and proxying metered calls.
 
 pub mod balance;
+pub mod conversations;
 pub mod gateway;
 pub mod metered;
 pub mod providers;

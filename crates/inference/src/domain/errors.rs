@@ -36,6 +36,9 @@ pub enum InferenceError {
     /// No such provider.
     #[error("provider not found")]
     ProviderNotFound,
+    /// No such conversation (or not the caller's).
+    #[error("conversation not found")]
+    ConversationNotFound,
     /// A provider with this name exists.
     #[error("a provider with this name already exists")]
     ProviderNameTaken,
@@ -60,7 +63,9 @@ impl Classify for InferenceError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::Invalid(_) => ErrorKind::Invalid,
-            Self::ModelNotFound(_) | Self::ProviderNotFound => ErrorKind::NotFound,
+            Self::ModelNotFound(_) | Self::ProviderNotFound | Self::ConversationNotFound => {
+                ErrorKind::NotFound
+            }
             Self::ProviderNameTaken => ErrorKind::Conflict,
             Self::UpstreamUnavailable(_) => ErrorKind::Unavailable,
             Self::Identity(inner) => inner.kind(),
@@ -73,6 +78,7 @@ impl Classify for InferenceError {
             Self::Invalid(_) => "validation_failed",
             Self::ModelNotFound(_) => "model_not_found",
             Self::ProviderNotFound => "provider_not_found",
+            Self::ConversationNotFound => "conversation_not_found",
             Self::ProviderNameTaken => "provider_name_taken",
             Self::UpstreamUnavailable(_) => "upstream_unavailable",
             Self::Identity(inner) => inner.code(),
@@ -97,6 +103,7 @@ impl Classify for InferenceError {
             Self::Identity(inner) => inner.field_errors(),
             Self::ModelNotFound(_)
             | Self::ProviderNotFound
+            | Self::ConversationNotFound
             | Self::ProviderNameTaken
             | Self::UpstreamUnavailable(_)
             | Self::Unexpected(_) => Vec::new(),

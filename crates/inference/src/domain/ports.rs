@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 
+use super::conversation::{Conversation, ConversationId, ExportRow, Message};
 use super::errors::InferenceError;
 use super::provider::{Provider, ProviderId};
 use super::usage::{UsageQuery, UsageRecord, UsageRow};
@@ -112,4 +113,109 @@ pub trait ResponseCache: Send + Sync + 'static {
 
     /// Stores an answer (failures are logged, never surfaced: the cache is an optimisation).
     async fn put(&self, user: uuid::Uuid, request: &[u8], response: Bytes);
+}
+
+/// Export filter: one user's messages, optionally one conversation, within a time range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportFilter {
+    /// Owner.
+    pub user_id: uuid::Uuid,
+    /// One conversation only.
+    pub conversation_id: Option<ConversationId>,
+    /// Messages at or after.
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Messages before.
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Persistence of conversations.
+#[async_trait]
+pub trait ConversationRepository: Send + Sync + 'static {
+    /// Stores a new conversation.
+    ///
+    /// # Errors
+    /// Storage failure.
+    async fn insert(&self, conversation: &Conversation) -> Result<(), InferenceError>;
+
+    /// The conversation if `user` owns it.
+    ///
+    /// # Errors
+    /// Storage failure.
+    async fn find_owned(
+        &self,
+        user: uuid::Uuid,
+        id: ConversationId,
+    ) -> Result<Option<Conversation>, InferenceError>;
+
+    /// The user's conversations, newest first.
+    ///
+    /// # Errors
+    /// Storage failure.
+    async fn list(
+        &self,
+        user: uuid::Uuid,
+        page: &maas_shared::paging::PageRequest,
+    ) -> Result<maas_shared::paging::Page<Conversation>, InferenceError>;
+
+    /// Renames.
+    ///
+    /// # Errors
+    /// Storage failure.
+    async fn rename(
+        &self,
+        id: ConversationId,
+        title: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), InferenceError>;
+
+    /// Deletes with its messages; `false` if there was none.
+    ///
+    /// # Errors
+    /// Storage failure.
+    async fn delete(&self, user: uuid::Uuid, id: ConversationId) -> Result<bool, InferenceError>;
+
+    /// Appends messages and marks activity, in one transaction.
+    ///
+    /// # Errors
+    /// Storage failure.
+    async fn append(
+        &self,
+        conversation: &Conversation,
+        messages: &[Message],
+    ) -> Result<(), InferenceError>;
+
+    /// Messages in order, paged.
+    ///
+    /// # Errors
+    /// Storage failure.
+    async fn messages(
+        &self,
+        id: ConversationId,
+        page: &maas_shared::paging::PageRequest,
+    ) -> Result<maas_shared::paging::Page<Message>, InferenceError>;
+
+    /// The last `n` messages, oldest first.
+    ///
+    /// # Errors
+    /// Storage failure.
+    async fn last_messages(
+        &self,
+        id: ConversationId,
+        n: u32,
+    ) -> Result<Vec<Message>, InferenceError>;
+
+    /// Streams matching messages in time order without holding them all in memory.
+    ///
+    /// # Errors
+    /// Storage failure before the first row; later failures end the stream with an error item.
+    async fn export(
+        &self,
+        filter: ExportFilter,
+    ) -> Result<BoxStream<'static, Result<ExportRow, InferenceError>>, InferenceError>;
+
+    /// Deletes conversations idle since before `cutoff`; returns how many.
+    ///
+    /// # Errors
+    /// Storage failure.
+    async fn expire(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<u64, InferenceError>;
 }

@@ -2,6 +2,7 @@
 //! sealer, and [`Gateway::build`] wiring them for a composition root.
 
 pub mod cache;
+pub mod conversations;
 pub mod postgres;
 pub mod upstream;
 
@@ -14,6 +15,7 @@ use maas_shared::seal::Sealer;
 use maas_user::contract::QuotaGate;
 use sea_orm::DatabaseConnection;
 
+use crate::app::conversations::{ConversationConfig, ConversationService};
 use crate::app::gateway::{GatewayConfig, GatewayService};
 use crate::app::providers::ProviderService;
 use crate::app::usage::UsageService;
@@ -44,6 +46,8 @@ pub struct Gateway {
     pub providers: ProviderService,
     /// Usage reports.
     pub usage: UsageService,
+    /// Conversations.
+    pub conversations: ConversationService,
 }
 
 impl Gateway {
@@ -69,6 +73,7 @@ impl Gateway {
             total: Duration::from_millis(g.total_timeout_ms),
         })?);
         let usage = Arc::new(postgres::BatchedUsage::spawn(db.clone()));
+        let db_for_conversations = db.clone();
         let response_cache: Option<Arc<dyn crate::domain::ports::ResponseCache>> =
             if g.cache_ttl_secs > 0 {
                 Some(Arc::new(cache::RedisResponseCache::new(
@@ -97,11 +102,33 @@ impl Gateway {
             },
             response_cache,
         );
+        let conversations =
+            conversation_service(settings, db_for_conversations, Arc::clone(&clock));
+        let gateway = gateway.with_conversations(conversations.clone());
         let providers = ProviderService::new(repo, sealer, audit, clock, gateway.invalidator());
         Ok(Self {
             gateway,
             providers,
             usage: reports,
+            conversations,
         })
     }
+}
+
+/// The conversation service alone (the worker's expiry job needs nothing else).
+#[must_use]
+pub fn conversation_service(
+    settings: &maas_shared::config::Settings,
+    db: DatabaseConnection,
+    clock: Arc<dyn Clock>,
+) -> ConversationService {
+    let c = &settings.conversations;
+    ConversationService::new(
+        Arc::new(conversations::PgConversationRepository::new(db)),
+        clock,
+        ConversationConfig {
+            context_messages: c.context_messages,
+            ttl: chrono::Duration::hours(i64::try_from(c.ttl_hours).unwrap_or(24 * 365)),
+        },
+    )
 }

@@ -155,3 +155,94 @@ pub struct UsageReportResponse {
     /// Groups in order.
     pub rows: Vec<UsageRowResponse>,
 }
+
+/// A new conversation.
+#[derive(Debug, Default, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConversationRequest {
+    /// Title (default "New conversation").
+    pub title: Option<String>,
+    /// The model it is mostly held with.
+    pub model: Option<String>,
+}
+
+/// A rename.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenameConversationRequest {
+    /// New title (1–200 characters).
+    pub title: String,
+}
+
+/// A message added by hand.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMessageRequest {
+    /// `system`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// Text.
+    pub content: String,
+}
+
+/// A conversation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationResponse {
+    /// Id: pass it as `conversation_id` on chat completions to continue it.
+    pub id: Uuid,
+    /// Title.
+    pub title: String,
+    /// Model.
+    pub model: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last activity (it expires after a period without any).
+    pub last_activity_at: DateTime<Utc>,
+}
+
+impl From<&crate::domain::conversation::Conversation> for ConversationResponse {
+    fn from(c: &crate::domain::conversation::Conversation) -> Self {
+        Self {
+            id: c.id.as_uuid(),
+            title: c.title.clone(),
+            model: c.model.clone(),
+            created_at: c.created_at,
+            last_activity_at: c.last_activity_at,
+        }
+    }
+}
+
+/// A message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageResponse {
+    /// Id.
+    pub id: Uuid,
+    /// Speaker.
+    pub role: String,
+    /// Text.
+    pub content: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&crate::domain::conversation::Message> for MessageResponse {
+    fn from(m: &crate::domain::conversation::Message) -> Self {
+        Self {
+            id: m.id,
+            role: m.role.as_str().to_owned(),
+            content: m.content.clone(),
+            created_at: m.created_at,
+        }
+    }
+}
+
+/// Export parameters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportParams {
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
+    /// Messages at or after (RFC 3339).
+    pub from: Option<DateTime<Utc>>,
+    /// Messages before (RFC 3339).
+    pub to: Option<DateTime<Utc>>,
+}

@@ -201,3 +201,188 @@ pub async fn usage_report(
             .collect(),
     }))
 }
+
+use super::dto::{
+    AddMessageRequest, ConversationResponse, CreateConversationRequest, ExportParams,
+    MessageResponse, RenameConversationRequest,
+};
+use crate::app::conversations::{ConversationService, ExportFormat};
+use crate::domain::conversation::ConversationId;
+use maas_shared::http::{PageQuery, PageResponse};
+
+/// Start a conversation
+#[utoipa::path(post, path = "/conversations", tag = "conversations", request_body = CreateConversationRequest, responses((status = 201, body = ConversationResponse)), security(("bearer" = []), ("api_key" = [])))]
+pub async fn create_conversation(
+    caller: Caller,
+    conversations: web::Data<ConversationService>,
+    body: ValidatedJson<CreateConversationRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let conversation = conversations
+        .create(caller.principal(), body.title.as_deref(), body.model)
+        .await?;
+    Ok(HttpResponse::Created().json(ConversationResponse::from(&conversation)))
+}
+
+/// List my conversations
+#[utoipa::path(get, path = "/conversations", tag = "conversations", params(PageQuery), responses((status = 200, body = PageResponse<ConversationResponse>)), security(("bearer" = []), ("api_key" = [])))]
+pub async fn list_conversations(
+    caller: Caller,
+    conversations: web::Data<ConversationService>,
+    page: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = page.into_inner().into_request()?;
+    let found = conversations.list(caller.principal(), &page).await?;
+    Ok(HttpResponse::Ok().json(PageResponse::from_page(found, |c| {
+        ConversationResponse::from(&c)
+    })))
+}
+
+/// Get a conversation
+#[utoipa::path(get, path = "/conversations/{conversation_id}", tag = "conversations", params(("conversation_id" = Uuid, Path)), responses((status = 200, body = ConversationResponse)), security(("bearer" = []), ("api_key" = [])))]
+pub async fn get_conversation(
+    caller: Caller,
+    conversations: web::Data<ConversationService>,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let conversation = conversations
+        .get(
+            caller.principal(),
+            ConversationId::from_uuid(path.into_inner()),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(ConversationResponse::from(&conversation)))
+}
+
+/// Rename a conversation
+#[utoipa::path(patch, path = "/conversations/{conversation_id}", tag = "conversations", params(("conversation_id" = Uuid, Path)), request_body = RenameConversationRequest, responses((status = 200, body = ConversationResponse)), security(("bearer" = []), ("api_key" = [])))]
+pub async fn rename_conversation(
+    caller: Caller,
+    conversations: web::Data<ConversationService>,
+    path: web::Path<Uuid>,
+    body: ValidatedJson<RenameConversationRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let conversation = conversations
+        .rename(
+            caller.principal(),
+            ConversationId::from_uuid(path.into_inner()),
+            &body.title,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(ConversationResponse::from(&conversation)))
+}
+
+/// Delete a conversation
+#[utoipa::path(delete, path = "/conversations/{conversation_id}", tag = "conversations", params(("conversation_id" = Uuid, Path)), responses((status = 204)), security(("bearer" = []), ("api_key" = [])))]
+pub async fn delete_conversation(
+    caller: Caller,
+    conversations: web::Data<ConversationService>,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    conversations
+        .delete(
+            caller.principal(),
+            ConversationId::from_uuid(path.into_inner()),
+        )
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// List a conversation's messages
+#[utoipa::path(get, path = "/conversations/{conversation_id}/messages", tag = "conversations", params(("conversation_id" = Uuid, Path), PageQuery), responses((status = 200, body = PageResponse<MessageResponse>)), security(("bearer" = []), ("api_key" = [])))]
+pub async fn list_messages(
+    caller: Caller,
+    conversations: web::Data<ConversationService>,
+    path: web::Path<Uuid>,
+    page: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = page.into_inner().into_request()?;
+    let found = conversations
+        .messages(
+            caller.principal(),
+            ConversationId::from_uuid(path.into_inner()),
+            &page,
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(PageResponse::from_page(found, |m| {
+        MessageResponse::from(&m)
+    })))
+}
+
+/// Add a message to a conversation
+#[utoipa::path(post, path = "/conversations/{conversation_id}/messages", tag = "conversations", params(("conversation_id" = Uuid, Path)), request_body = AddMessageRequest, responses((status = 201, body = MessageResponse)), security(("bearer" = []), ("api_key" = [])))]
+pub async fn add_message(
+    caller: Caller,
+    conversations: web::Data<ConversationService>,
+    path: web::Path<Uuid>,
+    body: ValidatedJson<AddMessageRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let message = conversations
+        .add_message(
+            caller.principal(),
+            ConversationId::from_uuid(path.into_inner()),
+            &body.role,
+            &body.content,
+        )
+        .await?;
+    Ok(HttpResponse::Created().json(MessageResponse::from(&message)))
+}
+
+async fn export(
+    caller: &Caller,
+    conversations: &ConversationService,
+    id: Option<ConversationId>,
+    params: ExportParams,
+) -> Result<HttpResponse, ApiError> {
+    let format = ExportFormat::parse(params.format.as_deref().unwrap_or("json"))
+        .map_err(crate::domain::errors::InferenceError::from)?;
+    let body = conversations
+        .export(caller.principal(), id, params.from, params.to, format)
+        .await?;
+    let extension = if format == ExportFormat::Csv {
+        "csv"
+    } else {
+        "json"
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(format.content_type())
+        .insert_header((
+            "content-disposition",
+            format!("attachment; filename=\"conversations.{extension}\""),
+        ))
+        .streaming(futures_util::StreamExt::map(body, |chunk| {
+            // Headers are gone already: the only way left to signal a failure is to cut the body.
+            chunk.inspect_err(|err| tracing::error!(error = ?err, "export failed mid-stream"))
+        })))
+}
+
+/// Export my conversations
+///
+/// Every message of every conversation of the caller (optionally within `from`/`to`), as a JSON
+/// array or CSV, streamed straight from the database (constant memory for any size). CSV cells
+/// that a spreadsheet would run as formulas are prefixed with `'`.
+#[utoipa::path(get, path = "/conversations/export", tag = "conversations", params(ExportParams), responses((status = 200, description = "JSON array or CSV")), security(("bearer" = []), ("api_key" = [])))]
+pub async fn export_all(
+    caller: Caller,
+    conversations: web::Data<ConversationService>,
+    params: web::Query<ExportParams>,
+) -> Result<HttpResponse, ApiError> {
+    export(&caller, &conversations, None, params.into_inner()).await
+}
+
+/// Export one conversation
+#[utoipa::path(get, path = "/conversations/{conversation_id}/export", tag = "conversations", params(("conversation_id" = Uuid, Path), ExportParams), responses((status = 200, description = "JSON array or CSV")), security(("bearer" = []), ("api_key" = [])))]
+pub async fn export_one(
+    caller: Caller,
+    conversations: web::Data<ConversationService>,
+    path: web::Path<Uuid>,
+    params: web::Query<ExportParams>,
+) -> Result<HttpResponse, ApiError> {
+    export(
+        &caller,
+        &conversations,
+        Some(ConversationId::from_uuid(path.into_inner())),
+        params.into_inner(),
+    )
+    .await
+}

@@ -17,11 +17,18 @@ pub struct InferenceApi;
 /// Provider administration (nested under `/api/v1`).
 #[derive(Debug, utoipa::OpenApi)]
 #[openapi(
-    paths(handlers::create_provider, handlers::list_providers, handlers::delete_provider, handlers::usage_report),
-    components(schemas(dto::CreateProviderRequest, dto::ModelRouteDto, dto::ProviderResponse, dto::UsageReportResponse, dto::UsageRowResponse)),
+    paths(
+        handlers::create_provider, handlers::list_providers, handlers::delete_provider, handlers::usage_report,
+        handlers::create_conversation, handlers::list_conversations, handlers::get_conversation,
+        handlers::rename_conversation, handlers::delete_conversation, handlers::list_messages, handlers::add_message,
+        handlers::export_all, handlers::export_one,
+    ),
+    components(schemas(dto::CreateProviderRequest, dto::ModelRouteDto, dto::ProviderResponse, dto::UsageReportResponse, dto::UsageRowResponse,
+        dto::CreateConversationRequest, dto::RenameConversationRequest, dto::AddMessageRequest, dto::ConversationResponse, dto::MessageResponse)),
     tags(
         (name = "providers", description = "Upstream OpenAI-compatible providers and the models they serve (admin)"),
         (name = "usage", description = "Metered usage of the gateway"),
+        (name = "conversations", description = "Chat history: continue with `conversation_id`, export as JSON or CSV"),
     )
 )]
 pub struct ProvidersApi;
@@ -44,5 +51,27 @@ pub fn configure_admin(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(h::create_provider)),
     )
     .service(web::resource("/providers/{provider_id}").route(web::delete().to(h::delete_provider)))
-    .service(web::resource("/usage").route(web::get().to(h::usage_report)));
+    .service(web::resource("/usage").route(web::get().to(h::usage_report)))
+    // `export` before `{conversation_id}`, which would otherwise claim the word.
+    .service(web::resource("/conversations/export").route(web::get().to(h::export_all)))
+    .service(
+        web::resource("/conversations")
+            .route(web::get().to(h::list_conversations))
+            .route(web::post().to(h::create_conversation)),
+    )
+    .service(
+        web::resource("/conversations/{conversation_id}")
+            .route(web::get().to(h::get_conversation))
+            .route(web::patch().to(h::rename_conversation))
+            .route(web::delete().to(h::delete_conversation)),
+    )
+    .service(
+        web::resource("/conversations/{conversation_id}/messages")
+            .route(web::get().to(h::list_messages))
+            .route(web::post().to(h::add_message)),
+    )
+    .service(
+        web::resource("/conversations/{conversation_id}/export")
+            .route(web::get().to(h::export_one)),
+    );
 }

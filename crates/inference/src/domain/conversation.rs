@@ -1,0 +1,130 @@
+//! Conversations: a user's chat history, fed back to the model as context and exportable.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::errors::InvalidValue;
+
+maas_shared::define_id!(
+    /// Identifies a conversation.
+    ConversationId
+);
+
+/// Who said a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageRole {
+    /// System prompt.
+    System,
+    /// The person.
+    User,
+    /// The model.
+    Assistant,
+    /// A tool result.
+    Tool,
+}
+
+impl MessageRole {
+    /// The OpenAI name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::User => "user",
+            Self::Assistant => "assistant",
+            Self::Tool => "tool",
+        }
+    }
+
+    /// Reads an OpenAI role name.
+    ///
+    /// # Errors
+    /// [`InvalidValue`] naming `role`.
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        match raw {
+            "system" => Ok(Self::System),
+            "user" => Ok(Self::User),
+            "assistant" => Ok(Self::Assistant),
+            "tool" => Ok(Self::Tool),
+            _ => Err(InvalidValue::new("role", "system, user, assistant or tool")),
+        }
+    }
+}
+
+/// A conversation's header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conversation {
+    /// Id.
+    pub id: ConversationId,
+    /// Owner.
+    pub user_id: Uuid,
+    /// Title.
+    pub title: String,
+    /// Model it is mostly held with, if set.
+    pub model: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last message or change; the conversation expires after a period without one.
+    pub last_activity_at: DateTime<Utc>,
+}
+
+/// One message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Id (time-ordered).
+    pub id: Uuid,
+    /// Conversation.
+    pub conversation_id: ConversationId,
+    /// Speaker.
+    pub role: MessageRole,
+    /// Text.
+    pub content: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One exported row: a message with its conversation's title.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportRow {
+    /// Conversation.
+    pub conversation_id: Uuid,
+    /// Its title.
+    pub title: String,
+    /// Message id.
+    pub message_id: Uuid,
+    /// Speaker.
+    pub role: String,
+    /// Text.
+    pub content: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Longest title.
+pub const MAX_TITLE: usize = 200;
+/// Longest stored message.
+pub const MAX_CONTENT: usize = 1_000_000;
+
+/// Validates a title (1–200 characters once trimmed).
+///
+/// # Errors
+/// [`InvalidValue`] naming `title`.
+pub fn parse_title(raw: &str) -> Result<String, InvalidValue> {
+    let title = raw.trim();
+    if (1..=MAX_TITLE).contains(&title.chars().count()) {
+        Ok(title.to_owned())
+    } else {
+        Err(InvalidValue::new("title", "1 to 200 characters"))
+    }
+}
+
+/// Validates message content (at most 1,000,000 bytes).
+///
+/// # Errors
+/// [`InvalidValue`] naming `content`.
+pub fn parse_content(raw: &str) -> Result<String, InvalidValue> {
+    if raw.len() <= MAX_CONTENT {
+        Ok(raw.to_owned())
+    } else {
+        Err(InvalidValue::new("content", "at most 1,000,000 bytes"))
+    }
+}
