@@ -11,6 +11,7 @@ mod conversations;
 mod errors;
 mod gateway;
 mod keys;
+mod legacy;
 mod limits;
 mod routes;
 mod sdk;

@@ -33,12 +33,18 @@ use crate::system;
 )]
 pub struct ApiDoc;
 
+/// The whole document: the nested context APIs plus the legacy routes at the root.
+#[must_use]
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi().merge_from(maas_inference::LegacyApi::openapi())
+}
+
 /// The document as pretty JSON (what `openapi/openapi.json` holds).
 ///
 /// # Errors
 /// Only if serialisation fails, which would be a bug.
 pub fn to_pretty_json() -> Result<String, serde_json::Error> {
-    let mut text = serde_json::to_string_pretty(&ApiDoc::openapi())?;
+    let mut text = serde_json::to_string_pretty(&document())?;
     text.push('\n');
     Ok(text)
 }

@@ -22,10 +22,8 @@ use maas_shared::http::{
 use maas_user::app::auth::Authenticator;
 use maas_user::contract::QuotaGate;
 use maas_user::infra::{Identity, IdentityParams};
-use utoipa::OpenApi as _;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::openapi::ApiDoc;
 use crate::system::{self, Dependencies};
 
 /// Extra routes mounted inside the real middleware stack, after every context's routes: a hook
@@ -173,7 +171,7 @@ fn serve(
     let providers = web::Data::new(services.gateway.providers.clone());
     let usage = web::Data::new(services.gateway.usage.clone());
     let conversations = web::Data::new(services.gateway.conversations.clone());
-    let openapi = ApiDoc::openapi();
+    let openapi = crate::openapi::document();
     let json_limit = settings.json_limit_bytes;
     let origins = settings.cors_allowed_origins.clone();
     let mut server = HttpServer::new(move || {
@@ -199,6 +197,7 @@ fn serve(
             .wrap(from_fn(request_id))
             .wrap(from_fn(normalize_path))
             .configure(system::configure)
+            .configure(maas_inference::configure_legacy)
             .service(
                 web::scope("/api/v1")
                     .configure(maas_user::configure)

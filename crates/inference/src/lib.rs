@@ -15,7 +15,9 @@ pub mod infra;
 pub mod interface;
 
 #[cfg(feature = "http")]
-pub use interface::{InferenceApi, ProvidersApi, configure, configure_admin};
+pub use interface::{
+    InferenceApi, LegacyApi, ProvidersApi, configure, configure_admin, configure_legacy,
+};
 
 /// Job payloads of this context (produced and consumed through apalis).
 #[cfg(feature = "infra")]

@@ -3,6 +3,7 @@
 pub mod balance;
 pub mod conversations;
 pub mod gateway;
+pub mod legacy;
 pub mod metered;
 pub mod providers;
 pub mod usage;

@@ -17,7 +17,8 @@ use crate::app::usage::{ReportRequest, UsageService};
 use crate::domain::provider::ProviderId;
 use crate::domain::usage::Grouping;
 
-fn respond(proxied: Proxied) -> HttpResponse {
+/// Turns a proxied answer into the HTTP response (status, type, limit and cache headers).
+pub(crate) fn respond(proxied: Proxied) -> HttpResponse {
     let status = StatusCode::from_u16(proxied.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut builder = HttpResponse::build(status);
     builder.insert_header(("content-type", proxied.content_type.as_str()));

@@ -2,6 +2,7 @@
 
 pub mod dto;
 pub mod handlers;
+pub mod legacy;
 
 use actix_web::web;
 
@@ -32,6 +33,17 @@ pub struct InferenceApi;
     )
 )]
 pub struct ProvidersApi;
+
+/// The seeds' request shapes, at the root of the app.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    paths(legacy::generate, legacy::chat, legacy::chat_stream),
+    components(schemas(legacy::GenerateRequest, legacy::GenerateResponse, legacy::GenerateOutput, legacy::LegacyChatRequest, legacy::LegacyChatResponse)),
+    tags((name = "legacy", description = "Request shapes of the earlier services (/generate, /api/chat), served by the gateway"))
+)]
+pub struct LegacyApi;
+
+pub use legacy::configure as configure_legacy;
 
 /// Registers the `/v1` routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
