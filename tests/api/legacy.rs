@@ -76,7 +76,7 @@ async fn api_chat_keeps_a_conversation() {
         .unwrap();
     assert_eq!(first["reply"], "hello there");
     let id = first["conversation_id"].as_str().unwrap().to_owned();
-    let _ = maas_tests::eventually(std::time::Duration::from_secs(3), || async {
+    maas_tests::eventually(std::time::Duration::from_secs(3), || async {
         let m: Value = app
             .get_as(&key, &format!("/api/v1/conversations/{id}/messages"))
             .await
