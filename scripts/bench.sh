@@ -9,5 +9,8 @@ if [ -z "${DATABASE_URL:-}" ] || [ -z "${REDIS_URL:-}" ]; then
 fi
 export DATABASE_URL REDIS_URL
 cargo run --quiet --release -p maas-cli -- migrate up
+# The gateway bench runs the release maas-api in its own process (pinned to one core).
+cargo build --release --bins
 cargo bench -p maas-api --bench http_stack "$@"
+cargo bench -p maas-api --bench gateway "$@"
 cargo bench -p maas-user --bench auth_path "$@"

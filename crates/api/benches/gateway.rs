@@ -1,0 +1,273 @@
+//! The gateway's cost, measured against a fast mock upstream: `maas-api` (release) runs in its
+//! own process pinned to core 0 with auth, limits, quota and metering all on; this process runs
+//! the mock upstream and the load on the other core. Bounded loops on loopback; `just bench`.
+//!
+//! Reports: added latency p50/p99 at 1, 16 and 64 connections (gateway minus direct), added time
+//! to first token for streams, gateway RSS with 1000 concurrent streams open, export rows/s.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark fails loudly"
+)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use futures_util::StreamExt as _;
+use maas_shared::audit_pg::PgAuditLog;
+use maas_shared::clock::{Clock, SystemClock};
+use maas_shared::config::Settings;
+use maas_user::app::Actor;
+use maas_user::app::accounts::NewAccount;
+use maas_user::app::keys::NewKey;
+use maas_user::domain::limits::QuotaPolicy;
+use maas_user::infra::{Identity, IdentityParams};
+use sea_orm::ConnectionTrait as _;
+use serde_json::{Value, json};
+
+const REQUESTS: usize = 4_000;
+
+fn pct(sorted: &[Duration], p: f64) -> u128 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_micros()
+}
+
+async fn chat(req: web::Json<Value>) -> HttpResponse {
+    if req.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+        let slow = req.get("slow").and_then(Value::as_bool).unwrap_or(false);
+        let chunks = futures_util::stream::unfold(0u32, move |i| async move {
+            if slow {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let text = match i {
+                0..=9 => format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"t{i} \"}}}}]}}\n\n"),
+                10 => "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":10}}\n\n".to_owned(),
+                11 => "data: [DONE]\n\n".to_owned(),
+                _ => return None,
+            };
+            Some((Ok::<_, actix_web::Error>(bytes::Bytes::from(text)), i + 1))
+        });
+        return HttpResponse::Ok()
+            .content_type("text/event-stream")
+            .streaming(chunks);
+    }
+    HttpResponse::Ok().json(
+        json!({"id": "x", "object": "chat.completion", "choices": [{"index": 0,
+        "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+struct Guard(Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn load(
+    client: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    body: &Value,
+    connections: usize,
+) -> Vec<Duration> {
+    let per = REQUESTS / connections;
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (client, url, key, body) = (
+            client.clone(),
+            url.to_owned(),
+            key.map(str::to_owned),
+            body.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::with_capacity(per);
+            for _ in 0..per {
+                let t = Instant::now();
+                let mut req = client.post(&url).json(&body);
+                if let Some(k) = &key {
+                    req = req.bearer_auth(k);
+                }
+                let resp = req.send().await.unwrap();
+                assert!(resp.status().is_success(), "{}", resp.status());
+                resp.bytes().await.unwrap();
+                out.push(t.elapsed());
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    all
+}
+
+async fn ttft(client: &reqwest::Client, url: &str, key: Option<&str>, n: usize) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let mut req = client.post(url).json(&json!({"model": "bench", "messages": [{"role": "user", "content": "x"}], "stream": true}));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req.send().await.unwrap();
+        let mut stream = resp.bytes_stream();
+        stream.next().await.unwrap().unwrap();
+        out.push(t.elapsed());
+        while stream.next().await.is_some() {}
+    }
+    out.sort_unstable();
+    out
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // Mock upstream, in this process.
+        let upstream_port = free_port();
+        let upstream = HttpServer::new(|| App::new().route("/v1/chat/completions", web::post().to(chat)))
+            .workers(1)
+            .max_connections(100_000)
+            .backlog(4096)
+            .bind(("127.0.0.1", upstream_port))
+            .unwrap()
+            .run();
+        tokio::spawn(upstream);
+
+        // Identity data through the real services.
+        let prefix = format!("bench:{}:", uuid::Uuid::now_v7().simple());
+        let settings = Settings::load_with(&[("redis.key_prefix", &prefix), ("telemetry.filter", "warn")]).expect("settings (DATABASE_URL?)");
+        let db = maas_shared::db::connect(&settings.database).await.unwrap();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let audit = Arc::new(PgAuditLog::new(db.clone(), Arc::clone(&clock)));
+        let identity = Identity::build(IdentityParams::from_settings(&settings, db.clone(), audit, clock).unwrap()).unwrap();
+        let suffix = &uuid::Uuid::now_v7().simple().to_string()[20..];
+        let admin_name = format!("benchadmin{suffix}");
+        let account = |name: &str, role: &str| NewAccount { username: name.into(), email: None, password: "benchmark password".into(), roles: vec![role.into()] };
+        identity.accounts.create(Actor::System, account(&admin_name, "admin")).await.unwrap();
+        let user = identity.accounts.create(Actor::System, account(&format!("benchuser{suffix}"), "developer")).await.unwrap();
+        let big = Some(1_000_000_000_000);
+        let policy = QuotaPolicy { requests_per_minute: big, tokens_per_minute: big, requests_per_hour: big, requests_per_day: big, tokens_per_month_quota: big, ..QuotaPolicy::default() };
+        identity.quotas.set_user_policy(Actor::System, user.id(), policy).await.unwrap();
+        let key = identity.keys.create(Actor::System, user.id(), NewKey { name: "bench".into(), ..NewKey::default() }).await.unwrap().secret;
+
+        // The gateway, pinned to core 0.
+        let api_port = free_port();
+        let exe = std::env::current_exe().unwrap();
+        let api_bin = exe.parent().unwrap().parent().unwrap().join("maas-api");
+        let child = Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(&api_bin)
+            .env("MAAS__SERVER__PORT", api_port.to_string())
+            .env("MAAS__SERVER__WORKERS", "1")
+            .env("MAAS__REDIS__KEY_PREFIX", &prefix)
+            .env("MAAS__TELEMETRY__FILTER", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("maas-api release binary (cargo build --release --bins)");
+        let api = Guard(child);
+        let pid = api.0.id();
+        let base = format!("http://127.0.0.1:{api_port}");
+        let client = reqwest::Client::builder().tcp_nodelay(true).pool_max_idle_per_host(2000).build().unwrap();
+        for _ in 0..100 {
+            if client.get(format!("{base}/health")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let admin_token: Value = client
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&json!({"login": admin_name, "password": "benchmark password"}))
+            .send().await.unwrap().json().await.unwrap();
+        let admin_token = admin_token["access_token"].as_str().unwrap().to_owned();
+        let provider = json!({"name": format!("mock{suffix}"), "base_url": format!("http://127.0.0.1:{upstream_port}/v1"), "models": [{"model": "bench"}]});
+        let resp = client.post(format!("{base}/api/v1/providers")).bearer_auth(&admin_token).json(&provider).send().await.unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+
+        let direct = format!("http://127.0.0.1:{upstream_port}/v1/chat/completions");
+        let via = format!("{base}/v1/chat/completions");
+        let body = json!({"model": "bench", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16});
+        load(&client, &via, Some(&key), &body, 16).await; // warm-up
+        println!("non-streamed chat, {REQUESTS} requests per row (µs)");
+        println!("{:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}", "conns", "direct50", "direct99", "gw50", "gw99", "added50", "added99");
+        for connections in [1, 16, 64] {
+            let d = load(&client, &direct, None, &body, connections).await;
+            let g = load(&client, &via, Some(&key), &body, connections).await;
+            let (d50, d99, g50, g99) = (pct(&d, 0.5), pct(&d, 0.99), pct(&g, 0.5), pct(&g, 0.99));
+            println!("{connections:>5} {d50:>10} {d99:>10} {g50:>10} {g99:>10} {:>10} {:>10}", g50.saturating_sub(d50), g99.saturating_sub(d99));
+        }
+
+        let d = ttft(&client, &direct, None, 300).await;
+        let g = ttft(&client, &via, Some(&key), 300).await;
+        println!("time to first token (µs): direct p50 {} p99 {}, gateway p50 {} p99 {}, added p50 {}",
+            pct(&d, 0.5), pct(&d, 0.99), pct(&g, 0.5), pct(&g, 0.99), pct(&g, 0.5).saturating_sub(pct(&d, 0.5)));
+
+        // 1000 concurrent streams held open by a slow upstream.
+        let idle_rss = rss_kib(pid);
+        let slow = json!({"model": "bench", "messages": [{"role": "user", "content": "x"}], "stream": true, "slow": true});
+        let mut streams = Vec::new();
+        for _ in 0..1000 {
+            let (client, via, key, slow) = (client.clone(), via.clone(), key.clone(), slow.clone());
+            streams.push(tokio::spawn(async move {
+                let resp = client.post(&via).bearer_auth(&key).json(&slow).send().await.unwrap();
+                let mut s = resp.bytes_stream();
+                while s.next().await.is_some() {}
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let busy_rss = rss_kib(pid);
+        for s in streams {
+            s.await.unwrap();
+        }
+        println!("gateway RSS: idle {} MiB, with 1000 concurrent streams {} MiB", idle_rss / 1024, busy_rss / 1024);
+
+        // Export of 1M rows.
+        let conversation: Value = client.post(format!("{base}/api/v1/conversations")).bearer_auth(&key).json(&json!({"title": "bench"})).send().await.unwrap().json().await.unwrap();
+        let cid = conversation["id"].as_str().unwrap();
+        db.execute_unprepared(&format!(
+            "INSERT INTO conversation_messages (id, conversation_id, user_id, role, content, created_at) \
+             SELECT gen_random_uuid(), '{cid}', '{}', 'user', 'message number ' || g, now() + (g || ' microseconds')::interval \
+             FROM generate_series(1, 1000000) g", user.id()
+        )).await.unwrap();
+        let before = rss_kib(pid);
+        let started = Instant::now();
+        let resp = client.get(format!("{base}/api/v1/conversations/export?format=csv")).bearer_auth(&key).send().await.unwrap();
+        let mut stream = resp.bytes_stream();
+        let (mut rows, mut peak) = (0usize, before);
+        while let Some(chunk) = stream.next().await {
+            rows += chunk.unwrap().iter().filter(|b| **b == b'\n').count();
+            peak = peak.max(rss_kib(pid));
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!("export: {} rows in {secs:.2} s = {:.0} rows/s, gateway RSS +{} MiB", rows - 1, (rows - 1) as f64 / secs, (peak.saturating_sub(before)) / 1024);
+        db.execute_unprepared(&format!("DELETE FROM conversations WHERE id = '{cid}'")).await.unwrap();
+    });
+}
