@@ -667,3 +667,79 @@ async fn deterministic_answers_are_cached_per_user() {
     assert!(warm.headers().get("x-cache").is_none());
     assert_eq!(upstream.seen.requests.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn a_stalled_stream_ends_with_an_error_after_the_idle_timeout() {
+    let app = TestApp::spawn_with(
+        |s| s.sections.gateway.idle_timeout_ms = 300,
+        maas_api::ExtraRoutes::default(),
+    )
+    .await;
+    let (_, admin) = app.user_with_token("root", &["admin"]).await;
+    let (user_id, token) = app.user_with_token("dana", &["developer"]).await;
+    let (_, key) = app.create_key(&token, json!({"name": "k"})).await;
+    let s = Setup {
+        app,
+        admin,
+        user_id,
+        key,
+    };
+    let upstream = FakeUpstream::spawn(Behaviour {
+        chunks: 5,
+        chunk_delay: Duration::from_millis(800),
+        ..Behaviour::default()
+    });
+    register(&s, "stalling", &upstream, "tiny").await;
+    let started = std::time::Instant::now();
+    let resp = chat(
+        &s,
+        json!({"model": "tiny", "messages": messages(), "stream": true}),
+    )
+    .await;
+    let text = read_stream(resp).await;
+    assert!(
+        text.contains("\"code\":\"upstream_unavailable\"") && text.contains("timed out"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn image_parts_fit_in_the_larger_v1_body_limit_but_not_beyond_it() {
+    let app = TestApp::spawn_with(
+        |s| s.sections.gateway.max_request_bytes = 2 * 1024 * 1024,
+        maas_api::ExtraRoutes::default(),
+    )
+    .await;
+    let (_, admin) = app.user_with_token("root", &["admin"]).await;
+    let (user_id, token) = app.user_with_token("dana", &["developer"]).await;
+    let (_, key) = app.create_key(&token, json!({"name": "k"})).await;
+    let s = Setup {
+        app,
+        admin,
+        user_id,
+        key,
+    };
+    let upstream = FakeUpstream::spawn(Behaviour::default());
+    register(&s, "fake", &upstream, "tiny").await;
+    let image = |bytes: usize| {
+        json!({"model": "tiny", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{}", "A".repeat(bytes))}}]}]})
+    };
+    // 1.5 MB: above the management API's 1 MiB, within /v1's 2 MiB.
+    let ok = chat(&s, image(1_500_000)).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(
+        upstream.seen.bodies.lock().unwrap()[0]["messages"][0]["content"][1]["type"],
+        "image_url"
+    );
+    let too_big = chat(&s, image(3_000_000)).await;
+    assert_eq!(too_big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = too_big.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large");
+}

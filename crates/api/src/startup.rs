@@ -87,6 +87,7 @@ impl Application {
                 identity,
                 gateway,
                 clock,
+                gateway_limit: settings.gateway.max_request_bytes,
             },
             extra,
         )?;
@@ -149,6 +150,8 @@ struct Services {
     identity: Identity,
     gateway: Gateway,
     clock: Arc<dyn Clock>,
+    /// Body limit of `/v1` (images travel inline).
+    gateway_limit: usize,
 }
 
 fn serve(
@@ -173,6 +176,7 @@ fn serve(
     let conversations = web::Data::new(services.gateway.conversations.clone());
     let openapi = crate::openapi::document();
     let json_limit = settings.json_limit_bytes;
+    let gateway_limit = services.gateway_limit;
     let origins = settings.cors_allowed_origins.clone();
     let mut server = HttpServer::new(move || {
         App::new()
@@ -210,7 +214,7 @@ fn serve(
             )
             .service(
                 web::scope("/v1")
-                    .app_data(json_config::<OpenAi>(json_limit))
+                    .app_data(json_config::<OpenAi>(gateway_limit))
                     .app_data(query_config::<OpenAi>())
                     .app_data(path_config::<OpenAi>())
                     .configure(maas_inference::configure)

@@ -207,6 +207,8 @@ pub struct GatewaySettings {
     pub max_response_bytes: usize,
     /// Completion tokens reserved when a request names no `max_tokens`.
     pub default_max_tokens: u64,
+    /// Largest request body on `/v1`, in bytes (image content parts travel inline).
+    pub max_request_bytes: usize,
     /// Seconds a cached answer lives (non-streamed calls at temperature 0, and embeddings);
     /// 0 turns the response cache off.
     pub cache_ttl_secs: u64,
