@@ -163,7 +163,14 @@ async fn wrong_content_type_is_415() {
 
 #[tokio::test]
 async fn oversized_body_is_413() {
-    let app = TestApp::spawn_with(|s| s.sections.server.json_limit_bytes = 64, extra()).await;
+    let app = TestApp::spawn_with(
+        |s| {
+            s.sections.server.json_limit_bytes = 64;
+            s.sections.gateway.max_request_bytes = 64;
+        },
+        extra(),
+    )
+    .await;
     let big = json!({"name": "x".repeat(1024), "count": 1});
     let resp = app
         .request(Method::POST, "/api/v1/_test/echo")

@@ -86,6 +86,19 @@ async fn tokens_used(s: &Setup) -> u64 {
         .map_or(0, |l| l["used"].as_u64().unwrap())
 }
 
+/// Settling runs after the answer went out: wait for it.
+async fn tokens_settle_to(s: &Setup, expected: u64) {
+    let settled = maas_tests::eventually(Duration::from_secs(2), || async {
+        (tokens_used(s).await == expected).then_some(())
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "tokens used: {} != {expected}",
+        tokens_used(s).await
+    );
+}
+
 async fn usage_rows(s: &Setup, expect: usize) -> Vec<(i64, i64, bool, i32, bool)> {
     let db = s.app.db().await;
     maas_tests::eventually(Duration::from_secs(3), || async {
@@ -250,7 +263,7 @@ async fn non_streamed_chat_passes_through_and_settles_the_reported_usage() {
         Some("Bearer upstream-secret-fake")
     );
     // Settled to exactly the reported 7 + 3 tokens, not the reservation estimate.
-    assert_eq!(tokens_used(&s).await, 10);
+    tokens_settle_to(&s, 10).await;
     assert_eq!(usage_rows(&s, 1).await, vec![(7, 3, false, 200, false)]);
 }
 
@@ -343,9 +356,9 @@ async fn a_stream_that_breaks_ends_with_an_error_event_and_is_settled_by_estimat
     let (prompt, completion, estimated, status, stream) = rows[0];
     assert!(estimated && status == 502 && stream, "{rows:?}");
     // Settled by estimate (prompt estimate + the text that went out), far below the reservation.
-    let used = tokens_used(&s).await;
-    assert_eq!(used, u64::try_from(prompt + completion).unwrap());
-    assert!(used < 100, "{used}");
+    let expected = u64::try_from(prompt + completion).unwrap();
+    tokens_settle_to(&s, expected).await;
+    assert!(expected < 100, "{expected}");
 }
 
 #[tokio::test]
@@ -520,7 +533,7 @@ async fn embeddings_are_proxied_and_metered() {
     assert_eq!(resp.status(), StatusCode::OK);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["data"][0]["embedding"].as_array().unwrap().len(), 3);
-    assert_eq!(tokens_used(&s).await, 4);
+    tokens_settle_to(&s, 4).await;
 }
 
 #[tokio::test]
@@ -742,4 +755,60 @@ async fn image_parts_fit_in_the_larger_v1_body_limit_but_not_beyond_it() {
     assert_eq!(too_big.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let body: Value = too_big.json().await.unwrap();
     assert_eq!(body["error"]["code"], "payload_too_large");
+}
+
+#[tokio::test]
+async fn an_upstream_refusal_passes_through_and_charges_nothing() {
+    let s = setup().await;
+    set_quota(&s, json!({"tokens_per_month_quota": 100000})).await;
+    let upstream = FakeUpstream::spawn(Behaviour {
+        fail_first: 1,
+        fail_status: 400,
+        ..Behaviour::default()
+    });
+    register(&s, "picky", &upstream, "tiny").await;
+    let resp = chat(
+        &s,
+        json!({"model": "tiny", "messages": messages(), "logit_bias": "nonsense"}),
+    )
+    .await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::BAD_REQUEST,
+        "the client's mistake is reported as is"
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "fake failure");
+    assert_eq!(
+        upstream.seen.requests.load(Ordering::SeqCst),
+        1,
+        "a 4xx is not retried elsewhere"
+    );
+    assert_eq!(tokens_used(&s).await, 0);
+    let rows = usage_rows(&s, 1).await;
+    assert_eq!((rows[0].0, rows[0].1, rows[0].3), (0, 0, 400));
+}
+
+#[tokio::test]
+async fn rate_limits_refuse_in_openais_shape_before_the_upstream() {
+    let s = setup().await;
+    let upstream = FakeUpstream::spawn(Behaviour::default());
+    register(&s, "fake", &upstream, "tiny").await;
+    set_quota(&s, json!({"tokens_per_minute": 50})).await;
+    let resp = chat(
+        &s,
+        json!({"model": "tiny", "messages": messages(), "max_tokens": 100}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers().contains_key("retry-after"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (
+            body["error"]["type"].as_str(),
+            body["error"]["code"].as_str()
+        ),
+        (Some("rate_limit_error"), Some("rate_limited"))
+    );
+    assert_eq!(upstream.seen.requests.load(Ordering::SeqCst), 0);
 }

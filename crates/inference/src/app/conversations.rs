@@ -320,49 +320,90 @@ fn defuse(cell: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn csv_line(fields: &[&str]) -> Result<Bytes, InferenceError> {
-    let mut writer = csv::WriterBuilder::new().from_writer(Vec::new());
+/// Rows are encoded in batches: one chunk (and one write) per batch, not per row.
+const BATCH_ROWS: usize = 512;
+
+fn csv_writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new().from_writer(Vec::with_capacity(64 * 1024))
+}
+
+fn write_csv(writer: &mut csv::Writer<Vec<u8>>, fields: &[&str]) -> Result<(), InferenceError> {
+    let fail = |e: csv::Error| InferenceError::Unexpected(e.into());
+    for field in fields {
+        writer.write_field(defuse(field).as_bytes()).map_err(fail)?;
+    }
+    // An empty record ends the current one.
+    writer.write_record(None::<&[u8]>).map_err(fail)
+}
+
+fn finish_csv(writer: csv::Writer<Vec<u8>>) -> Result<Bytes, InferenceError> {
     writer
-        .write_record(fields.iter().map(|f| defuse(f).into_owned()))
-        .map_err(|e| InferenceError::Unexpected(e.into()))?;
-    let bytes = writer
         .into_inner()
-        .map_err(|e| InferenceError::Unexpected(anyhow::anyhow!("csv: {e}")))?;
-    Ok(Bytes::from(bytes))
+        .map(Bytes::from)
+        .map_err(|e| InferenceError::Unexpected(anyhow::anyhow!("csv: {e}")))
 }
 
-fn row_csv(row: &ExportRow) -> Result<Bytes, InferenceError> {
-    let (conversation, message, at) = (
-        row.conversation_id.to_string(),
-        row.message_id.to_string(),
-        row.created_at.to_rfc3339(),
-    );
-    csv_line(&[
-        &conversation,
-        &row.title,
-        &message,
-        &row.role,
-        &row.content,
-        &at,
-    ])
+fn csv_line(fields: &[&str]) -> Result<Bytes, InferenceError> {
+    let mut writer = csv_writer();
+    write_csv(&mut writer, fields)?;
+    finish_csv(writer)
 }
 
-fn row_json(row: &ExportRow) -> Result<Vec<u8>, InferenceError> {
-    serde_json::to_vec(&serde_json::json!({
-        "conversation_id": row.conversation_id,
-        "conversation_title": row.title,
-        "message_id": row.message_id,
-        "role": row.role,
-        "content": row.content,
-        "created_at": row.created_at,
-    }))
-    .map_err(|e| InferenceError::Unexpected(e.into()))
+fn csv_batch(batch: Vec<Result<ExportRow, InferenceError>>) -> Result<Bytes, InferenceError> {
+    let mut writer = csv_writer();
+    for row in batch {
+        let row = row?;
+        let (conversation, message, at) = (
+            row.conversation_id.to_string(),
+            row.message_id.to_string(),
+            row.created_at.to_rfc3339(),
+        );
+        write_csv(
+            &mut writer,
+            &[
+                &conversation,
+                &row.title,
+                &message,
+                &row.role,
+                &row.content,
+                &at,
+            ],
+        )?;
+    }
+    finish_csv(writer)
+}
+
+fn json_batch(
+    batch: Vec<Result<ExportRow, InferenceError>>,
+    first: &mut bool,
+) -> Result<Bytes, InferenceError> {
+    let mut out = Vec::with_capacity(64 * 1024);
+    for row in batch {
+        let row = row?;
+        if !std::mem::take(first) {
+            out.extend_from_slice(b",\n");
+        }
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({
+                "conversation_id": row.conversation_id,
+                "conversation_title": row.title,
+                "message_id": row.message_id,
+                "role": row.role,
+                "content": row.content,
+                "created_at": row.created_at,
+            }),
+        )
+        .map_err(|e| InferenceError::Unexpected(e.into()))?;
+    }
+    Ok(Bytes::from(out))
 }
 
 fn encode(
     rows: BoxStream<'static, Result<ExportRow, InferenceError>>,
     format: ExportFormat,
 ) -> BoxStream<'static, Result<Bytes, InferenceError>> {
+    let batches = rows.ready_chunks(BATCH_ROWS);
     match format {
         ExportFormat::Csv => {
             let header = csv_line(&[
@@ -374,16 +415,13 @@ fn encode(
                 "created_at",
             ]);
             stream::once(async move { header })
-                .chain(rows.map(|row| row.and_then(|r| row_csv(&r))))
+                .chain(batches.map(csv_batch))
                 .boxed()
         }
         ExportFormat::Json => {
-            let body = rows.enumerate().map(|(i, row)| {
-                row.and_then(|r| {
-                    let mut out = if i == 0 { Vec::new() } else { b",\n".to_vec() };
-                    out.extend(row_json(&r)?);
-                    Ok(Bytes::from(out))
-                })
+            let body = batches.scan(true, |first, batch| {
+                let chunk = json_batch(batch, first);
+                async move { Some(chunk) }
             });
             stream::once(async { Ok(Bytes::from_static(b"[\n")) })
                 .chain(body)

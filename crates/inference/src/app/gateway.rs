@@ -526,9 +526,10 @@ impl GatewayService {
         record.ttft_ms = Some(elapsed_ms(started));
         record.latency_ms = elapsed_ms(started);
         if (200..300).contains(&status) {
-            let reported = serde_json::from_slice::<Value>(&bytes)
+            // Only `usage` is read; serde skips the rest without building it.
+            let reported = serde_json::from_slice::<UsageOnly>(&bytes)
                 .ok()
-                .and_then(|v| v.get("usage").and_then(TokenUsage::from_json));
+                .and_then(|v| v.usage.as_ref().and_then(TokenUsage::from_json));
             let (usage, estimated) = match reported {
                 Some(u) => (u, false),
                 None => (
@@ -552,9 +553,13 @@ impl GatewayService {
                     .unwrap_or_default();
                 hook(answer);
             }
-            if let Err(err) = quota.settle(&reservation, usage.total()).await {
-                tracing::error!(error = %err, "could not settle a reservation");
-            }
+            // Settling is not the client's business: the answer goes out without waiting for it.
+            let total = usage.total();
+            tokio::spawn(async move {
+                if let Err(err) = quota.settle(&reservation, total).await {
+                    tracing::error!(error = %err, "could not settle a reservation");
+                }
+            });
         } else {
             // The upstream refused the call (bad parameters and the like): nothing was consumed.
             self.release(&reservation).await;
@@ -634,6 +639,13 @@ async fn collect(
         out.extend_from_slice(&chunk);
     }
     Ok(Bytes::from(out))
+}
+
+/// The one field of an answer metering needs.
+#[derive(serde::Deserialize)]
+struct UsageOnly {
+    #[serde(default)]
+    usage: Option<Value>,
 }
 
 /// The request's own messages as (role, text) for the conversation log.
