@@ -28,7 +28,13 @@ use maas_user::infra::{Identity, IdentityParams};
 use sea_orm::ConnectionTrait as _;
 use serde_json::{Value, json};
 
-const REQUESTS: usize = 4_000;
+/// Requests per measured row (`MAAS_BENCH_REQUESTS` overrides, e.g. to profile longer).
+fn requests() -> usize {
+    std::env::var("MAAS_BENCH_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4_000)
+}
 
 fn pct(sorted: &[Duration], p: f64) -> u128 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_micros()
@@ -93,7 +99,7 @@ async fn load(
     body: &Value,
     connections: usize,
 ) -> Vec<Duration> {
-    let per = REQUESTS / connections;
+    let per = requests() / connections;
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let (client, url, key, body) = (
@@ -216,7 +222,7 @@ fn main() {
         let via = format!("{base}/v1/chat/completions");
         let body = json!({"model": "bench", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16});
         load(&client, &via, Some(&key), &body, 16).await; // warm-up
-        println!("non-streamed chat, {REQUESTS} requests per row (µs)");
+        println!("non-streamed chat, {} requests per row (µs)", requests());
         println!("{:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}", "conns", "direct50", "direct99", "gw50", "gw99", "added50", "added99");
         for connections in [1, 16, 64] {
             let d = load(&client, &direct, None, &body, connections).await;

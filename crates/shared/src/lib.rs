@@ -14,6 +14,8 @@ pub mod paging;
 #[cfg(feature = "infra")]
 pub mod audit_pg;
 #[cfg(feature = "infra")]
+pub mod batch;
+#[cfg(feature = "infra")]
 pub mod config;
 #[cfg(feature = "infra")]
 pub mod db;

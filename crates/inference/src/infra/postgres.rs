@@ -160,36 +160,32 @@ impl BatchedUsage {
     /// Starts the writer task.
     #[must_use]
     pub fn spawn(db: DatabaseConnection) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<UsageRecord>();
+        let (tx, rx) = mpsc::unbounded_channel::<UsageRecord>();
         let db = Arc::new(db);
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(BATCH);
-            while let Some(first) = rx.recv().await {
-                batch.push(first);
-                let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
-                while batch.len() < BATCH {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(record)) => batch.push(record),
-                        Ok(None) | Err(_) => break,
-                    }
-                }
-                let mut delay = Duration::from_millis(200);
-                for attempt in 1..=5 {
-                    match write(&db, &batch).await {
-                        Ok(()) => break,
-                        Err(err) if attempt < 5 => {
-                            tracing::warn!(attempt, records = batch.len(), error = %err, "usage write failed; retrying");
-                            tokio::time::sleep(delay).await;
-                            delay *= 2;
-                        }
-                        Err(err) => {
-                            tracing::error!(records = batch.len(), error = ?err, "usage write failed for good; records lost")
+        maas_shared::batch::spawn_drainer(
+            rx,
+            Duration::from_millis(100),
+            BATCH,
+            move |batch: Vec<UsageRecord>| {
+                let db = Arc::clone(&db);
+                async move {
+                    let mut delay = Duration::from_millis(200);
+                    for attempt in 1..=5 {
+                        match write(&db, &batch).await {
+                            Ok(()) => return,
+                            Err(err) if attempt < 5 => {
+                                tracing::warn!(attempt, records = batch.len(), error = %err, "usage write failed; retrying");
+                                tokio::time::sleep(delay).await;
+                                delay *= 2;
+                            }
+                            Err(err) => {
+                                tracing::error!(records = batch.len(), error = ?err, "usage write failed for good; records lost")
+                            }
                         }
                     }
                 }
-                batch.clear();
-            }
-        });
+            },
+        );
         Self { tx }
     }
 }

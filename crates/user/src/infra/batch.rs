@@ -21,7 +21,7 @@ const ATTEMPTS: u32 = 5;
 
 /// A [`UsageLedger`] whose appends return at once and reach the inner ledger in batches.
 pub struct BatchedLedger {
-    tx: mpsc::Sender<LedgerEntry>,
+    tx: mpsc::UnboundedSender<LedgerEntry>,
     inner: Arc<dyn UsageLedger>,
 }
 
@@ -29,22 +29,11 @@ impl BatchedLedger {
     /// Starts the writer task over `inner`.
     #[must_use]
     pub fn spawn(inner: Arc<dyn UsageLedger>) -> Self {
-        let (tx, mut rx) = mpsc::channel::<LedgerEntry>(16 * BATCH);
+        let (tx, rx) = mpsc::unbounded_channel::<LedgerEntry>();
         let writer = Arc::clone(&inner);
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(BATCH);
-            while let Some(first) = rx.recv().await {
-                batch.push(first);
-                let deadline = tokio::time::Instant::now() + LINGER;
-                while batch.len() < BATCH {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(entry)) => batch.push(entry),
-                        Ok(None) | Err(_) => break,
-                    }
-                }
-                write_with_retry(writer.as_ref(), &batch).await;
-                batch.clear();
-            }
+        maas_shared::batch::spawn_drainer(rx, LINGER, BATCH, move |batch: Vec<LedgerEntry>| {
+            let writer = Arc::clone(&writer);
+            async move { write_with_retry(writer.as_ref(), &batch).await }
         });
         Self { tx, inner }
     }
@@ -73,7 +62,6 @@ impl UsageLedger for BatchedLedger {
         for entry in entries {
             self.tx
                 .send(entry.clone())
-                .await
                 .map_err(|_| anyhow::anyhow!("usage ledger writer stopped"))?;
         }
         Ok(())
