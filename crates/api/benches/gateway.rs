@@ -216,7 +216,8 @@ fn main() {
         let admin_token = admin_token["access_token"].as_str().unwrap().to_owned();
         let provider = json!({"name": format!("mock{suffix}"), "base_url": format!("http://127.0.0.1:{upstream_port}/v1"), "models": [{"model": "bench"}]});
         let resp = client.post(format!("{base}/api/v1/providers")).bearer_auth(&admin_token).json(&provider).send().await.unwrap();
-        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+        assert!(resp.status().is_success(), "{}", resp.status());
+        let provider_id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
 
         let direct = format!("http://127.0.0.1:{upstream_port}/v1/chat/completions");
         let via = format!("{base}/v1/chat/completions");
@@ -275,5 +276,7 @@ fn main() {
         let secs = started.elapsed().as_secs_f64();
         println!("export: {} rows in {secs:.2} s = {:.0} rows/s, gateway RSS +{} MiB", rows - 1, (rows - 1) as f64 / secs, (peak.saturating_sub(before)) / 1024);
         db.execute_unprepared(&format!("DELETE FROM conversations WHERE id = '{cid}'")).await.unwrap();
+        // Leave the development database as it was: the mock upstream dies with this process.
+        client.delete(format!("{base}/api/v1/providers/{provider_id}")).bearer_auth(&admin_token).send().await.unwrap();
     });
 }
