@@ -20,7 +20,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let app = TestApp::spawn().await;
+    setup_with(|_| {}).await
+}
+
+async fn setup_with(tweak: impl FnOnce(&mut maas_shared::config::Settings)) -> Setup {
+    let app = TestApp::spawn_with(tweak, maas_api::ExtraRoutes::default()).await;
     let (_, admin) = app.user_with_token("root", &["admin"]).await;
     let (user_id, token) = app.user_with_token("dana", &["developer"]).await;
     let (_, key) = app.create_key(&token, json!({"name": "k"})).await;
@@ -633,20 +637,7 @@ async fn usage_reports_are_per_tenant_and_admins_see_everyone() {
 
 #[tokio::test]
 async fn deterministic_answers_are_cached_per_user() {
-    let app = TestApp::spawn_with(
-        |s| s.sections.gateway.cache_ttl_secs = 60,
-        maas_api::ExtraRoutes::default(),
-    )
-    .await;
-    let (_, admin) = app.user_with_token("root", &["admin"]).await;
-    let (user_id, token) = app.user_with_token("dana", &["developer"]).await;
-    let (_, key) = app.create_key(&token, json!({"name": "k"})).await;
-    let s = Setup {
-        app,
-        admin,
-        user_id,
-        key,
-    };
+    let s = setup_with(|s| s.sections.gateway.cache_ttl_secs = 60).await;
     let upstream = FakeUpstream::spawn(Behaviour::default());
     register(&s, "fake", &upstream, "tiny").await;
     let request = json!({"model": "tiny", "messages": messages(), "temperature": 0});
@@ -683,20 +674,7 @@ async fn deterministic_answers_are_cached_per_user() {
 
 #[tokio::test]
 async fn a_stalled_stream_ends_with_an_error_after_the_idle_timeout() {
-    let app = TestApp::spawn_with(
-        |s| s.sections.gateway.idle_timeout_ms = 300,
-        maas_api::ExtraRoutes::default(),
-    )
-    .await;
-    let (_, admin) = app.user_with_token("root", &["admin"]).await;
-    let (user_id, token) = app.user_with_token("dana", &["developer"]).await;
-    let (_, key) = app.create_key(&token, json!({"name": "k"})).await;
-    let s = Setup {
-        app,
-        admin,
-        user_id,
-        key,
-    };
+    let s = setup_with(|s| s.sections.gateway.idle_timeout_ms = 300).await;
     let upstream = FakeUpstream::spawn(Behaviour {
         chunks: 5,
         chunk_delay: Duration::from_millis(800),
@@ -723,20 +701,7 @@ async fn a_stalled_stream_ends_with_an_error_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn image_parts_fit_in_the_larger_v1_body_limit_but_not_beyond_it() {
-    let app = TestApp::spawn_with(
-        |s| s.sections.gateway.max_request_bytes = 2 * 1024 * 1024,
-        maas_api::ExtraRoutes::default(),
-    )
-    .await;
-    let (_, admin) = app.user_with_token("root", &["admin"]).await;
-    let (user_id, token) = app.user_with_token("dana", &["developer"]).await;
-    let (_, key) = app.create_key(&token, json!({"name": "k"})).await;
-    let s = Setup {
-        app,
-        admin,
-        user_id,
-        key,
-    };
+    let s = setup_with(|s| s.sections.gateway.max_request_bytes = 2 * 1024 * 1024).await;
     let upstream = FakeUpstream::spawn(Behaviour::default());
     register(&s, "fake", &upstream, "tiny").await;
     let image = |bytes: usize| {

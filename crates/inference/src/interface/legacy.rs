@@ -1,6 +1,7 @@
 //! The seeds' request shapes: `POST /generate`, `POST /api/chat`, `POST /api/chat-stream`.
 //! Same authentication (API key), limits, metering and conversations as `/v1`.
 
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpResponse, web};
 use maas_shared::http::{ApiError, ValidatedJson};
 use maas_user::contract::Authenticated;
@@ -101,26 +102,23 @@ pub async fn generate(
     }))
 }
 
-/// Chat (legacy)
-///
-/// One message in, the whole reply out; stored in a conversation.
-#[utoipa::path(post, path = "/api/chat", tag = "legacy", request_body = LegacyChatRequest, responses((status = 200, body = LegacyChatResponse)), security(("bearer" = []), ("api_key" = [])))]
-pub async fn chat(
+/// Both chat shapes: the whole reply as JSON, or the stream with the conversation in a header.
+async fn answer(
     auth: Authenticated,
-    gateway: web::Data<GatewayService>,
-    conversations: web::Data<ConversationService>,
-    body: ValidatedJson<LegacyChatRequest>,
+    gateway: &GatewayService,
+    conversations: &ConversationService,
+    body: LegacyChatRequest,
+    stream: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
     let id = body.conversation_id.map(ConversationId::from_uuid);
     match legacy::chat(
-        &gateway,
-        &conversations,
+        gateway,
+        conversations,
         auth.0,
         &body.model,
         &body.message,
         id,
-        false,
+        stream,
     )
     .await?
     {
@@ -131,8 +129,29 @@ pub async fn chat(
             reply,
             conversation_id: conversation_id.as_uuid(),
         })),
-        ChatAnswer::Stream(proxied, _) => Ok(respond(proxied)),
+        ChatAnswer::Stream(proxied, conversation_id) => {
+            let mut response = respond(proxied);
+            if let Ok(value) = HeaderValue::from_str(&conversation_id.to_string()) {
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static("x-conversation-id"), value);
+            }
+            Ok(response)
+        }
     }
+}
+
+/// Chat (legacy)
+///
+/// One message in, the whole reply out; stored in a conversation.
+#[utoipa::path(post, path = "/api/chat", tag = "legacy", request_body = LegacyChatRequest, responses((status = 200, body = LegacyChatResponse)), security(("bearer" = []), ("api_key" = [])))]
+pub async fn chat(
+    auth: Authenticated,
+    gateway: web::Data<GatewayService>,
+    conversations: web::Data<ConversationService>,
+    body: ValidatedJson<LegacyChatRequest>,
+) -> Result<HttpResponse, ApiError> {
+    answer(auth, &gateway, &conversations, body.into_inner(), false).await
 }
 
 /// Chat, streamed (legacy)
@@ -146,39 +165,7 @@ pub async fn chat_stream(
     conversations: web::Data<ConversationService>,
     body: ValidatedJson<LegacyChatRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    let id = body.conversation_id.map(ConversationId::from_uuid);
-    match legacy::chat(
-        &gateway,
-        &conversations,
-        auth.0,
-        &body.model,
-        &body.message,
-        id,
-        true,
-    )
-    .await?
-    {
-        ChatAnswer::Stream(proxied, conversation_id) => {
-            let mut response = respond(proxied);
-            if let Ok(value) =
-                actix_web::http::header::HeaderValue::from_str(&conversation_id.to_string())
-            {
-                response.headers_mut().insert(
-                    actix_web::http::header::HeaderName::from_static("x-conversation-id"),
-                    value,
-                );
-            }
-            Ok(response)
-        }
-        ChatAnswer::Reply {
-            reply,
-            conversation_id,
-        } => Ok(HttpResponse::Ok().json(LegacyChatResponse {
-            reply,
-            conversation_id: conversation_id.as_uuid(),
-        })),
-    }
+    answer(auth, &gateway, &conversations, body.into_inner(), true).await
 }
 
 /// Registers the legacy routes at the root of the app.
