@@ -157,11 +157,25 @@ pub struct BatchedUsage {
 }
 
 impl BatchedUsage {
-    /// Starts the writer task.
+    /// Starts the writer task, and a task that keeps next month's partition of the usage table
+    /// created ahead of time (idempotent, so every replica may run it).
     #[must_use]
     pub fn spawn(db: DatabaseConnection) -> Self {
         let (tx, rx) = mpsc::unbounded_channel::<UsageRecord>();
         let db = Arc::new(db);
+        let maintenance = Arc::clone(&db);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(6 * 3600));
+            loop {
+                tick.tick().await;
+                let sql = "SELECT usage_records_ensure_partition(current_date), \
+                           usage_records_ensure_partition((current_date + interval '1 month')::date)";
+                if let Err(err) = maintenance.execute_unprepared(sql).await {
+                    // Another replica may have created it at the same moment; the next run checks again.
+                    tracing::warn!(error = %err, "could not ensure usage partitions");
+                }
+            }
+        });
         maas_shared::batch::spawn_drainer(
             rx,
             Duration::from_millis(100),
