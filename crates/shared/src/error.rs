@@ -108,6 +108,31 @@ impl FieldError {
     }
 }
 
+/// A value that failed one of its rules, found while constructing a domain value; contexts
+/// collect these into their own "invalid input" error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidValue {
+    /// The request field.
+    pub field: &'static str,
+    /// What is wrong.
+    pub message: &'static str,
+}
+
+impl InvalidValue {
+    /// A rule failure on `field`.
+    #[must_use]
+    pub const fn new(field: &'static str, message: &'static str) -> Self {
+        Self { field, message }
+    }
+}
+
+impl From<&InvalidValue> for FieldError {
+    fn from(value: &InvalidValue) -> Self {
+        Self::new(value.field, "invalid", value.message)
+    }
+}
+
 /// Classifies an error for clients. Implemented by every context's error enum.
 pub trait Classify {
     /// The coarse class, which decides the HTTP status.

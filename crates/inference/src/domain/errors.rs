@@ -6,23 +6,7 @@ use std::time::Duration;
 use maas_shared::error::{Classify, ErrorKind, FieldError};
 use maas_user::contract::IdentityError;
 
-/// A value that failed its rule.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct InvalidValue {
-    /// The request field.
-    pub field: &'static str,
-    /// What is wrong.
-    pub message: &'static str,
-}
-
-impl InvalidValue {
-    /// A rule failure on `field`.
-    #[must_use]
-    pub const fn new(field: &'static str, message: &'static str) -> Self {
-        Self { field, message }
-    }
-}
+pub use maas_shared::error::InvalidValue;
 
 /// Everything that can go wrong in the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -96,10 +80,7 @@ impl Classify for InferenceError {
 
     fn field_errors(&self) -> Vec<FieldError> {
         match self {
-            Self::Invalid(values) => values
-                .iter()
-                .map(|v| FieldError::new(v.field, "invalid", v.message))
-                .collect(),
+            Self::Invalid(values) => values.iter().map(FieldError::from).collect(),
             Self::Identity(inner) => inner.field_errors(),
             Self::ModelNotFound(_)
             | Self::ProviderNotFound

@@ -6,23 +6,7 @@ use maas_shared::error::{Classify, ErrorKind, FieldError};
 
 use super::values::{Permission, Scope};
 
-/// A value that failed its rule.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct InvalidValue {
-    /// The request field.
-    pub field: &'static str,
-    /// What is wrong.
-    pub message: &'static str,
-}
-
-impl InvalidValue {
-    /// A rule failure on `field`.
-    #[must_use]
-    pub const fn new(field: &'static str, message: &'static str) -> Self {
-        Self { field, message }
-    }
-}
+pub use maas_shared::error::InvalidValue;
 
 /// Where a limit stands, for the `x-ratelimit-*` headers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,10 +156,7 @@ impl Classify for IdentityError {
 
     fn field_errors(&self) -> Vec<FieldError> {
         if let Self::Invalid(values) = self {
-            return values
-                .iter()
-                .map(|v| FieldError::new(v.field, "invalid", v.message))
-                .collect();
+            return values.iter().map(FieldError::from).collect();
         }
         Vec::new()
     }
