@@ -335,3 +335,43 @@ async fn cli_manages_users_keys_and_quotas_through_the_same_services() {
     let (ok, _, err) = maas(&app, &["user", "create", "x"], &[]);
     assert!(!ok && err.contains("username"), "{err}");
 }
+
+#[tokio::test]
+async fn admins_read_the_audit_trail_and_others_cannot() {
+    let app = TestApp::spawn().await;
+    let (admin_id, admin) = app.user_with_token("root", &["admin"]).await;
+    let (_, dev) = app.user_with_token("dev", &["developer"]).await;
+    let created = app
+        .request(Method::POST, "/api/v1/users")
+        .bearer_auth(&admin)
+        .json(&json!({"username": "newbie", "password": "a long enough password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+
+    let (status, page) = code(
+        app.get_as(
+            &admin,
+            &format!("/api/v1/audit?actor={admin_id}&target_type=user"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let events = page["data"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{page}");
+    assert_eq!(events[0]["action"], "user.create");
+    assert_eq!(events[0]["details"]["username"], "newbie");
+    assert!(events[0]["request_id"].is_string());
+    let (status, all) = code(app.get_as(&admin, "/api/v1/audit?limit=1").await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        all["next_cursor"].is_string(),
+        "the users created by the test harness are audited too"
+    );
+    assert_eq!(
+        app.get_as(&dev, "/api/v1/audit").await.status(),
+        StatusCode::FORBIDDEN
+    );
+}

@@ -87,6 +87,7 @@ impl Application {
                 identity,
                 gateway,
                 clock,
+                audit,
                 gateway_limit: settings.gateway.max_request_bytes,
             },
             extra,
@@ -150,6 +151,7 @@ struct Services {
     identity: Identity,
     gateway: Gateway,
     clock: Arc<dyn Clock>,
+    audit: Arc<dyn AuditLog>,
     /// Body limit of `/v1` (images travel inline).
     gateway_limit: usize,
 }
@@ -170,6 +172,7 @@ fn serve(
     let keys = web::Data::new(services.identity.keys.clone());
     let quotas = web::Data::new(services.identity.quotas.clone());
     let clock = web::Data::new(services.clock);
+    let audit_log: web::Data<Arc<dyn AuditLog>> = web::Data::new(services.audit);
     let gateway = web::Data::new(services.gateway.gateway.clone());
     let providers = web::Data::new(services.gateway.providers.clone());
     let usage = web::Data::new(services.gateway.usage.clone());
@@ -187,6 +190,7 @@ fn serve(
             .app_data(keys.clone())
             .app_data(quotas.clone())
             .app_data(clock.clone())
+            .app_data(audit_log.clone())
             .app_data(gateway.clone())
             .app_data(providers.clone())
             .app_data(usage.clone())

@@ -143,7 +143,7 @@ macro_rules! markers {
     )*};
 }
 
-markers!(ManageUsers => ManageUsers, ManageQuotas => ManageQuotas, ManageOwnKeys => ManageOwnKeys);
+markers!(ManageUsers => ManageUsers, ManageQuotas => ManageQuotas, ManageOwnKeys => ManageOwnKeys, ViewAudit => ViewAudit);
 
 /// A [`Caller`] that has permission `P` (else 403 `forbidden`).
 #[derive(Debug)]

@@ -1,5 +1,6 @@
 //! The identity HTTP API (under `/api/v1`), its extractors and its OpenAPI document.
 
+pub mod audit;
 pub mod dto;
 pub mod extract;
 pub mod handlers;
@@ -17,6 +18,7 @@ use actix_web::web;
         handlers::disable_user, handlers::enable_user, handlers::set_roles,
         handlers::get_user_quota, handlers::set_user_quota,
         handlers::list_user_keys, handlers::create_user_key, handlers::revoke_user_key, handlers::set_key_quota,
+        audit::list_audit,
     ),
     tags(
         (name = "auth", description = "Login, token refresh, logout, registration"),
@@ -73,5 +75,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::resource("/users/{user_id}/keys/{key_id}/quota")
                 .route(web::put().to(h::set_key_quota)),
-        );
+        )
+        .service(web::resource("/audit").route(web::get().to(audit::list_audit)));
 }
