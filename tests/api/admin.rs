@@ -1,8 +1,6 @@
 //! User administration, the audit trail and the `maas` identity commands.
 
-use std::process::{Command, Stdio};
-
-use maas_tests::{TestApp, binary, redis_url};
+use maas_tests::{TestApp, platform_command};
 use reqwest::{Method, StatusCode};
 use sea_orm::ConnectionTrait as _;
 use serde_json::{Value, json};
@@ -213,17 +211,7 @@ async fn non_admins_get_403_on_admin_routes() {
 }
 
 fn maas(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let mut cmd = Command::new(binary("maas"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("MAAS") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("DATABASE_URL", &app.db.url)
-        .env("REDIS_URL", redis_url())
-        .env("MAAS__REDIS__KEY_PREFIX", app.keyspace.prefix())
-        .env("MAAS_ENV", "test")
-        .stdin(Stdio::null());
+    let mut cmd = platform_command("maas", &app.db.url, app.keyspace.prefix());
     for (k, v) in env {
         cmd.env(k, v);
     }

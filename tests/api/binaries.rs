@@ -5,25 +5,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use maas_shared::jobs::{self, DiagnosticPing, JobProducer};
-use maas_tests::{TestApp, TestDatabase, binary, eventually, redis_url};
+use maas_tests::{TestApp, TestDatabase, eventually, platform_command};
 use sea_orm::{ConnectionTrait, Database};
 
-/// Environment for a child process: no inherited MAAS settings, our database and Redis prefix.
 fn command(name: &str, database_url: &str, key_prefix: &str) -> Command {
-    let mut cmd = Command::new(binary(name));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("MAAS") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("DATABASE_URL", database_url)
-        .env("REDIS_URL", redis_url())
-        .env("MAAS__REDIS__KEY_PREFIX", key_prefix)
-        .env("MAAS__DATABASE__CONNECT_RETRIES", "1")
-        .env("MAAS__TELEMETRY__FORMAT", "json")
-        .env("MAAS_ENV", "test")
-        .stdin(Stdio::null());
-    cmd
+    platform_command(name, database_url, key_prefix)
 }
 
 fn maas(db: &TestDatabase, args: &[&str]) -> Output {

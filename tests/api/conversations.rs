@@ -1,12 +1,12 @@
 //! Conversations: ownership, context on chat calls, exports (JSON, CSV, 100k rows in bounded
 //! memory, formula-safe), and the worker's expiry job.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use maas_tests::fake_upstream::{Behaviour, FakeUpstream};
-use maas_tests::{TestApp, binary, redis_url};
+use maas_tests::{TestApp, platform_command};
 use reqwest::{Method, StatusCode};
 use sea_orm::ConnectionTrait as _;
 use serde_json::{Value, json};
@@ -340,18 +340,8 @@ async fn the_worker_expires_idle_conversations() {
     .await
     .unwrap();
 
-    let mut cmd = Command::new(binary("maas-worker"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("MAAS") {
-            cmd.env_remove(key);
-        }
-    }
-    let mut worker = cmd
-        .env("DATABASE_URL", &app.db.url)
-        .env("REDIS_URL", redis_url())
-        .env("MAAS__REDIS__KEY_PREFIX", app.keyspace.prefix())
+    let mut worker = platform_command("maas-worker", &app.db.url, app.keyspace.prefix())
         .env("MAAS__CONVERSATIONS__EXPIRY_INTERVAL_SECS", "1")
-        .env("MAAS_ENV", "test")
         .stdout(Stdio::null())
         .spawn()
         .unwrap();

@@ -427,6 +427,26 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// A platform binary as an operator would start it against this test's database and Redis
+/// prefix: no `MAAS*` variable inherited from the caller, `MAAS_ENV=test`, JSON logs.
+#[must_use]
+pub fn platform_command(name: &str, database_url: &str, key_prefix: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(binary(name));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MAAS") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("DATABASE_URL", database_url)
+        .env("REDIS_URL", redis_url())
+        .env("MAAS__REDIS__KEY_PREFIX", key_prefix)
+        .env("MAAS__DATABASE__CONNECT_RETRIES", "1")
+        .env("MAAS__TELEMETRY__FORMAT", "json")
+        .env("MAAS_ENV", "test")
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
 /// Waits up to `timeout` for `check` to return `Some`.
 pub async fn eventually<T, F, Fut>(timeout: std::time::Duration, mut check: F) -> Option<T>
 where
