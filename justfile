@@ -7,6 +7,18 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
+# The one-command demo: models, services, platform + built-in engine, a chat and an embedding.
+demo:
+    bash scripts/demo.sh
+
+# Stop what `just demo` started.
+demo-down:
+    bash scripts/demo-down.sh
+
+# Fetch the built-in engine's models into $MAAS_MODELS_DIR (default .models).
+fetch-models:
+    bash scripts/fetch-models.sh
+
 # Start PostgreSQL and Redis on loopback, data in .dev/ (the same start CI uses).
 services-up:
     bash scripts/services-up.sh

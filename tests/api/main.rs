@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod binaries;
 mod conversations;
+mod engine;
 mod errors;
 mod gateway;
 mod keys;
