@@ -10,6 +10,10 @@ if [ -z "${DATABASE_URL:-}" ] || [ -z "${REDIS_URL:-}" ]; then
   . "${SVC_DIR:-$PWD/.dev}/env"
 fi
 export DATABASE_URL REDIS_URL
+# The engine tests use the real models when they have been fetched (just fetch-models).
+if [ -z "${MAAS_MODELS_DIR:-}" ] && [ -d .models ]; then
+  export MAAS_MODELS_DIR="$PWD/.models"
+fi
 # The end-to-end tests run the real binaries, so build them first.
 cargo build --workspace --bins
 cargo test --workspace --doc --quiet

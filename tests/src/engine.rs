@@ -10,9 +10,19 @@ pub const CHAT_MODEL: &str = "smollm2-135m-instruct";
 /// Name the embedding model is served under by default.
 pub const EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
 
-/// The models directory, or `None` (with a message saying why the test is skipped).
+/// The models directory, or `None` (with a message saying why the test is skipped). With
+/// `MAAS_REQUIRE_MODELS` set (CI), missing models fail the test instead.
 #[must_use]
 pub fn models_dir() -> Option<PathBuf> {
+    let found = find_models_dir();
+    assert!(
+        found.is_some() || std::env::var_os("MAAS_REQUIRE_MODELS").is_none(),
+        "MAAS_REQUIRE_MODELS is set but the models are missing"
+    );
+    found
+}
+
+fn find_models_dir() -> Option<PathBuf> {
     match std::env::var_os("MAAS_MODELS_DIR").map(PathBuf::from) {
         Some(dir) if dir.join("SmolLM2-135M-Instruct.Q4_1.gguf").exists() => Some(dir),
         Some(dir) => {
