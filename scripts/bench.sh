@@ -14,3 +14,4 @@ cargo build --release --bins
 cargo bench -p maas-api --bench http_stack "$@"
 cargo bench -p maas-api --bench gateway "$@"
 cargo bench -p maas-user --bench auth_path "$@"
+bash scripts/bench-engine.sh "$@"

@@ -421,20 +421,11 @@ async fn beyond_the_queue_requests_get_503_and_a_gone_client_frees_its_slot() {
     let Some(engine) = EngineProcess::start(&["--concurrency", "1", "--queue", "0"]).await else {
         return;
     };
-    // A raw connection, so that "the client leaves" is exactly a closed socket.
     let long = chat_body(
         "Tell me a long story.",
         json!({"max_tokens": 400, "stream": true}),
-    )
-    .to_string();
-    let mut socket = tokio::net::TcpStream::connect(engine.base_url.trim_start_matches("http://"))
-        .await
-        .unwrap();
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: engine\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{long}",
-        long.len()
     );
-    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut socket = raw_request(&engine, &long).await;
     let mut head = vec![0u8; 1024];
     let n = socket.read(&mut head).await.unwrap();
     assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
@@ -445,18 +436,20 @@ async fn beyond_the_queue_requests_get_503_and_a_gone_client_frees_its_slot() {
     let v: Value = refused.json().await.unwrap();
     assert_eq!(v["error"]["code"], "engine_overloaded");
 
-    // The client leaves: the generation stops and the slot is free again within a second.
+    // The client leaves: the generation stops and the slot is free again.
     drop(socket);
-    let client = reqwest::Client::new();
-    let freed = maas_tests::eventually(Duration::from_secs(1), || {
-        let request = client.get(engine.url("/health")).send();
-        async move {
-            let health: Value = request.await.ok()?.json().await.ok()?;
-            (health["busy"] == 0).then_some(())
-        }
-    })
+    assert!(busy_becomes(&engine, 0).await, "the slot was not freed");
+
+    // The same for a client waiting for a whole (non-streamed) answer.
+    let socket = raw_request(
+        &engine,
+        &chat_body("Tell me a long story.", json!({"max_tokens": 400})),
+    )
     .await;
-    assert!(freed.is_some(), "the slot was not freed");
+    assert!(busy_becomes(&engine, 1).await, "the request did not start");
+    drop(socket);
+    assert!(busy_becomes(&engine, 0).await, "the slot was not freed");
+
     let after = post(
         &engine,
         "/v1/chat/completions",
@@ -464,6 +457,35 @@ async fn beyond_the_queue_requests_get_503_and_a_gone_client_frees_its_slot() {
     )
     .await;
     assert_eq!(after.status(), StatusCode::OK);
+}
+
+/// Sends a request on a raw connection, so that "the client leaves" is exactly a closed socket.
+async fn raw_request(engine: &EngineProcess, body: &Value) -> tokio::net::TcpStream {
+    let body = body.to_string();
+    let mut socket = tokio::net::TcpStream::connect(engine.base_url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: engine\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    socket
+}
+
+/// Whether /health reports `busy` requests soon (within a second alone; the bound leaves room
+/// for the other engine tests sharing the two cores).
+async fn busy_becomes(engine: &EngineProcess, busy: u64) -> bool {
+    let client = reqwest::Client::new();
+    maas_tests::eventually(Duration::from_secs(3), || {
+        let request = client.get(engine.url("/health")).send();
+        async move {
+            let health: Value = request.await.ok()?.json().await.ok()?;
+            (health["busy"] == busy).then_some(())
+        }
+    })
+    .await
+    .is_some()
 }
 
 #[tokio::test]
@@ -542,6 +564,30 @@ async fn bad_requests_get_openai_errors_and_the_key_is_enforced() {
             "invalid_value",
         ),
         ("/generate", json!({"prompts": []}), 400, "invalid_value"),
+        (
+            "/v1/chat/completions",
+            chat_body("Hi", json!({"response_format": {"type": "json_object"}})),
+            400,
+            "unsupported_parameter",
+        ),
+        (
+            "/v1/chat/completions",
+            chat_body("Hi", json!({"stop": "x".repeat(300)})),
+            400,
+            "invalid_value",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": CHAT_MODEL, "prompt": "z".repeat(200_000)}),
+            400,
+            "context_length_exceeded",
+        ),
+        (
+            "/v1/chat/completions",
+            chat_body(&"y".repeat(5 * 1024 * 1024), json!({})),
+            413,
+            "payload_too_large",
+        ),
     ];
     for (path, body, status, code) in cases {
         let resp = send(path, body.clone()).await.unwrap();
@@ -570,6 +616,20 @@ async fn bad_requests_get_openai_errors_and_the_key_is_enforced() {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [CHAT_MODEL, EMBEDDING_MODEL]);
+    let one = client
+        .get(engine.url(&format!("/v1/models/{EMBEDDING_MODEL}")))
+        .bearer_auth("engine-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one.status(), StatusCode::OK);
+    let missing = client
+        .get(engine.url("/v1/models/gpt-4"))
+        .bearer_auth("engine-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! The HTTP surface: OpenAI-compatible routes, `/generate` and `/health`.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures_util::stream::{self, Stream};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 use crate::Engine;
 use crate::chat::{ChatModel, Event, FinishReason, SamplingParams, Usage};
@@ -28,10 +29,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::JsonConfig::default()
             .limit(BODY_LIMIT)
             .content_type_required(false)
-            .error_handler(|err, _| ApiError::malformed(err.to_string()).into()),
+            .error_handler(|err, _| {
+                let too_large = matches!(
+                    err,
+                    actix_web::error::JsonPayloadError::Overflow { .. }
+                        | actix_web::error::JsonPayloadError::OverflowKnownLength { .. }
+                );
+                if too_large {
+                    ApiError::too_large(BODY_LIMIT).into()
+                } else {
+                    ApiError::malformed(err.to_string()).into()
+                }
+            }),
     )
     .route("/health", web::get().to(health))
     .route("/v1/models", web::get().to(models))
+    .route("/v1/models/{id}", web::get().to(model))
     .route("/v1/chat/completions", web::post().to(chat_completions))
     .route("/v1/completions", web::post().to(completions))
     .route("/v1/embeddings", web::post().to(embeddings))
@@ -89,14 +102,30 @@ async fn health(engine: web::Data<Engine>) -> HttpResponse {
     }))
 }
 
+fn model_object(engine: &Engine, id: &str) -> Value {
+    json!({"id": id, "object": "model", "created": engine.started, "owned_by": "maas-engine"})
+}
+
 async fn models(engine: web::Data<Engine>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     authorize(&engine, &req)?;
     let data: Vec<Value> = engine
         .model_names()
-        .into_iter()
-        .map(|id| json!({"id": id, "object": "model", "created": engine.started, "owned_by": "maas-engine"}))
+        .iter()
+        .map(|id| model_object(&engine, id))
         .collect();
     Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+}
+
+async fn model(
+    engine: web::Data<Engine>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&engine, &req)?;
+    if !engine.model_names().contains(&id) {
+        return Err(ApiError::model_not_found(&id));
+    }
+    Ok(HttpResponse::Ok().json(model_object(&engine, &id)))
 }
 
 /// What kind of answer a generation is formatted as.
@@ -106,8 +135,32 @@ enum Kind {
     Completion,
 }
 
+/// How long generation waits for a client that stops reading before giving up its slot.
+const STALLED_CLIENT: Duration = Duration::from_secs(30);
+
+/// Sends from the generation thread; `false` when the client is gone or has not read for
+/// [`STALLED_CLIENT`] (so a stuck reader cannot hold a slot forever).
+fn send(tx: &mpsc::Sender<Result<Event, ApiError>>, event: Result<Event, ApiError>) -> bool {
+    let deadline = Instant::now() + STALLED_CLIENT;
+    let mut event = event;
+    loop {
+        match tx.try_send(event) {
+            Ok(()) => return true,
+            Err(TrySendError::Closed(_)) => return false,
+            Err(TrySendError::Full(back)) => {
+                if Instant::now() >= deadline {
+                    tracing::warn!("client stopped reading; generation abandoned");
+                    return false;
+                }
+                event = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
 /// One generation on a blocking thread; events arrive on the channel. When the receiver is
-/// dropped (client gone) the generation stops at the next token.
+/// dropped (client gone) the generation stops before the next forward pass.
 fn start(
     engine: Arc<Engine>,
     slot: Slot,
@@ -121,11 +174,10 @@ fn start(
             return;
         };
         for prompt in prompts {
-            let result = chat.generate(&prompt, &params, |event| {
-                tx.blocking_send(Ok(event)).is_ok()
-            });
+            let cancelled = || tx.is_closed();
+            let result = chat.generate(&prompt, &params, &cancelled, |event| send(&tx, Ok(event)));
             if let Err(error) = result {
-                if tx.blocking_send(Err(ApiError::internal(&error))).is_err() {
+                if !send(&tx, Err(ApiError::internal(&error))) {
                     tracing::debug!("client left before the error could be sent");
                 }
                 return;
@@ -306,8 +358,24 @@ async fn answer(
     })))
 }
 
-fn fitting(chat: &ChatModel, text: &str) -> Result<Vec<u32>, ApiError> {
-    let ids = chat.encode(text).map_err(|e| ApiError::internal(&e))?;
+/// Bytes per token above which a prompt cannot fit (checked before tokenizing, so a huge body
+/// costs no tokenizer time on the request threads).
+const MAX_BYTES_PER_TOKEN: usize = 32;
+
+fn fitting(chat: &ChatModel, text: &str, raw: bool) -> Result<Vec<u32>, ApiError> {
+    if text.len() > chat.context() * MAX_BYTES_PER_TOKEN {
+        return Err(ApiError::context_exceeded(format!(
+            "the prompt is {} bytes; this model's context is {} tokens",
+            text.len(),
+            chat.context()
+        )));
+    }
+    let ids = if raw {
+        chat.encode_raw(text)
+    } else {
+        chat.encode(text)
+    }
+    .map_err(|e| ApiError::internal(&e))?;
     chat.check_fits(ids.len())
         .map_err(|e| ApiError::context_exceeded(e.to_string()))?;
     Ok(ids)
@@ -327,6 +395,18 @@ async fn chat_completions(
             "this engine does not call tools",
         ));
     }
+    if body
+        .response_format
+        .as_ref()
+        .and_then(|f| f.get("type"))
+        .and_then(Value::as_str)
+        .is_some_and(|t| t != "text")
+    {
+        return Err(ApiError::unsupported(
+            "response_format",
+            "this engine produces free text only (no JSON mode or schemas)",
+        ));
+    }
     let params = body.sampling.resolve(engine.default_max_tokens)?;
     let messages = params::messages(&body.messages)?;
     let rendered = chat.render(&messages).map_err(|e| {
@@ -335,7 +415,7 @@ async fn chat_completions(
             format!("the model's chat template refused these messages: {e}"),
         )
     })?;
-    let prompt = fitting(chat, &rendered)?;
+    let prompt = fitting(chat, &rendered, false)?;
     let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
     answer(
         engine,
@@ -362,7 +442,7 @@ async fn completions(
         return Err(ApiError::unsupported("echo", "echo is not supported"));
     }
     let params = body.sampling.resolve(engine.default_max_tokens)?;
-    let prompt = fitting(chat, &params::prompt(&body.prompt)?)?;
+    let prompt = fitting(chat, &params::prompt(&body.prompt)?, true)?;
     let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
     answer(
         engine,
@@ -400,7 +480,7 @@ async fn generate(
     let prompts = body
         .prompts
         .iter()
-        .map(|p| fitting(chat, p))
+        .map(|p| fitting(chat, p, true))
         .collect::<Result<Vec<_>, _>>()?;
     let count = prompts.len();
     let slot = engine.gate.enter().await?;

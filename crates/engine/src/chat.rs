@@ -117,6 +117,8 @@ pub struct ChatModel {
     template: minijinja::Environment<'static>,
     bos_token: String,
     eos_token: String,
+    /// Prepended to raw prompts when the model asks for it (templates add it themselves).
+    bos_id: Option<u32>,
     stop_ids: Vec<u32>,
     context: usize,
     device: Device,
@@ -130,6 +132,9 @@ impl std::fmt::Debug for ChatModel {
             .finish_non_exhaustive()
     }
 }
+
+/// Prompt tokens per prefill pass.
+const PREFILL_CHUNK: usize = 512;
 
 /// ChatML, for GGUF files that carry no template.
 const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
@@ -271,6 +276,9 @@ impl ChatModel {
             .unwrap_or(CHATML)
             .to_owned();
         let mut template = minijinja::Environment::new();
+        // Templates are written for Python's Jinja: string methods such as .strip() and
+        // .startswith() come from pycompat.
+        template.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         template.add_function(
             "raise_exception",
             |message: String| -> Result<String, minijinja::Error> {
@@ -283,6 +291,12 @@ impl ChatModel {
         template
             .add_template_owned("chat", source)
             .context("parsing the model's chat template")?;
+        let add_bos = content
+            .metadata
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(false);
+        let bos_id = metadata_u32(&content, "tokenizer.ggml.bos_token_id").filter(|_| add_bos);
 
         let weights = if requantize {
             let bytes = requantized(&content, &mut file, &device)?;
@@ -292,17 +306,26 @@ impl ChatModel {
         } else {
             ModelWeights::from_gguf(content, &mut file, &device)?
         };
-        Ok(Self {
+        let model = Self {
             name,
             weights,
             tokenizer,
             template,
             bos_token,
             eos_token,
+            bos_id,
             stop_ids,
             context,
             device,
-        })
+        };
+        // A template that cannot render a plain exchange fails the start, not every request.
+        model
+            .render(&[Message {
+                role: "user".into(),
+                content: "Hello".into(),
+            }])
+            .context("the model's chat template cannot render a conversation")?;
+        Ok(model)
     }
 
     /// The name it is served under.
@@ -350,6 +373,21 @@ impl ChatModel {
             .to_vec())
     }
 
+    /// Token ids of a raw prompt (completions, `/generate`): the model's BOS first when its
+    /// GGUF asks for one.
+    ///
+    /// # Errors
+    /// Tokenizer failure.
+    pub fn encode_raw(&self, text: &str) -> anyhow::Result<Vec<u32>> {
+        let mut ids = self.encode(text)?;
+        if let Some(bos) = self.bos_id
+            && ids.first() != Some(&bos)
+        {
+            ids.insert(0, bos);
+        }
+        Ok(ids)
+    }
+
     /// Checks that a prompt leaves room for at least one token.
     ///
     /// # Errors
@@ -366,7 +404,8 @@ impl ChatModel {
 
     /// Generates from prompt tokens, calling `emit` with text as it is decoded and once with
     /// [`Event::Done`]. Blocking (run it off the async threads). Stops early, without error,
-    /// when `emit` returns `false` (the caller went away).
+    /// when `emit` returns `false` or `cancelled` returns `true` (checked before every forward
+    /// pass: the caller went away).
     ///
     /// # Errors
     /// Tensor failures; a prompt that does not fit.
@@ -374,6 +413,7 @@ impl ChatModel {
         &self,
         prompt: &[u32],
         params: &SamplingParams,
+        cancelled: &dyn Fn() -> bool,
         mut emit: impl FnMut(Event) -> bool,
     ) -> anyhow::Result<()> {
         self.check_fits(prompt.len())?;
@@ -382,7 +422,8 @@ impl ChatModel {
         let seed = params
             .seed
             .unwrap_or_else(|| RandomState::new().hash_one(std::time::SystemTime::now()));
-        let sampling = if params.temperature <= 0.0 {
+        // Below this, logits / temperature overflows f32; it is greedy in all but name.
+        let sampling = if params.temperature < 1e-4 {
             Sampling::ArgMax
         } else {
             match (params.top_k, params.top_p < 1.0) {
@@ -410,8 +451,19 @@ impl ChatModel {
         let mut counts: HashMap<u32, f32> = HashMap::new();
         let mut generated: Vec<u32> = Vec::new();
 
-        let input = Tensor::new(prompt, &self.device)?.unsqueeze(0)?;
-        let mut logits = model.forward(&input, 0)?.squeeze(0)?;
+        // Prefill in chunks: attention memory grows with the square of a pass's length, and a
+        // caller that leaves mid-prompt is noticed between chunks.
+        let mut logits = None;
+        for (i, chunk) in prompt.chunks(PREFILL_CHUNK).enumerate() {
+            if cancelled() {
+                return Ok(());
+            }
+            let input = Tensor::new(chunk, &self.device)?.unsqueeze(0)?;
+            logits = Some(model.forward(&input, i * PREFILL_CHUNK)?.squeeze(0)?);
+        }
+        let Some(mut logits) = logits else {
+            anyhow::bail!("empty prompt");
+        };
         let mut finish = FinishReason::Length;
         while generated.len() < max_tokens {
             let logits_now = self.penalised(logits, &counts, params)?;
@@ -440,6 +492,9 @@ impl ChatModel {
             }
             if generated.len() >= max_tokens {
                 break;
+            }
+            if cancelled() {
+                return Ok(());
             }
             let input = Tensor::new(&[next], &self.device)?.unsqueeze(0)?;
             logits = model

@@ -48,6 +48,17 @@ impl ApiError {
         }
     }
 
+    /// 413 for a body over the limit.
+    pub fn too_large(limit: usize) -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            kind: "invalid_request_error",
+            code: "payload_too_large",
+            param: None,
+            message: format!("the request body is over {limit} bytes"),
+        }
+    }
+
     /// 400 for a prompt longer than the context window.
     pub fn context_exceeded(message: impl Into<String>) -> Self {
         Self {

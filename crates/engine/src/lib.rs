@@ -146,6 +146,9 @@ pub async fn serve(engine: Engine, listener: TcpListener) -> anyhow::Result<()> 
             tracing::debug!(error = %err, "could not set TCP_NODELAY");
         }
     })
+    // A client that closes its socket is gone, also while waiting for a whole answer: its
+    // handler is dropped and its generation stops.
+    .h1_allow_half_closed(false)
     .listen(listener)?
     .shutdown_timeout(10)
     .run()

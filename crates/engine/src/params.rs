@@ -9,6 +9,9 @@ use crate::error::ApiError;
 /// Most stop sequences per request (OpenAI's limit).
 const MAX_STOPS: usize = 4;
 
+/// Longest stop sequence.
+const MAX_STOP_BYTES: usize = 256;
+
 /// The sampling part shared by chat, completions and `/generate`.
 #[derive(Debug, Default, Deserialize)]
 pub struct Sampling {
@@ -50,6 +53,9 @@ pub struct ChatRequest {
     /// Tools (not supported by the built-in models).
     #[serde(default)]
     pub tools: Option<Vec<Value>>,
+    /// `{"type": "text"}` only.
+    #[serde(default)]
+    pub response_format: Option<Value>,
     /// Sampling.
     #[serde(flatten)]
     pub sampling: Sampling,
@@ -161,6 +167,12 @@ impl Sampling {
         };
         if stop.len() > MAX_STOPS {
             return Err(ApiError::invalid("stop", "at most 4 stop sequences"));
+        }
+        if stop.iter().any(|s| s.len() > MAX_STOP_BYTES) {
+            return Err(ApiError::invalid(
+                "stop",
+                "stop sequences are at most 256 bytes",
+            ));
         }
         let seed = self.seed.map(|s| u64::from_ne_bytes(s.to_ne_bytes()));
         let penalty = |value: Option<f32>, param: &'static str| match value {
