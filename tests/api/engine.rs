@@ -33,6 +33,16 @@ fn sse_events(body: &str) -> Vec<String> {
         .collect()
 }
 
+/// The JSON chunks of a stream, checking that it ends with `[DONE]`.
+fn sse_chunks(body: &str) -> Vec<Value> {
+    let events = sse_events(body);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{body}");
+    events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect()
+}
+
 fn chat_body(content: &str, extra: Value) -> Value {
     let mut body = json!({"model": CHAT_MODEL, "messages": [{"role": "user", "content": content}],
         "temperature": 0, "max_tokens": 24});
@@ -145,12 +155,7 @@ async fn streaming_sends_role_text_finish_usage_and_done() {
             .unwrap()
             .starts_with("text/event-stream")
     );
-    let events = sse_events(&resp.text().await.unwrap());
-    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
+    let chunks = sse_chunks(&resp.text().await.unwrap());
     assert!(
         chunks
             .iter()
@@ -180,11 +185,7 @@ async fn streaming_sends_role_text_finish_usage_and_done() {
         chat_body("Name three colours.", json!({"stream": true})),
     )
     .await;
-    let events = sse_events(&resp.text().await.unwrap());
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
+    let chunks = sse_chunks(&resp.text().await.unwrap());
     assert!(chunks.iter().all(|c| c.get("usage").is_none()));
     assert!(
         chunks
@@ -200,10 +201,8 @@ async fn streaming_sends_role_text_finish_usage_and_done() {
             "max_tokens": 8, "stream": true}),
     )
     .await;
-    let events = sse_events(&resp.text().await.unwrap());
-    let streamed: String = events[..events.len() - 1]
+    let streamed: String = sse_chunks(&resp.text().await.unwrap())
         .iter()
-        .map(|e| serde_json::from_str::<Value>(e).unwrap())
         .filter_map(|c| c["choices"][0]["text"].as_str().map(str::to_owned))
         .collect();
     assert!(streamed.contains("Paris"), "{streamed}");
@@ -265,11 +264,7 @@ async fn stop_sequences_cut_the_answer_before_them() {
         .await;
         assert_eq!(resp.status(), StatusCode::OK);
         let (text, finish) = if stream {
-            let events = sse_events(&resp.text().await.unwrap());
-            let chunks: Vec<Value> = events[..events.len() - 1]
-                .iter()
-                .map(|e| serde_json::from_str(e).unwrap())
-                .collect();
+            let chunks = sse_chunks(&resp.text().await.unwrap());
             let text: String = chunks
                 .iter()
                 .filter_map(|c| c["choices"][0]["text"].as_str())
@@ -661,12 +656,7 @@ async fn the_gateway_serves_the_engine_with_metering() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let events = sse_events(&resp.text().await.unwrap());
-    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
+    let chunks = sse_chunks(&resp.text().await.unwrap());
     assert!(
         chunks
             .iter()
