@@ -595,10 +595,13 @@ async fn bad_requests_get_openai_errors_and_the_key_is_enforced() {
                 .is_some_and(|m| !m.is_empty())
         );
     }
-    let models: Value = client
-        .get(engine.url("/v1/models"))
-        .bearer_auth("engine-secret")
-        .send()
+    let get = |path: String| {
+        client
+            .get(engine.url(&path))
+            .bearer_auth("engine-secret")
+            .send()
+    };
+    let models: Value = get("/v1/models".into())
         .await
         .unwrap()
         .json()
@@ -611,19 +614,9 @@ async fn bad_requests_get_openai_errors_and_the_key_is_enforced() {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [CHAT_MODEL, EMBEDDING_MODEL]);
-    let one = client
-        .get(engine.url(&format!("/v1/models/{EMBEDDING_MODEL}")))
-        .bearer_auth("engine-secret")
-        .send()
-        .await
-        .unwrap();
+    let one = get(format!("/v1/models/{EMBEDDING_MODEL}")).await.unwrap();
     assert_eq!(one.status(), StatusCode::OK);
-    let missing = client
-        .get(engine.url("/v1/models/gpt-4"))
-        .bearer_auth("engine-secret")
-        .send()
-        .await
-        .unwrap();
+    let missing = get("/v1/models/gpt-4".into()).await.unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
 
@@ -638,23 +631,17 @@ async fn the_gateway_serves_the_engine_with_metering() {
     let (_, key) = app.create_key(&token, json!({"name": "k"})).await;
     let provider = json!({"name": "builtin", "base_url": format!("{}/v1", engine.base_url), "api_key": "engine-secret",
         "models": [{"model": "smollm2", "upstream_model": CHAT_MODEL}, {"model": "minilm", "upstream_model": EMBEDDING_MODEL}]});
-    let resp = app
-        .request(Method::POST, "/api/v1/providers")
-        .bearer_auth(&admin)
-        .json(&provider)
-        .send()
-        .await
-        .unwrap();
+    let resp = app.post_as(&admin, "/api/v1/providers", &provider).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
 
     let resp = app
-        .request(Method::POST, "/v1/chat/completions")
-        .bearer_auth(&key)
-        .json(&json!({"model": "smollm2", "messages": [{"role": "user", "content": "What is the capital of France?"}],
-            "temperature": 0, "max_tokens": 16, "stream": true}))
-        .send()
-        .await
-        .unwrap();
+        .post_as(
+            &key,
+            "/v1/chat/completions",
+            &json!({"model": "smollm2", "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                "temperature": 0, "max_tokens": 16, "stream": true}),
+        )
+        .await;
     assert_eq!(resp.status(), StatusCode::OK);
     let chunks = sse_chunks(&resp.text().await.unwrap());
     assert!(
@@ -670,12 +657,12 @@ async fn the_gateway_serves_the_engine_with_metering() {
     assert!(!streamed.is_empty());
 
     let embedded = app
-        .request(Method::POST, "/v1/embeddings")
-        .bearer_auth(&key)
-        .json(&json!({"model": "minilm", "input": ["hello", "world"]}))
-        .send()
-        .await
-        .unwrap();
+        .post_as(
+            &key,
+            "/v1/embeddings",
+            &json!({"model": "minilm", "input": ["hello", "world"]}),
+        )
+        .await;
     assert_eq!(embedded.status(), StatusCode::OK);
     let embedded: Value = embedded.json().await.unwrap();
     assert_eq!(

@@ -384,6 +384,21 @@ impl TestApp {
             .await
             .expect("request")
     }
+
+    /// `POST path` with a JSON body as the holder of a token or API key.
+    pub async fn post_as(
+        &self,
+        credential: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.request(reqwest::Method::POST, path)
+            .bearer_auth(credential)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
 }
 
 /// The password [`TestApp::create_user`] gives every user.
