@@ -212,46 +212,63 @@ impl UsageSink for BatchedUsage {
     }
 }
 
+/// One usage row as the writer ships it: the whole batch travels as one JSON parameter.
+#[derive(serde::Serialize)]
+struct UsageInsert<'a> {
+    id: Uuid,
+    user_id: Uuid,
+    key_id: Option<Uuid>,
+    model: &'a str,
+    upstream: &'a str,
+    endpoint: &'a str,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    estimated: bool,
+    status: i32,
+    stream: bool,
+    ttft_ms: Option<i64>,
+    latency_ms: i64,
+    at: DateTime<Utc>,
+}
+
+/// One statement per batch whatever its size: the SQL text never changes (prepared once per
+/// connection), and neither side builds or parses thousands of bind parameters.
+const INSERT_USAGE: &str = "INSERT INTO usage_records (id, user_id, key_id, model, upstream, endpoint, \
+     prompt_tokens, completion_tokens, estimated, status, stream, ttft_ms, latency_ms, at) \
+     SELECT id, user_id, key_id, model, upstream, endpoint, prompt_tokens, completion_tokens, \
+     estimated, status, stream, ttft_ms, latency_ms, at \
+     FROM json_to_recordset($1::json) AS r(id uuid, user_id uuid, key_id uuid, model text, \
+     upstream text, endpoint text, prompt_tokens bigint, completion_tokens bigint, estimated boolean, \
+     status integer, stream boolean, ttft_ms bigint, latency_ms bigint, at timestamptz)";
+
 async fn write(db: &DatabaseConnection, batch: &[UsageRecord]) -> anyhow::Result<()> {
     if batch.is_empty() {
         return Ok(());
     }
-    const COLUMNS: usize = 14;
-    let mut sql = String::from(
-        "INSERT INTO usage_records (id, user_id, key_id, model, upstream, endpoint, prompt_tokens, completion_tokens, \
-         estimated, status, stream, ttft_ms, latency_ms, at) VALUES ",
-    );
-    let mut values: Vec<Value> = Vec::with_capacity(batch.len() * COLUMNS);
-    for (i, r) in batch.iter().enumerate() {
-        if i > 0 {
-            sql.push(',');
-        }
-        let base = i * COLUMNS;
-        let params: Vec<String> = (1..=COLUMNS).map(|c| format!("${}", base + c)).collect();
-        sql.push('(');
-        sql.push_str(&params.join(","));
-        sql.push(')');
-        values.extend([
-            r.id.into(),
-            r.user_id.into(),
-            r.key_id.into(),
-            r.model.clone().into(),
-            r.upstream.clone().into(),
-            r.endpoint.into(),
-            to_i64(r.usage.prompt).into(),
-            to_i64(r.usage.completion).into(),
-            r.estimated.into(),
-            i32::from(r.status).into(),
-            r.stream.into(),
-            r.ttft_ms.map(to_i64).into(),
-            to_i64(r.latency_ms).into(),
-            r.at.into(),
-        ]);
-    }
+    let rows: Vec<UsageInsert<'_>> = batch
+        .iter()
+        .map(|r| UsageInsert {
+            id: r.id,
+            user_id: r.user_id,
+            key_id: r.key_id,
+            model: &r.model,
+            upstream: &r.upstream,
+            endpoint: r.endpoint,
+            prompt_tokens: to_i64(r.usage.prompt),
+            completion_tokens: to_i64(r.usage.completion),
+            estimated: r.estimated,
+            status: i32::from(r.status),
+            stream: r.stream,
+            ttft_ms: r.ttft_ms.map(to_i64),
+            latency_ms: to_i64(r.latency_ms),
+            at: r.at,
+        })
+        .collect();
+    let json = serde_json::to_string(&rows).context("encoding usage records")?;
     db.execute(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        sql,
-        values,
+        INSERT_USAGE,
+        [Value::from(json)],
     ))
     .await
     .context("inserting usage records")?;

@@ -7,10 +7,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult, Value};
 use uuid::Uuid;
 
-use super::{
-    from_bigint, from_bigint_opt, rows_per_statement, statement, to_bigint, to_bigint_opt,
-    values_placeholders,
-};
+use super::{from_bigint, from_bigint_opt, statement, to_bigint, to_bigint_opt};
 use crate::domain::errors::IdentityError;
 use crate::domain::limits::{QuotaPolicy, Subject};
 use crate::domain::ports::{LedgerEntry, QuotaPolicyRepository, UsageLedger};
@@ -152,6 +149,20 @@ impl PgUsageLedger {
     }
 }
 
+/// A ledger entry as [`PgUsageLedger::append`] ships it.
+#[derive(serde::Serialize)]
+struct LedgerRow {
+    user_id: Uuid,
+    key_id: Option<Uuid>,
+    tokens: i64,
+    requests: i64,
+    at: DateTime<Utc>,
+}
+
+const APPEND_LEDGER: &str = "INSERT INTO usage_ledger (user_id, key_id, tokens, requests, at) \
+     SELECT user_id, key_id, tokens, requests, at FROM json_to_recordset($1::json) \
+     AS r(user_id uuid, key_id uuid, tokens bigint, requests bigint, at timestamptz)";
+
 #[derive(Debug, FromQueryResult)]
 struct TotalsRow {
     tokens: i64,
@@ -162,29 +173,23 @@ struct TotalsRow {
 impl UsageLedger for PgUsageLedger {
     #[tracing::instrument(skip_all, fields(entries = entries.len()), err)]
     async fn append(&self, entries: &[LedgerEntry]) -> Result<(), IdentityError> {
-        // A single statement unless the batch exceeds PostgreSQL's bind-parameter limit.
-        for chunk in entries.chunks(rows_per_statement(5)) {
-            let sql = format!(
-                "INSERT INTO usage_ledger (user_id, key_id, tokens, requests, at) VALUES {}",
-                values_placeholders(
-                    chunk.len(),
-                    &["uuid", "uuid", "bigint", "bigint", "timestamptz"]
-                )
-            );
-            let values = chunk.iter().flat_map(|e| {
-                [
-                    Value::from(e.user_id.as_uuid()),
-                    Value::from(e.key_id.map(|k| k.as_uuid())),
-                    Value::from(to_bigint(e.tokens)),
-                    Value::from(to_bigint(e.requests)),
-                    Value::from(e.at),
-                ]
-            });
-            self.db
-                .execute(statement(sql, values))
-                .await
-                .context("appending to usage ledger")?;
-        }
+        // One statement per batch with one JSON parameter: the SQL never changes (prepared
+        // once per connection) and no side handles thousands of bind parameters.
+        let rows: Vec<LedgerRow> = entries
+            .iter()
+            .map(|e| LedgerRow {
+                user_id: e.user_id.as_uuid(),
+                key_id: e.key_id.map(|k| k.as_uuid()),
+                tokens: to_bigint(e.tokens),
+                requests: to_bigint(e.requests),
+                at: e.at,
+            })
+            .collect();
+        let json = serde_json::to_string(&rows).context("encoding usage ledger entries")?;
+        self.db
+            .execute(statement(APPEND_LEDGER.to_owned(), [Value::from(json)]))
+            .await
+            .context("appending to usage ledger")?;
         Ok(())
     }
 
