@@ -74,9 +74,13 @@ impl Drop for Guard {
     }
 }
 
-fn chunk(content: &str, i: usize) -> String {
-    let event = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": "upstream",
+/// One content chunk; like OpenAI, every chunk carries `"usage": null` when usage was asked for.
+fn chunk(content: &str, i: usize, include_usage: bool) -> String {
+    let mut event = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": "upstream",
         "choices": [{"index": 0, "delta": {"content": format!("{content}{i} ")}, "finish_reason": null}]});
+    if include_usage {
+        event["usage"] = Value::Null;
+    }
     format!("data: {event}\n\n")
 }
 
@@ -132,7 +136,7 @@ async fn chat(
                 return None;
             }
             let text = if i < behaviour.chunks {
-                chunk("tok", i)
+                chunk("tok", i, include_usage)
             } else if i == behaviour.chunks {
                 if include_usage && behaviour.report_usage {
                     format!(

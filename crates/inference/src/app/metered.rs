@@ -76,7 +76,7 @@ impl MeteredStream {
     }
 
     fn handle(&mut self, event: Event) {
-        if let Some(json) = event.json() {
+        if let Some(mut json) = event.json() {
             if let Some(usage) = json
                 .get("usage")
                 .filter(|u| !u.is_null())
@@ -104,6 +104,18 @@ impl MeteredStream {
                         self.answer.push_str(text);
                     }
                 }
+            }
+            // Asked for usage on the client's behalf, the upstream puts `"usage": null` on every
+            // chunk; a client that did not ask gets its chunks as OpenAI sends them: without it.
+            if !self.client_wants_usage
+                && event.only_data()
+                && let Some(object) = json.as_object_mut()
+                && object.get("usage").is_some_and(Value::is_null)
+            {
+                object.remove("usage");
+                self.pending
+                    .push_back(Bytes::from(format!("data: {json}\n\n")));
+                return;
             }
         }
         self.pending.push_back(Bytes::from(event.raw));

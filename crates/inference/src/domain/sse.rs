@@ -39,6 +39,16 @@ impl Event {
         serde_json::from_str(&data).ok()
     }
 
+    /// Whether the event has nothing but `data:` lines (no `id:`, `event:` or comments), so that
+    /// `data: <payload>` says all of it.
+    #[must_use]
+    pub fn only_data(&self) -> bool {
+        std::str::from_utf8(&self.raw).is_ok_and(|text| {
+            text.lines()
+                .all(|line| line.is_empty() || line.starts_with("data:"))
+        })
+    }
+
     /// Whether this is the `[DONE]` sentinel.
     #[must_use]
     pub fn is_done(&self) -> bool {
@@ -114,5 +124,8 @@ mod tests {
         let events = splitter.push(b"event: x\r\ndata: {\"b\":\r\ndata: 2}\r\n\r\n");
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].json().unwrap()["b"], 2);
+        assert!(!events[0].only_data(), "it has an event: line");
+        let plain = splitter.push(b"data: {\"c\":3}\r\n\r\n");
+        assert!(plain[0].only_data());
     }
 }
