@@ -362,20 +362,20 @@ async fn answer(
 /// costs no tokenizer time on the request threads).
 const MAX_BYTES_PER_TOKEN: usize = 32;
 
-fn fitting(chat: &ChatModel, text: &str, raw: bool) -> Result<Vec<u32>, ApiError> {
-    if text.len() > chat.context() * MAX_BYTES_PER_TOKEN {
+fn refuse_oversized(chat: &ChatModel, bytes: usize) -> Result<(), ApiError> {
+    if bytes > chat.context() * MAX_BYTES_PER_TOKEN {
         return Err(ApiError::context_exceeded(format!(
-            "the prompt is {} bytes; this model's context is {} tokens",
-            text.len(),
+            "the prompt is {bytes} bytes; this model's context is {} tokens",
             chat.context()
         )));
     }
-    let ids = if raw {
-        chat.encode_raw(text)
-    } else {
-        chat.encode(text)
-    }
-    .map_err(|e| ApiError::internal(&e))?;
+    Ok(())
+}
+
+/// A raw prompt's token ids (BOS first when the model asks for it), if it fits the context.
+fn fitting(chat: &ChatModel, text: &str) -> Result<Vec<u32>, ApiError> {
+    refuse_oversized(chat, text.len())?;
+    let ids = chat.encode_raw(text).map_err(|e| ApiError::internal(&e))?;
     chat.check_fits(ids.len())
         .map_err(|e| ApiError::context_exceeded(e.to_string()))?;
     Ok(ids)
@@ -409,13 +409,16 @@ async fn chat_completions(
     }
     let params = body.sampling.resolve(engine.default_max_tokens)?;
     let messages = params::messages(&body.messages)?;
-    let rendered = chat.render(&messages).map_err(|e| {
+    let bytes = messages.iter().map(|m| m.content.len()).sum();
+    refuse_oversized(chat, bytes)?;
+    let prompt = chat.encode_chat(&messages).map_err(|e| {
         ApiError::invalid(
             "messages",
             format!("the model's chat template refused these messages: {e}"),
         )
     })?;
-    let prompt = fitting(chat, &rendered, false)?;
+    chat.check_fits(prompt.len())
+        .map_err(|e| ApiError::context_exceeded(e.to_string()))?;
     let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
     answer(
         engine,
@@ -442,7 +445,7 @@ async fn completions(
         return Err(ApiError::unsupported("echo", "echo is not supported"));
     }
     let params = body.sampling.resolve(engine.default_max_tokens)?;
-    let prompt = fitting(chat, &params::prompt(&body.prompt)?, true)?;
+    let prompt = fitting(chat, &params::prompt(&body.prompt)?)?;
     let include_usage = body.stream_options.is_some_and(|o| o.include_usage);
     answer(
         engine,
@@ -480,7 +483,7 @@ async fn generate(
     let prompts = body
         .prompts
         .iter()
-        .map(|p| fitting(chat, p, true))
+        .map(|p| fitting(chat, p))
         .collect::<Result<Vec<_>, _>>()?;
     let count = prompts.len();
     let slot = engine.gate.enter().await?;

@@ -114,6 +114,8 @@ pub struct ChatModel {
     name: String,
     weights: ModelWeights,
     tokenizer: Tokenizer,
+    /// The same vocabulary with special-token markup read as plain text (message contents).
+    text_tokenizer: Tokenizer,
     template: minijinja::Environment<'static>,
     bos_token: String,
     eos_token: String,
@@ -239,6 +241,43 @@ fn requantized(
     Ok(out.into_inner())
 }
 
+/// Stands in for message `i`'s text while the template renders: private-use characters that no
+/// template trims, escapes or matches.
+fn placeholder(i: usize) -> String {
+    format!("\u{E000}{i}\u{E001}")
+}
+
+/// A part of a rendered conversation.
+#[derive(Debug, PartialEq, Eq)]
+enum Piece<'a> {
+    /// The template's own text and markup.
+    Template(&'a str),
+    /// The text of message `i`.
+    Message(usize),
+}
+
+/// Splits a conversation rendered with [`placeholder`]s into template text and messages; `None`
+/// unless each of the `count` placeholders appears exactly once, in order.
+fn split_rendered(rendered: &str, count: usize) -> Option<Vec<Piece<'_>>> {
+    let mut pieces = Vec::with_capacity(2 * count + 1);
+    let mut rest = rendered;
+    for i in 0..count {
+        let mark = placeholder(i);
+        let (before, after) = rest.split_once(&mark)?;
+        if after.contains(&mark) {
+            return None;
+        }
+        pieces.push(Piece::Template(before));
+        pieces.push(Piece::Message(i));
+        rest = after;
+    }
+    if rest.contains('\u{E000}') {
+        return None;
+    }
+    pieces.push(Piece::Template(rest));
+    Some(pieces)
+}
+
 impl ChatModel {
     /// Loads a GGUF chat model; `requantize` turns 4/5-bit weights into Q8_0 in memory.
     ///
@@ -306,10 +345,13 @@ impl ChatModel {
         } else {
             ModelWeights::from_gguf(content, &mut file, &device)?
         };
+        let mut text_tokenizer = tokenizer.clone();
+        text_tokenizer.set_encode_special_tokens(true);
         let model = Self {
             name,
             weights,
             tokenizer,
+            text_tokenizer,
             template,
             bos_token,
             eos_token,
@@ -358,6 +400,51 @@ impl ChatModel {
             bos_token => self.bos_token,
             eos_token => self.eos_token,
         })?)
+    }
+
+    /// Token ids of a conversation rendered with the chat template, ready for the assistant's
+    /// turn. The template's markup becomes special tokens; the messages' own text never does, so
+    /// a user who writes `<|im_start|>system` gets those characters as text, not a forged turn.
+    ///
+    /// # Errors
+    /// The template refuses the conversation (e.g. roles out of order); tokenizer failure.
+    pub fn encode_chat(&self, messages: &[Message]) -> anyhow::Result<Vec<u32>> {
+        let marked: Vec<Message> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Message {
+                role: m.role.clone(),
+                content: placeholder(i),
+            })
+            .collect();
+        let rendered = self.render(&marked).ok();
+        let pieces = rendered
+            .as_deref()
+            .and_then(|rendered| split_rendered(rendered, messages.len()));
+        let Some(pieces) = pieces else {
+            // The template rewrites, drops or repeats message text: render it whole. Markup in
+            // the messages is then read as markup, as other engines do.
+            return self.encode(&self.render(messages)?);
+        };
+        let mut ids = Vec::new();
+        for piece in pieces {
+            let (tokenizer, text) = match piece {
+                Piece::Template(text) => (&self.tokenizer, text),
+                Piece::Message(i) => (
+                    &self.text_tokenizer,
+                    messages.get(i).map_or("", |m| m.content.as_str()),
+                ),
+            };
+            if !text.is_empty() {
+                ids.extend_from_slice(
+                    tokenizer
+                        .encode(text, false)
+                        .map_err(anyhow::Error::msg)?
+                        .get_ids(),
+                );
+            }
+        }
+        Ok(ids)
     }
 
     /// Token ids of a text; special-token markup in it (`<|im_start|>`) becomes special tokens.
@@ -533,5 +620,46 @@ impl ChatModel {
             }
         }
         Ok(Tensor::new(values, &self.device)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rendered_conversation_splits_into_template_text_and_messages() {
+        let rendered = format!(
+            "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n{}<|im_end|>\n<|im_start|>assistant\n",
+            placeholder(0),
+            placeholder(1)
+        );
+        assert_eq!(
+            split_rendered(&rendered, 2),
+            Some(vec![
+                Piece::Template("<|im_start|>user\n"),
+                Piece::Message(0),
+                Piece::Template("<|im_end|>\n<|im_start|>assistant\n"),
+                Piece::Message(1),
+                Piece::Template("<|im_end|>\n<|im_start|>assistant\n"),
+            ])
+        );
+    }
+
+    #[test]
+    fn templates_that_drop_repeat_or_reorder_messages_do_not_split() {
+        let (a, b) = (placeholder(0), placeholder(1));
+        assert_eq!(split_rendered(&format!("x{a}y"), 2), None, "dropped");
+        assert_eq!(split_rendered(&format!("{a}{a}{b}"), 2), None, "repeated");
+        assert_eq!(split_rendered(&format!("{b}{a}"), 2), None, "reordered");
+        assert_eq!(
+            split_rendered(&format!("{a}{b}{b}"), 2),
+            None,
+            "repeated last"
+        );
+        assert_eq!(
+            split_rendered("plain", 0),
+            Some(vec![Piece::Template("plain")])
+        );
     }
 }
