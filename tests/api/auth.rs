@@ -126,7 +126,14 @@ async fn tampered_tokens_are_refused() {
     );
     let secret = jwt_secret(&app);
     let now = maas_shared::clock::Clock::now(&maas_shared::clock::SystemClock).timestamp();
-    let good = json!({"sub": id.to_string(), "sid": uuid::Uuid::now_v7().to_string(), "iat": now, "nbf": now,
+    // The session of the real token: access tokens are valid only while their session lives.
+    let real: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let good = json!({"sub": id.to_string(), "sid": real["sid"], "iat": now, "nbf": now,
         "exp": now + 600, "aud": "maas-api", "iss": "maas", "jti": "x", "typ": "access"});
     // The forged token with the right key is accepted, proving the variants below fail for their flaw.
     assert_eq!(
@@ -170,6 +177,12 @@ async fn tampered_tokens_are_refused() {
     let mut future = good.clone();
     future["nbf"] = json!(now + 3600);
     cases.push(("not yet valid", sign(&future, &secret, Algorithm::HS256)));
+    let mut no_session = good.clone();
+    no_session["sid"] = json!(uuid::Uuid::now_v7().to_string());
+    cases.push((
+        "unknown session",
+        sign(&no_session, &secret, Algorithm::HS256),
+    ));
     cases.push(("garbage", "not.a.jwt".to_owned()));
     cases.push((
         "flipped signature",
@@ -248,7 +261,17 @@ async fn logout_ends_the_session() {
     let app = TestApp::spawn().await;
     app.create_user("hank", &[]).await;
     let tokens = app.login("hank").await;
+    let other = app.login("hank").await;
     let refresh_token = tokens["refresh_token"].as_str().unwrap();
+    let me = |token: &Value| {
+        app.request(Method::GET, "/api/v1/me")
+            .bearer_auth(token.as_str().unwrap())
+            .send()
+    };
+    assert_eq!(
+        me(&tokens["access_token"]).await.unwrap().status(),
+        StatusCode::OK
+    );
     let resp = app
         .request(Method::POST, "/api/v1/auth/logout")
         .json(&json!({"refresh_token": refresh_token}))
@@ -259,6 +282,15 @@ async fn logout_ends_the_session() {
     assert_eq!(
         refresh(&app, refresh_token).await.status(),
         StatusCode::UNAUTHORIZED
+    );
+    // The session's access token ends with it, before it expires; another session goes on.
+    assert_eq!(
+        code(me(&tokens["access_token"]).await.unwrap()).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        me(&other["access_token"]).await.unwrap().status(),
+        StatusCode::OK
     );
 }
 
@@ -299,6 +331,14 @@ async fn password_change_checks_the_old_one_and_ends_sessions() {
             .status(),
         StatusCode::UNAUTHORIZED
     );
+    // Every session ends, access tokens included.
+    let me = app
+        .request(Method::GET, "/api/v1/me")
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
         login(&app, "iris", "a brand new password").await.status(),
         StatusCode::OK

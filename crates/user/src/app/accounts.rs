@@ -326,7 +326,9 @@ impl AccountService {
         let now = self.deps.clock.now();
         user.change_password(hash, now);
         self.deps.users.update(&user).await?;
-        self.deps.refresh_tokens.revoke_user(user.id(), now).await
+        self.deps.refresh_tokens.revoke_user(user.id(), now).await?;
+        // Every session ends, access tokens included (the caller logs in again).
+        self.deps.user_changed(user.id()).await
     }
 
     /// A strong random password (for accounts created by an operator without one).

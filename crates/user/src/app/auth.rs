@@ -147,11 +147,25 @@ impl AuthService {
                 TokenRejection::Expired => IdentityError::TokenExpired,
                 TokenRejection::Invalid => IdentityError::InvalidToken,
             })?;
-        let cache_key = PrincipalKey::User(claims.user_id);
+        // Cached per session: a logout, a password change or a disabled account drops the
+        // entries (here and, over the invalidation bus, on every replica), so the session's
+        // access tokens stop working at once rather than when they expire.
+        let cache_key = PrincipalKey::Session(claims.session_id);
         let outcome = match self.deps.cache.get(&cache_key) {
             Some(cached) => cached,
             None => {
-                let loaded = self.load_user(claims.user_id).await?;
+                let live = self
+                    .deps
+                    .refresh_tokens
+                    .family_live(claims.session_id, self.deps.clock.now())
+                    .await?;
+                let loaded = if live {
+                    self.load_user(claims.user_id).await?
+                } else {
+                    CachedAuth::Refused {
+                        owner: Some(claims.user_id),
+                    }
+                };
                 self.deps.cache.put(cache_key, loaded.clone());
                 loaded
             }

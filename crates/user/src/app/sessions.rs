@@ -113,6 +113,7 @@ impl SessionService {
                     .refresh_tokens
                     .revoke_family(family_id, now)
                     .await?;
+                self.deps.user_changed(user_id).await?;
                 tracing::warn!(user.id = %user_id, session = %family_id, "refresh token reuse: session family revoked");
                 Err(IdentityError::RefreshReused)
             }
@@ -126,11 +127,13 @@ impl SessionService {
     /// Storage failures only.
     pub async fn logout(&self, refresh_token: &str) -> Result<(), IdentityError> {
         let digest = self.deps.secrets.digest(refresh_token);
-        if let Some((_, family)) = self.deps.refresh_tokens.family_of(digest).await? {
+        if let Some((user_id, family)) = self.deps.refresh_tokens.family_of(digest).await? {
             self.deps
                 .refresh_tokens
                 .revoke_family(family, self.deps.clock.now())
                 .await?;
+            // The session's access tokens end with it, on every replica.
+            self.deps.user_changed(user_id).await?;
         }
         Ok(())
     }

@@ -88,6 +88,14 @@ pub trait RefreshTokenRepository: Send + Sync + 'static {
     /// [`IdentityError::Unexpected`] on storage failure.
     async fn revoke_user(&self, user_id: UserId, now: DateTime<Utc>) -> Result<(), IdentityError>;
 
+    /// Whether a family still has a token that is neither revoked nor expired: its access tokens
+    /// stay valid only while it does.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn family_live(&self, family_id: Uuid, now: DateTime<Utc>)
+    -> Result<bool, IdentityError>;
+
     /// The family of the token with `digest`, if it is known.
     ///
     /// # Errors
@@ -337,8 +345,9 @@ pub trait Secrets: Send + Sync + 'static {
 /// What a cached principal is found by.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum PrincipalKey {
-    /// A login session's user.
-    User(UserId),
+    /// A login session (the refresh-token family its access tokens name); its value is the
+    /// session's user, or a refusal once the session ended.
+    Session(Uuid),
     /// An API key.
     Key(SecretDigest),
 }

@@ -50,13 +50,12 @@ impl PrincipalCache for MokaPrincipalCache {
     }
 
     fn invalidate_user(&self, user_id: UserId) {
-        let result = self.cache.invalidate_entries_if(move |key, value| {
-            matches!(key, PrincipalKey::User(id) if *id == user_id)
-                || match value {
-                    CachedAuth::Valid(p) => p.user_id == user_id,
-                    CachedAuth::Refused { owner } => *owner == Some(user_id),
-                }
-        });
+        let result = self
+            .cache
+            .invalidate_entries_if(move |_key, value| match value {
+                CachedAuth::Valid(p) => p.user_id == user_id,
+                CachedAuth::Refused { owner } => *owner == Some(user_id),
+            });
         if result.is_err() {
             // Only possible if closures were not enabled; never leave stale rights behind.
             self.cache.invalidate_all();

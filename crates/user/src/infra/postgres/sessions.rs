@@ -51,6 +51,11 @@ impl TokenRow {
 }
 
 #[derive(Debug, FromQueryResult)]
+struct LiveRow {
+    live: bool,
+}
+
+#[derive(Debug, FromQueryResult)]
 struct FamilyRow {
     user_id: Uuid,
     family_id: Uuid,
@@ -143,6 +148,23 @@ impl RefreshTokenRepository for PgRefreshTokenRepository {
             .await
             .context("revoking refresh tokens of user")?;
         Ok(())
+    }
+
+    #[tracing::instrument(skip_all, err)]
+    async fn family_live(
+        &self,
+        family_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<bool, IdentityError> {
+        let row = LiveRow::find_by_statement(statement(
+            "SELECT EXISTS (SELECT 1 FROM refresh_tokens \
+             WHERE family_id = $1 AND revoked_at IS NULL AND expires_at > $2) AS live",
+            [Value::from(family_id), Value::from(now)],
+        ))
+        .one(&self.db)
+        .await
+        .context("checking a session")?;
+        Ok(row.is_some_and(|r| r.live))
     }
 
     #[tracing::instrument(skip_all, err)]
