@@ -83,7 +83,7 @@ pub async fn refresh(
 
 /// Log out
 ///
-/// Ends the session of a refresh token (its access tokens expire on their own within minutes).
+/// Ends the session of a refresh token; its access tokens stop working at once.
 #[utoipa::path(post, path = "/auth/logout", tag = "auth", request_body = RefreshRequest, responses((status = 204)))]
 pub async fn logout(
     sessions: web::Data<SessionService>,
