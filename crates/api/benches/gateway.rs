@@ -145,59 +145,23 @@ impl Drop for Guard {
     }
 }
 
-async fn load(
+/// `connections` clients sending `requests()` requests in all; latencies sorted.
+///
+/// Closed loop (`rate_per_sec` = `None`): each sends its next request when the answer is in.
+/// Open loop (`Some(rate)`): each sends one every `connections / rate` seconds (staggered),
+/// whatever the answers take: latency under a steady load below saturation, where a closed loop
+/// at full speed measures queueing behind the pinned core.
+async fn run(
     client: &reqwest::Client,
     url: &str,
     key: Option<&str>,
     body: &Value,
     connections: usize,
+    rate_per_sec: Option<u64>,
 ) -> Vec<Duration> {
     let per = requests() / connections;
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let (client, url, key, body) = (
-            client.clone(),
-            url.to_owned(),
-            key.map(str::to_owned),
-            body.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut out = Vec::with_capacity(per);
-            for _ in 0..per {
-                let t = Instant::now();
-                let mut req = client.post(&url).json(&body);
-                if let Some(k) = &key {
-                    req = req.bearer_auth(k);
-                }
-                let resp = req.send().await.unwrap();
-                assert!(resp.status().is_success(), "{}", resp.status());
-                resp.bytes().await.unwrap();
-                out.push(t.elapsed());
-            }
-            out
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    all.sort_unstable();
-    all
-}
-
-/// Open loop: `connections` clients each send one request every `period`, whatever the answers
-/// take (staggered starts), for `requests()` requests in all: latency under a steady load below
-/// saturation, where a closed loop at full speed measures queueing behind the pinned core.
-async fn paced(
-    client: &reqwest::Client,
-    url: &str,
-    key: Option<&str>,
-    body: &Value,
-    connections: usize,
-    rate_per_sec: u64,
-) -> Vec<Duration> {
-    let per = requests() / connections;
-    let period = Duration::from_nanos(1_000_000_000 * connections as u64 / rate_per_sec);
+    let period =
+        rate_per_sec.map(|rate| Duration::from_nanos(1_000_000_000 * connections as u64 / rate));
     let start = tokio::time::Instant::now();
     let mut tasks = Vec::new();
     for c in 0..connections {
@@ -207,11 +171,15 @@ async fn paced(
             key.map(str::to_owned),
             body.clone(),
         );
-        let offset = period * u32::try_from(c).unwrap() / u32::try_from(connections).unwrap();
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::with_capacity(per);
             for i in 0..per {
-                tokio::time::sleep_until(start + offset + period * u32::try_from(i).unwrap()).await;
+                if let Some(period) = period {
+                    let offset =
+                        period * u32::try_from(c).unwrap() / u32::try_from(connections).unwrap();
+                    tokio::time::sleep_until(start + offset + period * u32::try_from(i).unwrap())
+                        .await;
+                }
                 let t = Instant::now();
                 let mut req = client.post(&url).json(&body);
                 if let Some(k) = &key {
@@ -339,7 +307,7 @@ fn main() {
         let direct = format!("http://127.0.0.1:{upstream_port}/v1/chat/completions");
         let via = format!("{base}/v1/chat/completions");
         let body = json!({"model": "bench", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16});
-        load(&client, &via, Some(&key), &body, 16).await; // warm-up
+        run(&client, &via, Some(&key), &body, 16, None).await; // warm-up
         println!("non-streamed chat, {} requests per row (µs); gwcpu: the gateway's CPU time per request; \
                   directcpu: this process's (load generator + mock upstream) per direct request", requests());
         println!("closed loop: each connection sends its next request when the answer is in");
@@ -347,10 +315,10 @@ fn main() {
         let mut capacity = 0.0f64;
         for connections in [1, 16, 64] {
             let own = cpu_time(std::process::id());
-            let d = load(&client, &direct, None, &body, connections).await;
+            let d = run(&client, &direct, None, &body, connections, None).await;
             let direct_cpu = (cpu_time(std::process::id()) - own).as_micros() / d.len() as u128;
             let (cpu, t) = (cpu_time(pid), Instant::now());
-            let g = load(&client, &via, Some(&key), &body, connections).await;
+            let g = run(&client, &via, Some(&key), &body, connections, None).await;
             let rps = g.len() as f64 / t.elapsed().as_secs_f64();
             let per_request = (cpu_time(pid) - cpu).as_micros() / g.len() as u128;
             if connections == 16 {
@@ -363,8 +331,8 @@ fn main() {
         let rate = (capacity / 2.0).max(100.0) as u64;
         println!("open loop at {rate} requests/s (half the 16-connection closed-loop rate)");
         for connections in [16, 64] {
-            let d = paced(&client, &direct, None, &body, connections, rate).await;
-            let g = paced(&client, &via, Some(&key), &body, connections, rate).await;
+            let d = run(&client, &direct, None, &body, connections, Some(rate)).await;
+            let g = run(&client, &via, Some(&key), &body, connections, Some(rate)).await;
             let (d50, d99, g50, g99) = (pct(&d, 0.5), pct(&d, 0.99), pct(&g, 0.5), pct(&g, 0.99));
             println!("{connections:>5} {d50:>10} {d99:>10} {g50:>10} {g99:>10} {:>10} {:>10}", g50.saturating_sub(d50), g99.saturating_sub(d99));
         }
