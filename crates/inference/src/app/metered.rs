@@ -108,9 +108,9 @@ impl MeteredStream {
             // Asked for usage on the client's behalf, the upstream puts `"usage": null` on every
             // chunk; a client that did not ask gets its chunks as OpenAI sends them: without it.
             if !self.client_wants_usage
-                && event.only_data()
                 && let Some(object) = json.as_object_mut()
                 && object.get("usage").is_some_and(Value::is_null)
+                && event.only_data()
             {
                 object.remove("usage");
                 self.pending
