@@ -1,5 +1,5 @@
 # Tasks for developers and CI. `just --list` shows them.
-# Install just once with `pip install rust-just` (or `cargo install just`).
+# Install just once with `cargo install just --locked`; every recipe is a script under scripts/.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -38,6 +38,7 @@ test *args:
 # fmt check, clippy with warnings as errors, and the layer rules.
 lint:
     cargo fmt --all -- --check
+    cargo machete
     cargo clippy --workspace --all-targets -- -D warnings
     bash scripts/check-layers.sh
 

@@ -4,6 +4,7 @@
 # services and release binaries (scripts/bench.sh provides both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 export MAAS_MODELS_DIR="${MAAS_MODELS_DIR:-$PWD/.models}"
 if [ ! -f "$MAAS_MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf" ]; then
   echo "engine bench skipped: no models in $MAAS_MODELS_DIR (just fetch-models)"
@@ -11,12 +12,12 @@ if [ ! -f "$MAAS_MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf" ]; then
 fi
 ENGINE_PORT=18777 API_PORT=18780
 export MAAS_BENCH_ENGINE_PORT=$ENGINE_PORT
-MAAS=target/release/maas
+MAAS="$TARGET"/release/maas
 # A bench admin with room for the calls, and a fresh key for it.
 echo 'bench engine password 0123' | $MAAS user create bench-engine --role admin --password-stdin >/dev/null 2>&1 || true
 $MAAS quota set bench-engine --requests-per-minute 100000 --requests-per-hour 1000000 --requests-per-day 1000000 >/dev/null
 KEY=$($MAAS key create --user bench-engine --name "bench-$(date +%s)" --scopes inference,manage | sed -n 's/^secret (shown once, store it now): //p')
-MAAS__SERVER__PORT=$API_PORT MAAS__REDIS__KEY_PREFIX="bench-engine:" target/release/maas-api > /tmp/maas-bench-api.log 2>&1 &
+MAAS__SERVER__PORT=$API_PORT MAAS__REDIS__KEY_PREFIX="bench-engine:" "$TARGET"/release/maas-api > /tmp/maas-bench-api.log 2>&1 &
 api=$!
 trap 'kill $api 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$API_PORT/ready" 2>/dev/null && break; sleep 0.2; done

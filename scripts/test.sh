@@ -10,6 +10,8 @@ if [ -z "${DATABASE_URL:-}" ] || [ -z "${REDIS_URL:-}" ]; then
   . "${SVC_DIR:-$PWD/.dev}/env"
 fi
 export DATABASE_URL REDIS_URL
+# The test runner: the only tool beyond the Rust toolchain, installed on first use.
+command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 # The engine tests use the real models when they have been fetched (just fetch-models).
 if [ -z "${MAAS_MODELS_DIR:-}" ] && [ -d .models ]; then
   export MAAS_MODELS_DIR="$PWD/.models"

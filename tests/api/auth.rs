@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 /// The JWT secret test apps run with: the development default.
 fn jwt_secret(_: &TestApp) -> Vec<u8> {
-    maas_shared::config::DEV_JWT_SECRET.as_bytes().to_vec()
+    maas_platform::settings::DEV_JWT_SECRET.as_bytes().to_vec()
 }
 
 async fn login(app: &TestApp, login: &str, password: &str) -> reqwest::Response {

@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use maas_shared::jobs::{self, DiagnosticPing, JobProducer};
+use maas_shared::jobs::DiagnosticPing;
 use maas_tests::{TestApp, TestDatabase, eventually, platform_command};
 use sea_orm::{ConnectionTrait, Database};
 
@@ -164,15 +164,14 @@ async fn worker_process_completes_jobs_pushed_by_the_api_side() {
         .spawn()
         .unwrap();
 
-    let conn = jobs::connection(&app.settings.redis).await.unwrap();
-    let producer = JobProducer::<DiagnosticPing>::new(conn, &app.keyspace);
+    let producer = app.producer::<DiagnosticPing>().await;
     let ping = DiagnosticPing {
         id: uuid::Uuid::now_v7(),
         delay_ms: 0,
     };
     producer.push(ping.clone()).await.unwrap();
 
-    let redis = maas_shared::kv::pool(&app.settings.redis).unwrap();
+    let redis = app.redis();
     let pong_key = ping.pong_key(&app.keyspace);
     let answered_by = eventually(Duration::from_secs(20), || {
         let redis = redis.clone();

@@ -341,7 +341,7 @@ async fn the_worker_expires_idle_conversations() {
     .unwrap();
 
     let mut worker = platform_command("maas-worker", &app.db.url, app.keyspace.prefix())
-        .env("MAAS__CONVERSATIONS__EXPIRY_INTERVAL_SECS", "1")
+        .env("MAAS__CONVERSATIONS__EXPIRY_SCHEDULE", "* * * * * *")
         .stdout(Stdio::null())
         .spawn()
         .unwrap();

@@ -23,7 +23,7 @@ async fn setup() -> Setup {
     setup_with(|_| {}).await
 }
 
-async fn setup_with(tweak: impl FnOnce(&mut maas_shared::config::Settings)) -> Setup {
+async fn setup_with(tweak: impl FnOnce(&mut maas_tests::Settings)) -> Setup {
     let app = TestApp::spawn_with(tweak, maas_api::ExtraRoutes::default()).await;
     let (_, admin) = app.user_with_token("root", &["admin"]).await;
     let (user_id, token) = app.user_with_token("dana", &["developer"]).await;

@@ -119,7 +119,7 @@ async fn a_rate_limit_admits_exactly_its_limit_across_two_replicas() {
     }
 
     // Every limiter key carries a TTL.
-    let redis = maas_shared::kv::pool(&app.settings.redis).unwrap();
+    let redis = app.redis();
     let mut conn = redis.get().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}rl:*", app.keyspace.prefix()))

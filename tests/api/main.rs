@@ -16,4 +16,5 @@ mod legacy;
 mod limits;
 mod routes;
 mod sdk;
+mod shutdown;
 mod system;

@@ -17,13 +17,12 @@ use std::sync::{Arc, OnceLock};
 
 use maas_api::{Application, ExtraRoutes};
 use maas_migrations::{Migrator, MigratorTrait};
-use maas_shared::audit_pg::PgAuditLog;
-use maas_shared::clock::{Clock, SystemClock};
-use maas_shared::config::Settings;
-use maas_shared::kv::Keyspace;
+pub use maas_platform::Settings;
+use maas_platform::{Platform, Role};
+use maas_shared::kv::{Keyspace, RedisPool};
 use maas_user::app::Actor;
 use maas_user::app::accounts::NewAccount;
-use maas_user::infra::{Identity, IdentityParams};
+use maas_user::infra::Identity;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 
 /// Base connection URL of the test PostgreSQL (a database the test role may connect to).
@@ -217,6 +216,8 @@ pub struct TestApp {
     pub handle: actix_web::dev::ServerHandle,
     /// The app's database; dropped with the app.
     pub db: Arc<TestDatabase>,
+    /// The app's composition root (pools, background tasks).
+    pub platform: Platform,
 }
 
 impl TestApp {
@@ -231,9 +232,10 @@ impl TestApp {
         let db = Arc::new(TestDatabase::migrated().await);
         let mut settings = test_settings(&db.url);
         tweak(&mut settings);
-        let app = Application::build_with(&settings, extra)
+        let platform = Platform::connect(settings.clone(), Role::Server)
             .await
-            .expect("build app");
+            .expect("connect the platform");
+        let app = Application::build_with(&platform, extra).expect("build app");
         let port = app.port();
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
@@ -251,6 +253,7 @@ impl TestApp {
             client,
             handle,
             db,
+            platform,
         }
     }
 
@@ -276,9 +279,11 @@ impl TestApp {
 
     /// Another API process on the same database and Redis prefix (a second replica).
     pub async fn spawn_replica(&self) -> Self {
-        let app = Application::build_with(&self.settings, ExtraRoutes::default())
+        let platform = Platform::connect(self.settings.clone(), Role::Server)
             .await
-            .expect("build replica");
+            .expect("connect the replica's platform");
+        let app =
+            Application::build_with(&platform, ExtraRoutes::default()).expect("build replica");
         let port = app.port();
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
@@ -290,21 +295,30 @@ impl TestApp {
             client: self.client.clone(),
             handle,
             db: Arc::clone(&self.db),
+            platform,
         }
+    }
+
+    /// The app's Redis pool.
+    #[must_use]
+    pub fn redis(&self) -> RedisPool {
+        self.platform.redis().clone()
+    }
+
+    /// A job producer on the app's Redis and key prefix, as the API side pushes jobs.
+    pub async fn producer<J: maas_shared::jobs::Job>(&self) -> maas_shared::jobs::JobProducer<J> {
+        let conn = self.platform.multiplexed().get().await.expect("Redis");
+        maas_shared::jobs::JobProducer::new(conn, &self.keyspace)
     }
 
     /// The identity services wired in-process against the app's database and Redis, acting as
     /// the operator's CLI would.
     pub async fn identity(&self) -> Identity {
-        let db = maas_shared::db::connect(&self.settings.database)
+        Platform::connect(self.settings.clone(), Role::Command)
             .await
-            .expect("db");
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let audit = Arc::new(PgAuditLog::new(db.clone(), Arc::clone(&clock)));
-        let mut params =
-            IdentityParams::from_settings(&self.settings, db, audit, clock).expect("params");
-        params.listen_for_invalidations = false;
-        Identity::build(params).expect("identity")
+            .expect("connect the platform")
+            .identity()
+            .expect("identity")
     }
 
     /// Creates a user with `roles` and a fixed password; returns its id.

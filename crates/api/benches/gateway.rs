@@ -15,19 +15,15 @@
 )]
 
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use futures_util::StreamExt as _;
-use maas_shared::audit_pg::PgAuditLog;
-use maas_shared::clock::{Clock, SystemClock};
-use maas_shared::config::Settings;
+use maas_platform::{Platform, Role, Settings};
 use maas_user::app::Actor;
 use maas_user::app::accounts::NewAccount;
 use maas_user::app::keys::NewKey;
 use maas_user::domain::limits::QuotaPolicy;
-use maas_user::infra::{Identity, IdentityParams};
 use sea_orm::ConnectionTrait as _;
 use serde_json::{Value, json};
 
@@ -251,10 +247,9 @@ fn main() {
         // Identity data through the real services.
         let prefix = format!("bench:{}:", uuid::Uuid::now_v7().simple());
         let settings = Settings::load_with(&[("redis.key_prefix", &prefix), ("telemetry.filter", "warn")]).expect("settings (DATABASE_URL?)");
-        let db = maas_shared::db::connect(&settings.database).await.unwrap();
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let audit = Arc::new(PgAuditLog::new(db.clone(), Arc::clone(&clock)));
-        let identity = Identity::build(IdentityParams::from_settings(&settings, db.clone(), audit, clock).unwrap()).unwrap();
+        let platform = Platform::connect(settings.clone(), Role::Command).await.unwrap();
+        let db = platform.db().clone();
+        let identity = platform.identity().unwrap();
         let suffix = &uuid::Uuid::now_v7().simple().to_string()[20..];
         let admin_name = format!("benchadmin{suffix}");
         let account = |name: &str, role: &str| NewAccount { username: name.into(), email: None, password: "benchmark password".into(), roles: vec![role.into()] };

@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use maas_shared::config::Settings;
+use maas_platform::{Platform, Role, Settings};
 
 const REQUESTS_PER_RUN: usize = 20_000;
 
@@ -67,7 +67,10 @@ fn main() {
             ("telemetry.filter", "warn"),
         ])
         .expect("settings (is DATABASE_URL set? `just bench` sets it)");
-        let app = maas_api::Application::build(&settings).await.expect("app");
+        let platform = Platform::connect(settings, Role::Server)
+            .await
+            .expect("platform");
+        let app = maas_api::Application::build(&platform).expect("app");
         let base = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped());
 

@@ -1,7 +1,9 @@
 //! `maas-api` binary: load settings → init telemetry → build → serve.
 
+use std::time::Duration;
+
 use clap::Parser;
-use maas_shared::config::Settings;
+use maas_platform::{Platform, Role, Settings};
 
 /// The MaaS platform HTTP API server.
 #[derive(Debug, Parser)]
@@ -20,14 +22,24 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let settings = Settings::load()?;
-    maas_shared::telemetry::init(&settings.telemetry)?;
-    let app = maas_api::Application::build(&settings).await?;
+    maas_platform::telemetry::init(&settings.telemetry)?;
+    let platform = Platform::connect(settings, Role::Server).await?;
+    let settings = platform.settings();
+    let app = maas_api::Application::build(&platform)?;
     tracing::info!(
         environment = settings.environment.as_str(),
         address = %format!("{}:{}", settings.server.host, app.port()),
         "maas-api listening; docs at /docs"
     );
+    // SIGTERM: the server stops accepting, lets in-flight requests finish, and returns; then the
+    // background work (settlements, batch writers) is flushed within the same timeout.
     app.run_until_stopped().await?;
+    let timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
+    let report = platform.shutdown(timeout).await;
+    anyhow::ensure!(
+        report.clean,
+        "background tasks still running at the shutdown deadline: {report:?}"
+    );
     tracing::info!("maas-api stopped");
     Ok(())
 }

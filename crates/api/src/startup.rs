@@ -11,17 +11,16 @@ use actix_web::{App, HttpServer, web};
 use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
 use anyhow::Context as _;
 use maas_inference::infra::Gateway;
+use maas_platform::settings::ServerSettings;
+use maas_platform::{ApiServices, Platform};
 use maas_shared::audit::AuditLog;
-use maas_shared::audit_pg::PgAuditLog;
-use maas_shared::clock::{Clock, SystemClock};
-use maas_shared::config::{ServerSettings, Settings};
+use maas_shared::clock::Clock;
 use maas_shared::http::{
     OpenAi, Problem, error_fallback, json_config, normalize_path, path_config, query_config,
     request_id,
 };
 use maas_user::app::auth::Authenticator;
-use maas_user::contract::QuotaGate;
-use maas_user::infra::{Identity, IdentityParams};
+use maas_user::infra::Identity;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::system::{self, Dependencies};
@@ -43,37 +42,22 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to PostgreSQL (with retries) and Redis, binds the listener and prepares the server.
+    /// Wires every context's services over `platform`'s pools, binds the listener and prepares
+    /// the server.
     ///
     /// # Errors
-    /// When a dependency cannot be reached or the address cannot be bound.
-    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        Self::build_with(settings, ExtraRoutes::default()).await
+    /// When a service cannot be built or the address cannot be bound.
+    pub fn build(platform: &Platform) -> anyhow::Result<Self> {
+        Self::build_with(platform, ExtraRoutes::default())
     }
 
     /// Like [`Application::build`], with [`ExtraRoutes`].
     ///
     /// # Errors
     /// As [`Application::build`].
-    pub async fn build_with(settings: &Settings, extra: ExtraRoutes) -> anyhow::Result<Self> {
-        let db = maas_shared::db::connect(&settings.database).await?;
-        let redis = maas_shared::kv::pool(&settings.redis)?;
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let audit: Arc<dyn AuditLog> = Arc::new(PgAuditLog::new(db.clone(), Arc::clone(&clock)));
-        let identity = Identity::build(IdentityParams::from_settings(
-            settings,
-            db.clone(),
-            Arc::clone(&audit),
-            Arc::clone(&clock),
-        )?)?;
-        let quota_gate: Arc<dyn QuotaGate> = Arc::new(identity.quotas.clone());
-        let gateway = Gateway::build(
-            settings,
-            db.clone(),
-            quota_gate,
-            Arc::clone(&audit),
-            Arc::clone(&clock),
-        )?;
+    pub fn build_with(platform: &Platform, extra: ExtraRoutes) -> anyhow::Result<Self> {
+        let settings = platform.settings();
+        let ApiServices { identity, gateway } = platform.api()?;
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| {
                 format!("binding {}:{}", settings.server.host, settings.server.port)
@@ -82,12 +66,15 @@ impl Application {
         let server = serve(
             listener,
             &settings.server,
-            Dependencies { db, redis },
+            Dependencies {
+                db: platform.db().clone(),
+                redis: platform.redis().clone(),
+            },
             Services {
                 identity,
                 gateway,
-                clock,
-                audit,
+                clock: platform.clock(),
+                audit: platform.audit(),
                 gateway_limit: settings.gateway.max_request_bytes,
             },
             extra,

@@ -1,20 +1,17 @@
 //! `maas seed`, `maas user`, `maas key`, `maas quota`: the identity use cases, run as the system.
 
 use std::io::Read as _;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use maas_shared::audit_pg::PgAuditLog;
-use maas_shared::clock::{Clock, SystemClock};
-use maas_shared::config::Settings;
+use maas_platform::Platform;
 use maas_shared::paging::PageRequest;
 use maas_user::app::Actor;
 use maas_user::app::accounts::{Bootstrap, NewAccount};
 use maas_user::app::keys::NewKey;
 use maas_user::domain::api_key::{ApiKeyId, KeyLimits};
 use maas_user::domain::limits::QuotaPolicy;
-use maas_user::infra::{Identity, IdentityParams};
+use maas_user::infra::Identity;
 
 /// `maas user ...`
 #[derive(Debug, Subcommand)]
@@ -124,22 +121,17 @@ pub struct QuotaSet {
     requests_total_quota: Option<u64>,
 }
 
-async fn build(settings: &Settings) -> anyhow::Result<Identity> {
-    let db = maas_shared::db::connect(&settings.database).await?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let audit = Arc::new(PgAuditLog::new(db.clone(), Arc::clone(&clock)));
-    let mut params = IdentityParams::from_settings(settings, db, audit, clock)?;
-    params.listen_for_invalidations = false;
-    Identity::build(params)
+fn build(platform: &Platform) -> anyhow::Result<Identity> {
+    platform.identity()
 }
 
 /// `maas seed`
 pub async fn seed(
-    settings: &Settings,
+    platform: &Platform,
     username: &str,
     password: Option<String>,
 ) -> anyhow::Result<()> {
-    let identity = build(settings).await?;
+    let identity = build(platform)?;
     match identity
         .accounts
         .bootstrap_admin(username, password)
@@ -164,8 +156,8 @@ pub async fn seed(
 }
 
 /// `maas user ...`
-pub async fn user(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
-    let identity = build(settings).await?;
+pub async fn user(platform: &Platform, command: UserCommand) -> anyhow::Result<()> {
+    let identity = build(platform)?;
     let accounts = &identity.accounts;
     match command {
         UserCommand::Create {
@@ -242,8 +234,8 @@ pub async fn user(settings: &Settings, command: UserCommand) -> anyhow::Result<(
 }
 
 /// `maas key ...`
-pub async fn key(settings: &Settings, command: KeyCommand) -> anyhow::Result<()> {
-    let identity = build(settings).await?;
+pub async fn key(platform: &Platform, command: KeyCommand) -> anyhow::Result<()> {
+    let identity = build(platform)?;
     let KeyCommand::Create {
         user,
         name,
@@ -255,7 +247,7 @@ pub async fn key(settings: &Settings, command: KeyCommand) -> anyhow::Result<()>
     } = command;
     let owner = identity.accounts.resolve(Actor::System, &user).await?;
     let expires_at =
-        expires_in_days.map(|d| SystemClock.now() + chrono::Duration::days(i64::from(d)));
+        expires_in_days.map(|d| platform.clock().now() + chrono::Duration::days(i64::from(d)));
     let request = NewKey {
         name,
         scopes,
@@ -281,8 +273,8 @@ pub async fn key(settings: &Settings, command: KeyCommand) -> anyhow::Result<()>
 }
 
 /// `maas quota ...`
-pub async fn quota(settings: &Settings, command: QuotaCommand) -> anyhow::Result<()> {
-    let identity = build(settings).await?;
+pub async fn quota(platform: &Platform, command: QuotaCommand) -> anyhow::Result<()> {
+    let identity = build(platform)?;
     let QuotaCommand::Set(q) = command;
     let owner = identity.accounts.resolve(Actor::System, &q.user).await?;
     let policy = QuotaPolicy {

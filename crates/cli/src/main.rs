@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use maas_migrations::{Migrator, MigratorTrait};
-use maas_shared::config::{AppEnvironment, Settings};
-use maas_shared::jobs::{self, DiagnosticPing, JobProducer};
-use maas_shared::kv::Keyspace;
+use maas_platform::{AppEnvironment, Platform, Role, Settings};
+use maas_shared::jobs::{DiagnosticPing, JobProducer};
 use sea_orm_migration::MigrationStatus;
 
 /// Admin command line of the MaaS platform.
@@ -112,43 +111,52 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load()?;
-    match cli.command {
-        Command::Config(ConfigCommand::Show) => {
-            println!("{}", settings.redacted()?);
-            Ok(())
-        }
-        Command::Migrate(command) => migrate(&settings, command).await,
+    if let Command::Config(ConfigCommand::Show) = cli.command {
+        println!("{}", settings.redacted()?);
+        return Ok(());
+    }
+    let platform = Platform::connect(settings, Role::Command).await?;
+    let result = match cli.command {
+        Command::Config(ConfigCommand::Show) => Ok(()),
+        Command::Migrate(command) => migrate(&platform, command).await,
         Command::Diagnostics(DiagnosticsCommand::PingWorker { timeout }) => {
-            ping_worker(&settings, Duration::from_secs(timeout)).await
+            ping_worker(&platform, Duration::from_secs(timeout)).await
         }
         Command::Seed { username, password } => {
-            identity::seed(&settings, &username, password).await
+            identity::seed(&platform, &username, password).await
         }
-        Command::User(command) => identity::user(&settings, command).await,
-        Command::Key(command) => identity::key(&settings, command).await,
-        Command::Quota(command) => identity::quota(&settings, command).await,
+        Command::User(command) => identity::user(&platform, command).await,
+        Command::Key(command) => identity::key(&platform, command).await,
+        Command::Quota(command) => identity::quota(&platform, command).await,
+    };
+    // What the command wrote in the background (key use times, ledger entries) is flushed.
+    let report = platform.shutdown(Duration::from_secs(10)).await;
+    if !report.clean {
+        eprintln!("warning: background writes still running at exit: {report:?}");
     }
+    result
 }
 
-async fn migrate(settings: &Settings, command: MigrateCommand) -> anyhow::Result<()> {
-    let db = maas_shared::db::connect(&settings.database).await?;
+async fn migrate(platform: &Platform, command: MigrateCommand) -> anyhow::Result<()> {
+    let db = platform.db();
+    let settings = platform.settings();
     match command {
         MigrateCommand::Up { steps } => {
-            let pending = Migrator::get_pending_migrations(&db).await?.len();
-            Migrator::up(&db, steps)
+            let pending = Migrator::get_pending_migrations(db).await?.len();
+            Migrator::up(db, steps)
                 .await
                 .context("applying migrations")?;
             let applied = steps.map_or(pending, |s| pending.min(s as usize));
             println!("applied {applied} migration(s)");
         }
         MigrateCommand::Down { steps } => {
-            Migrator::down(&db, Some(steps))
+            Migrator::down(db, Some(steps))
                 .await
                 .context("rolling back migrations")?;
             println!("rolled back up to {steps} migration(s)");
         }
         MigrateCommand::Status => {
-            for migration in Migrator::get_migration_with_status(&db).await? {
+            for migration in Migrator::get_migration_with_status(db).await? {
                 let state = match migration.status() {
                     MigrationStatus::Applied => "applied",
                     MigrationStatus::Pending => "pending",
@@ -162,7 +170,7 @@ async fn migrate(settings: &Settings, command: MigrateCommand) -> anyhow::Result
                     "`migrate fresh` destroys all data; pass --force to run it in production"
                 );
             }
-            Migrator::fresh(&db)
+            Migrator::fresh(db)
                 .await
                 .context("re-creating the schema")?;
             println!("schema dropped and re-created");
@@ -171,19 +179,19 @@ async fn migrate(settings: &Settings, command: MigrateCommand) -> anyhow::Result
     Ok(())
 }
 
-async fn ping_worker(settings: &Settings, timeout: Duration) -> anyhow::Result<()> {
-    let keyspace = Keyspace::new(&settings.redis.key_prefix);
-    let conn = jobs::connection(&settings.redis).await?;
-    let redis = maas_shared::kv::pool(&settings.redis)?;
+async fn ping_worker(platform: &Platform, timeout: Duration) -> anyhow::Result<()> {
+    let keyspace = platform.keyspace();
+    let conn = platform.multiplexed().get().await?;
+    let redis = platform.redis();
     let ping = DiagnosticPing {
         id: uuid::Uuid::now_v7(),
         delay_ms: 0,
     };
     let started = Instant::now();
-    JobProducer::<DiagnosticPing>::new(conn, &keyspace)
+    JobProducer::<DiagnosticPing>::new(conn, keyspace)
         .push(ping.clone())
         .await?;
-    let key = ping.pong_key(&keyspace);
+    let key = ping.pong_key(keyspace);
     while started.elapsed() < timeout {
         let mut conn = redis.get().await.context("Redis connection")?;
         let answer: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;

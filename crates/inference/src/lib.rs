@@ -27,9 +27,21 @@ pub mod jobs {
     /// Deletes conversations idle for longer than `conversations.ttl_hours`. Idempotent: any
     /// number of runs (from any number of workers) leaves the same result.
     #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-    pub struct ConversationExpiryJob {}
+    pub struct ConversationExpiryJob {
+        /// The schedule's tick it was pushed for (Unix seconds); `None` when pushed by hand.
+        #[serde(default)]
+        pub tick: Option<u64>,
+    }
 
     impl maas_shared::jobs::Job for ConversationExpiryJob {
         const QUEUE: &'static str = "inference.conversation_expiry";
+    }
+
+    impl maas_shared::jobs::Scheduled for ConversationExpiryJob {
+        fn at_tick(timestamp: u64) -> Self {
+            Self {
+                tick: Some(timestamp),
+            }
+        }
     }
 }

@@ -78,7 +78,7 @@ impl From<AuditRow> for AuditEvent {
 
 #[async_trait]
 impl AuditLog for PgAuditLog {
-    #[tracing::instrument(skip_all, fields(action = %event.action), err)]
+    #[tracing::instrument(skip_all, fields(action = %event.action))]
     async fn record(&self, event: NewAuditEvent) -> Result<AuditEventId, AuditError> {
         let id = AuditEventId::new();
         AuditActiveRow {
@@ -98,7 +98,7 @@ impl AuditLog for PgAuditLog {
         Ok(id)
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn list(
         &self,
         filter: &AuditFilter,

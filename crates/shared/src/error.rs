@@ -159,10 +159,11 @@ pub trait Classify {
     }
 }
 
-/// A ready-made classified error for places that have nothing more specific (edges, extractors).
+/// A ready-made classified error, for the kernel's own tests of the error mapping.
+#[cfg(test)]
 #[derive(Debug, thiserror::Error)]
 #[error("{detail}")]
-pub struct KernelError {
+pub(crate) struct KernelError {
     kind: ErrorKind,
     code: &'static str,
     detail: String,
@@ -170,6 +171,7 @@ pub struct KernelError {
     retry_after: Option<Duration>,
 }
 
+#[cfg(test)]
 impl KernelError {
     /// An error of `kind` with that kind's default code.
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
@@ -204,6 +206,7 @@ impl KernelError {
     }
 }
 
+#[cfg(test)]
 impl Classify for KernelError {
     fn kind(&self) -> ErrorKind {
         self.kind

@@ -1,45 +1,53 @@
 //! Background job wiring on apalis + Redis (DESIGN §5).
 //!
 //! Each job type names its queue; producers (the API, the CLI) push through a [`JobProducer`],
-//! `maas-worker` consumes from [`storage`] with the same namespace. Delivery is at least once, so
-//! every handler must be idempotent.
+//! `maas-worker` consumes from [`storage`] on the same queue. Delivery is at least once, so every
+//! handler must be idempotent. A scheduled job is pushed by every worker replica on every tick
+//! with [`JobProducer::push_once`] and the tick as its idempotency key, so it runs once per tick
+//! however many replicas there are.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use apalis::prelude::Storage as _;
+use apalis::prelude::{TaskBuilder, TaskSink as _};
 use apalis_redis::{Config, ConnectionManager, RedisStorage};
-use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::config::RedisSettings;
 use crate::kv::Keyspace;
 
+/// How long an idempotency key is remembered: longer than any schedule's period.
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How often an idle worker looks for new jobs (apalis-redis otherwise waits for its heartbeat).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
 /// A job payload type and the queue it travels on.
-pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
+pub trait Job: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'static {
     /// Queue name, stable across releases (`context.job`).
     const QUEUE: &'static str;
+}
+
+/// A job pushed on a schedule: made for one tick (Unix seconds of its scheduled time).
+pub trait Scheduled: Job {
+    /// The job of the tick scheduled at `timestamp`.
+    fn at_tick(timestamp: u64) -> Self;
 }
 
 /// The apalis storage for job type `J`.
 pub type JobStorage<J> = RedisStorage<J>;
 
-/// Opens the multiplexed connection apalis uses (one per process is enough).
-///
-/// # Errors
-/// When Redis is unreachable or the URL is malformed.
-pub async fn connection(settings: &RedisSettings) -> anyhow::Result<ConnectionManager> {
-    apalis_redis::connect(settings.url.expose_secret().to_owned())
-        .await
-        .context("connecting apalis to Redis")
-}
-
-/// The storage of queue `J::QUEUE` inside this deployment's keyspace.
+/// The storage of queue `J::QUEUE` inside this deployment's keyspace, over the process's
+/// multiplexed connection.
 #[must_use]
 pub fn storage<J: Job>(conn: ConnectionManager, keyspace: &Keyspace) -> JobStorage<J> {
-    let namespace = keyspace.key(&format!("jobs:{}", J::QUEUE));
-    RedisStorage::new_with_config(conn, Config::default().set_namespace(&namespace))
+    let queue = keyspace.key(&format!("jobs:{}", J::QUEUE));
+    RedisStorage::new(conn).with_config(
+        Config::default()
+            .queue(&queue)
+            .idempotency_ttl(Some(IDEMPOTENCY_TTL)),
+    )
 }
 
 /// A unique worker name for this process: apalis tracks liveness per worker id, so two
@@ -78,17 +86,30 @@ impl<J: Job> JobProducer<J> {
         }
     }
 
-    /// Enqueues `job` and returns its task id.
+    /// Enqueues `job`.
     ///
     /// # Errors
     /// When Redis rejects the push.
-    pub async fn push(&self, job: J) -> anyhow::Result<String> {
+    pub async fn push(&self, job: J) -> anyhow::Result<()> {
         let mut storage = self.storage.clone();
-        let parts = storage
+        storage
             .push(job)
             .await
-            .with_context(|| format!("enqueueing a {} job", J::QUEUE))?;
-        Ok(parts.task_id.to_string())
+            .with_context(|| format!("enqueueing a {} job", J::QUEUE))
+    }
+
+    /// Enqueues `job` unless a job with the same `key` was pushed within [`IDEMPOTENCY_TTL`]
+    /// (by any process): the key of a scheduled job is its tick.
+    ///
+    /// # Errors
+    /// When Redis rejects the push.
+    pub async fn push_once(&self, job: J, key: &str) -> anyhow::Result<()> {
+        let mut storage = self.storage.clone();
+        let task = TaskBuilder::new(job).idempotency_key(key).build();
+        storage
+            .push_task(task)
+            .await
+            .with_context(|| format!("enqueueing a {} job", J::QUEUE))
     }
 }
 

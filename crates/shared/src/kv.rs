@@ -5,34 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
-use secrecy::ExposeSecret;
 
-use crate::config::RedisSettings;
-
-/// A pool of multiplexed Redis connections.
-pub type RedisPool = Pool;
-
-/// Builds the pool (connections open lazily).
-///
-/// # Errors
-/// When the URL is malformed.
-pub fn pool(settings: &RedisSettings) -> anyhow::Result<RedisPool> {
-    let mut config = Config::from_url(settings.url.expose_secret());
-    let wait = Some(Duration::from_millis(settings.timeout_ms));
-    config.pool = Some(PoolConfig {
-        max_size: settings.pool_size,
-        timeouts: Timeouts {
-            wait,
-            create: wait,
-            recycle: wait,
-        },
-        ..PoolConfig::default()
-    });
-    config
-        .create_pool(Some(Runtime::Tokio1))
-        .context("building the Redis pool")
-}
+/// A pool of multiplexed Redis connections (built once per process by the composition root).
+pub type RedisPool = deadpool_redis::Pool;
 
 /// One multiplexed, self-reconnecting connection for hot paths: using it costs exactly one round
 /// trip per command (the pool checks each connection it hands out with a `PING`, which would
@@ -46,16 +21,15 @@ pub struct Multiplexed {
 }
 
 impl Multiplexed {
-    /// A lazily connecting handle.
+    /// A lazily connecting handle to `url`, with `timeout` for connecting and for each answer.
     ///
     /// # Errors
     /// When the URL is malformed.
-    pub fn new(settings: &RedisSettings) -> anyhow::Result<Self> {
-        let client = redis::Client::open(settings.url.expose_secret()).context("Redis URL")?;
-        let timeout = Duration::from_millis(settings.timeout_ms);
+    pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url).context("Redis URL")?;
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(timeout)
-            .set_response_timeout(timeout)
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
             .set_number_of_retries(2);
         Ok(Self {
             client,

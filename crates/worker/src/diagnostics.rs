@@ -1,9 +1,7 @@
 //! The diagnostics queue: answers a ping by storing the worker's name under the ping's pong key.
 
-use std::sync::Arc;
-
 use anyhow::Context as _;
-use apalis::prelude::{Data, Error};
+use apalis::prelude::{BoxDynError, Data, WorkerContext};
 use maas_shared::jobs::DiagnosticPing;
 use maas_shared::kv::{Keyspace, RedisPool};
 
@@ -15,32 +13,33 @@ const PONG_TTL_SECS: u64 = 3600;
 pub(crate) struct PingContext {
     pub(crate) redis: RedisPool,
     pub(crate) keyspace: Keyspace,
-    pub(crate) worker: String,
 }
 
 /// Idempotent: answering the same ping twice writes the same key again.
-pub(crate) async fn answer_ping(job: DiagnosticPing, ctx: Data<PingContext>) -> Result<(), Error> {
-    store_pong(&job, &ctx)
-        .await
-        .map_err(|e| Error::Failed(Arc::new(e.into())))
+pub(crate) async fn answer_ping(
+    job: DiagnosticPing,
+    ctx: Data<PingContext>,
+    worker: WorkerContext,
+) -> Result<(), BoxDynError> {
+    Ok(store_pong(&job, &ctx, worker.name()).await?)
 }
 
-async fn store_pong(job: &DiagnosticPing, ctx: &PingContext) -> anyhow::Result<()> {
+async fn store_pong(job: &DiagnosticPing, ctx: &PingContext, worker: &str) -> anyhow::Result<()> {
     if job.delay_ms > 0 {
-        set(ctx, &job.started_key(&ctx.keyspace)).await?;
+        set(ctx, &job.started_key(&ctx.keyspace), worker).await?;
         let delay = job.delay_ms.min(DiagnosticPing::MAX_DELAY_MS);
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
-    set(ctx, &job.pong_key(&ctx.keyspace)).await?;
+    set(ctx, &job.pong_key(&ctx.keyspace), worker).await?;
     tracing::info!(ping = %job.id, "answered diagnostic ping");
     Ok(())
 }
 
-async fn set(ctx: &PingContext, key: &str) -> anyhow::Result<()> {
+async fn set(ctx: &PingContext, key: &str, worker: &str) -> anyhow::Result<()> {
     let mut conn = ctx.redis.get().await.context("Redis connection")?;
     let () = redis::cmd("SET")
         .arg(key)
-        .arg(&ctx.worker)
+        .arg(worker)
         .arg("EX")
         .arg(PONG_TTL_SECS)
         .query_async(&mut conn)

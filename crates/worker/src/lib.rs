@@ -1,86 +1,109 @@
-//! `maas-worker`: the composition root of background work. It registers one apalis worker per
-//! queue (each with tracing, panic catching and retries), and on SIGTERM/SIGINT stops taking new
-//! jobs and lets running ones finish within `worker.shutdown_timeout_secs`.
+//! `maas-worker`: every apalis worker and schedule of the platform, over the one composition
+//! root. It registers one worker per queue (concurrency, retries, tracing, panic catching) and
+//! one cron worker per schedule; on SIGTERM/SIGINT it stops taking jobs, lets running ones
+//! finish within `worker.shutdown_timeout_secs`, then flushes and stops the background tasks.
 //!
 //! Jobs are delivered at least once: every handler reloads its aggregate and does only the step
-//! that is still due.
+//! that is still due. A schedule fires in every replica, but its job is pushed with the tick as
+//! idempotency key, so it runs once per tick across any number of replicas.
 
 mod conversations;
 mod diagnostics;
+mod schedule;
 
+use std::str::FromStr as _;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use apalis::layers::retry::RetryPolicy;
-use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt, WorkerFactoryFn};
+use apalis::prelude::{BackendExt as _, Monitor, WorkerBuilder, WorkerBuilderExt as _};
 use maas_inference::jobs::ConversationExpiryJob;
-use maas_shared::clock::{Clock, SystemClock};
-use maas_shared::config::Settings;
-use maas_shared::jobs::{self, DiagnosticPing, Job, JobProducer};
-use maas_shared::kv::Keyspace;
+use maas_platform::{Platform, Role, Settings};
+use maas_shared::jobs::{self, DiagnosticPing, Job, JobProducer, POLL_INTERVAL};
 
-/// How often a failed job is retried before it is left dead.
-const RETRIES: usize = 5;
+/// How often a failed job is retried in process before it is left dead.
+pub const RETRIES: usize = 5;
 
-/// Connects to Redis and runs every worker until `shutdown` resolves, then drains.
+/// Connects and runs every worker until `shutdown` resolves, then drains.
 ///
 /// # Errors
-/// When Redis cannot be reached or a worker fails to start.
+/// When a dependency cannot be reached, a schedule does not parse or a worker fails.
 pub async fn run(
-    settings: &Settings,
+    settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let conn = jobs::connection(&settings.redis).await?;
-    let redis = maas_shared::kv::pool(&settings.redis)?;
-    let keyspace = Keyspace::new(&settings.redis.key_prefix);
-    let concurrency = settings.worker.concurrency;
+    let expiry_schedule = cron::Schedule::from_str(&settings.conversations.expiry_schedule)
+        .with_context(|| {
+            format!(
+                "conversations.expiry_schedule `{}` is not a cron expression (sec min hour day month weekday)",
+                settings.conversations.expiry_schedule
+            )
+        })?;
+    let platform = Platform::connect(settings, Role::Server).await?;
+    let conn = platform.multiplexed().get().await?;
+    let keyspace = platform.keyspace().clone();
+    let concurrency = platform.settings().worker.concurrency;
+    let drain_timeout = Duration::from_secs(platform.settings().worker.shutdown_timeout_secs);
 
-    let db = maas_shared::db::connect(&settings.database).await?;
-    let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(SystemClock);
-    let conversations = maas_inference::infra::conversation_service(settings, db, clock);
-    conversations::schedule(
-        JobProducer::<ConversationExpiryJob>::new(conn.clone(), &keyspace),
-        Duration::from_secs(settings.conversations.expiry_interval_secs.max(1)),
-    );
-
-    let ping_worker = jobs::worker_name(DiagnosticPing::QUEUE);
+    let conversations = platform.conversations();
     let ping_ctx = diagnostics::PingContext {
-        redis,
+        redis: platform.redis().clone(),
         keyspace: keyspace.clone(),
-        worker: ping_worker.clone(),
     };
+    let ping_storage = jobs::storage::<DiagnosticPing>(conn.clone(), &keyspace);
+    let expiry_storage = jobs::storage::<ConversationExpiryJob>(conn.clone(), &keyspace);
+    let expiry_producer = JobProducer::<ConversationExpiryJob>::new(conn.clone(), &keyspace);
+
+    let ping_name = jobs::worker_name(DiagnosticPing::QUEUE);
+    let expiry_name = jobs::worker_name(ConversationExpiryJob::QUEUE);
+    let schedule_name = jobs::worker_name("schedule.conversation_expiry");
     let monitor = Monitor::new()
-        .register(
-            WorkerBuilder::new(&ping_worker)
-                .enable_tracing()
-                .catch_panic()
-                .retry(RetryPolicy::retries(RETRIES))
+        .register(move |_| {
+            WorkerBuilder::new(ping_name.clone())
+                .backend(ping_storage.clone().poll_with_interval(POLL_INTERVAL))
+                .data(ping_ctx.clone())
                 .concurrency(concurrency)
-                .data(ping_ctx)
-                .backend(jobs::storage::<DiagnosticPing>(conn.clone(), &keyspace))
-                .build_fn(diagnostics::answer_ping),
-        )
-        .register(
-            WorkerBuilder::new(jobs::worker_name(ConversationExpiryJob::QUEUE))
+                .retry(RetryPolicy::retries(RETRIES))
                 .enable_tracing()
                 .catch_panic()
-                .retry(RetryPolicy::retries(RETRIES))
+                .build(diagnostics::answer_ping)
+        })
+        .register(move |_| {
+            WorkerBuilder::new(expiry_name.clone())
+                .backend(expiry_storage.clone().poll_with_interval(POLL_INTERVAL))
+                .data(conversations.clone())
                 .concurrency(1)
-                .data(conversations)
-                .backend(jobs::storage::<ConversationExpiryJob>(
-                    conn.clone(),
-                    &keyspace,
-                ))
-                .build_fn(conversations::expire),
-        )
-        .shutdown_timeout(Duration::from_secs(settings.worker.shutdown_timeout_secs));
-    tracing::info!(queues = ?[DiagnosticPing::QUEUE, ConversationExpiryJob::QUEUE], concurrency, "maas-worker running");
-    monitor
+                .retry(RetryPolicy::retries(RETRIES))
+                .enable_tracing()
+                .catch_panic()
+                .build(conversations::expire)
+        })
+        .register(move |_| {
+            WorkerBuilder::new(schedule_name.clone())
+                .backend(apalis_cron::CronScheduler::new(expiry_schedule.clone()))
+                .data(expiry_producer.clone())
+                .enable_tracing()
+                .build(schedule::push_tick::<ConversationExpiryJob>)
+        })
+        .shutdown_timeout(drain_timeout);
+    tracing::info!(
+        queues = ?[DiagnosticPing::QUEUE, ConversationExpiryJob::QUEUE],
+        concurrency,
+        "maas-worker running"
+    );
+    let result = monitor
         .run_with_signal(async move {
             shutdown.await;
             tracing::info!("shutdown requested; finishing in-flight jobs");
             Ok(())
         })
-        .await?;
+        .await;
+    let report = platform.shutdown(drain_timeout).await;
+    result.context("running the workers")?;
+    anyhow::ensure!(
+        report.clean,
+        "background tasks still running at the shutdown deadline: {report:?}"
+    );
     Ok(())
 }
 

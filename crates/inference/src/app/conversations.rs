@@ -98,15 +98,7 @@ impl ConversationService {
         {
             return Err(InvalidValue::new("model", "1 to 200 characters").into());
         }
-        let now = self.clock.now();
-        let conversation = Conversation {
-            id: ConversationId::new(),
-            user_id: principal.user_id.as_uuid(),
-            title,
-            model,
-            created_at: now,
-            last_activity_at: now,
-        };
+        let conversation = Conversation::start(principal.user_id(), title, model, self.clock.now());
         self.repo.insert(&conversation).await?;
         Ok(conversation)
     }
@@ -115,13 +107,14 @@ impl ConversationService {
     ///
     /// # Errors
     /// [`InferenceError::ConversationNotFound`] for unknown or foreign ids.
+    #[tracing::instrument(name = "conversations.get", skip_all, fields(user.id = %principal.user_id(), conversation.id = %id))]
     pub async fn get(
         &self,
         principal: &Principal,
         id: ConversationId,
     ) -> Result<Conversation, InferenceError> {
         self.repo
-            .find_owned(principal.user_id.as_uuid(), id)
+            .find_owned(principal.user_id(), id)
             .await?
             .ok_or(InferenceError::ConversationNotFound)
     }
@@ -135,13 +128,14 @@ impl ConversationService {
         principal: &Principal,
         page: &PageRequest,
     ) -> Result<Page<Conversation>, InferenceError> {
-        self.repo.list(principal.user_id.as_uuid(), page).await
+        self.repo.list(principal.user_id(), page).await
     }
 
     /// Renames one of the caller's conversations.
     ///
     /// # Errors
     /// Not found; invalid title.
+    #[tracing::instrument(name = "conversations.rename", skip_all, fields(user.id = %principal.user_id(), conversation.id = %id))]
     pub async fn rename(
         &self,
         principal: &Principal,
@@ -152,8 +146,7 @@ impl ConversationService {
         let mut conversation = self.get(principal, id).await?;
         let now = self.clock.now();
         self.repo.rename(id, &title, now).await?;
-        conversation.title = title;
-        conversation.last_activity_at = now;
+        conversation.rename(title, now);
         Ok(conversation)
     }
 
@@ -161,12 +154,13 @@ impl ConversationService {
     ///
     /// # Errors
     /// [`InferenceError::ConversationNotFound`].
+    #[tracing::instrument(name = "conversations.delete", skip_all, fields(user.id = %principal.user_id(), conversation.id = %id))]
     pub async fn delete(
         &self,
         principal: &Principal,
         id: ConversationId,
     ) -> Result<(), InferenceError> {
-        if self.repo.delete(principal.user_id.as_uuid(), id).await? {
+        if self.repo.delete(principal.user_id(), id).await? {
             Ok(())
         } else {
             Err(InferenceError::ConversationNotFound)
@@ -177,6 +171,7 @@ impl ConversationService {
     ///
     /// # Errors
     /// Not found; invalid role or content.
+    #[tracing::instrument(name = "conversations.add_message", skip_all, fields(user.id = %principal.user_id(), conversation.id = %id))]
     pub async fn add_message(
         &self,
         principal: &Principal,
@@ -208,6 +203,7 @@ impl ConversationService {
     ///
     /// # Errors
     /// Not found.
+    #[tracing::instrument(name = "conversations.messages", skip_all, fields(user.id = %principal.user_id(), conversation.id = %id))]
     pub async fn messages(
         &self,
         principal: &Principal,
@@ -239,6 +235,7 @@ impl ConversationService {
     ///
     /// # Errors
     /// Storage failure.
+    #[tracing::instrument(name = "conversations.record_exchange", skip_all, fields(conversation.id = %conversation.id()))]
     pub async fn record_exchange(
         &self,
         conversation: &Conversation,
@@ -250,7 +247,7 @@ impl ConversationService {
             .iter()
             .map(|(role, content)| Message {
                 id: Uuid::now_v7(),
-                conversation_id: conversation.id,
+                conversation_id: conversation.id(),
                 role: *role,
                 content: content
                     .chars()
@@ -261,7 +258,7 @@ impl ConversationService {
             .collect();
         messages.push(Message {
             id: Uuid::now_v7(),
-            conversation_id: conversation.id,
+            conversation_id: conversation.id(),
             role: MessageRole::Assistant,
             content: answer.to_owned(),
             created_at: now,
@@ -293,7 +290,7 @@ impl ConversationService {
         let rows = self
             .repo
             .export(ExportFilter {
-                user_id: principal.user_id.as_uuid(),
+                user_id: principal.user_id(),
                 conversation_id: conversation,
                 from,
                 to,
@@ -306,6 +303,7 @@ impl ConversationService {
     ///
     /// # Errors
     /// Storage failure.
+    #[tracing::instrument(name = "conversations.expire", skip_all)]
     pub async fn expire(&self) -> Result<u64, InferenceError> {
         self.repo.expire(self.clock.now() - self.config.ttl).await
     }

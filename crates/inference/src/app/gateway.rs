@@ -1,66 +1,33 @@
-//! The gateway: resolve the model, admit the call (rate limits + quota reservation, one Redis
-//! round trip), forward it to an upstream (trying the next one only before any byte came
-//! back), and settle with the real usage.
+//! The gateway: one call in four steps. **Admit** (rate limits + a quota reservation, one Redis
+//! round trip), **route** (the model's upstreams from the route table, least loaded first),
+//! **forward** (trying the next upstream only before any byte came back) and **settle** (one
+//! [`Settlement`] for streamed and complete answers alike).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
 use maas_shared::clock::Clock;
-use maas_user::contract::{Demand, LimitState, Principal, QuotaGate, Reservation};
+use maas_shared::tasks::Background;
+use maas_user::contract::{Demand, LimitState, Principal, QuotaGate};
 use serde_json::{Value, json};
 
 use super::balance::Balancer;
 use super::conversations::ConversationService;
-use super::metered::{Meter, MeteredStream};
-use crate::domain::conversation::{Conversation, ConversationId, MessageRole};
-use crate::domain::errors::{InferenceError, InvalidValue};
+use super::metered::MeteredStream;
+use super::settlement::{OnAnswer, Outcome, Settlement, SettlementPorts, elapsed_ms, openai_error};
+pub use crate::domain::call::{Call, Endpoint};
+use crate::domain::conversation::{Conversation, MessageRole};
+use crate::domain::errors::InferenceError;
 use crate::domain::ports::{
-    KeySealer, ProviderRepository, ResponseCache, Upstream, UpstreamRequest, UsageSink,
+    KeySealer, ProviderRepository, ResponseCache, Upstream, UpstreamRequest, UpstreamResponse,
+    UsageSink,
 };
 use crate::domain::provider::{Provider, Target};
-use crate::domain::usage::{TokenUsage, UsageRecord, estimate_tokens};
-
-/// Which OpenAI endpoint is proxied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `/v1/chat/completions`
-    Chat,
-    /// `/v1/completions`
-    Completions,
-    /// `/v1/embeddings`
-    Embeddings,
-}
-
-impl Endpoint {
-    fn path(self) -> &'static str {
-        match self {
-            Self::Chat => "/chat/completions",
-            Self::Completions => "/completions",
-            Self::Embeddings => "/embeddings",
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::Chat => "chat",
-            Self::Completions => "completions",
-            Self::Embeddings => "embeddings",
-        }
-    }
-
-    /// The field holding the input, and whether it must be a non-empty array.
-    fn input_field(self) -> &'static str {
-        match self {
-            Self::Chat => "messages",
-            Self::Completions => "prompt",
-            Self::Embeddings => "input",
-        }
-    }
-}
+use crate::domain::usage::{TokenUsage, estimate_tokens};
 
 /// The body of a proxied answer.
 pub enum ProxiedBody {
@@ -106,55 +73,70 @@ pub struct GatewayConfig {
     pub default_max_tokens: u64,
 }
 
-struct Snapshot {
+/// The ports of the gateway.
+#[derive(Clone)]
+pub struct GatewayPorts {
+    /// Provider storage (the route table is read from it).
+    pub providers: Arc<dyn ProviderRepository>,
+    /// Opens upstream keys, once per route-table load.
+    pub sealer: Arc<dyn KeySealer>,
+    /// HTTP to upstreams.
+    pub upstream: Arc<dyn Upstream>,
+    /// Where usage records go.
+    pub usage: Arc<dyn UsageSink>,
+    /// The identity context's metering gate.
+    pub quota: Arc<dyn QuotaGate>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// The exact-match response cache, when enabled.
+    pub cache: Option<Arc<dyn ResponseCache>>,
+    /// Where settlements and conversation writes finish after the answer went out.
+    pub background: Arc<dyn Background>,
+}
+
+/// One enabled provider as the hot path needs it: its key already opened.
+struct Route {
+    provider: Provider,
+    target_key: Option<Arc<str>>,
+}
+
+#[derive(Default)]
+struct RouteTable {
     loaded: Option<Instant>,
-    providers: Arc<Vec<Provider>>,
+    routes: Arc<Vec<Route>>,
+}
+
+/// What was admitted: the settlement that will end the call.
+struct Admitted {
+    settlement: Settlement,
 }
 
 /// Gateway use cases.
 #[derive(Clone)]
 pub struct GatewayService {
-    providers: Arc<dyn ProviderRepository>,
-    sealer: Arc<dyn KeySealer>,
-    upstream: Arc<dyn Upstream>,
-    usage: Arc<dyn UsageSink>,
-    quota: Arc<dyn QuotaGate>,
-    clock: Arc<dyn Clock>,
+    ports: GatewayPorts,
+    settlement: SettlementPorts,
     config: GatewayConfig,
-    cache: Option<Arc<dyn ResponseCache>>,
-    snapshot: Arc<RwLock<Snapshot>>,
+    table: Arc<RwLock<RouteTable>>,
     turn: Arc<AtomicUsize>,
     balancer: Balancer,
     conversations: Option<ConversationService>,
 }
 
 impl GatewayService {
-    /// The service over its ports; `cache` enables the exact-match response cache.
+    /// The service over its ports.
     #[must_use]
-    #[expect(clippy::too_many_arguments, reason = "one argument per port")]
-    pub fn new(
-        providers: Arc<dyn ProviderRepository>,
-        sealer: Arc<dyn KeySealer>,
-        upstream: Arc<dyn Upstream>,
-        usage: Arc<dyn UsageSink>,
-        quota: Arc<dyn QuotaGate>,
-        clock: Arc<dyn Clock>,
-        config: GatewayConfig,
-        cache: Option<Arc<dyn ResponseCache>>,
-    ) -> Self {
+    pub fn new(ports: GatewayPorts, config: GatewayConfig) -> Self {
+        let settlement = SettlementPorts {
+            quota: Arc::clone(&ports.quota),
+            usage: Arc::clone(&ports.usage),
+            background: Arc::clone(&ports.background),
+        };
         Self {
-            providers,
-            sealer,
-            upstream,
-            usage,
-            quota,
-            clock,
+            ports,
+            settlement,
             config,
-            cache,
-            snapshot: Arc::new(RwLock::new(Snapshot {
-                loaded: None,
-                providers: Arc::new(Vec::new()),
-            })),
+            table: Arc::default(),
             turn: Arc::new(AtomicUsize::new(0)),
             balancer: Balancer::default(),
             conversations: None,
@@ -168,49 +150,53 @@ impl GatewayService {
         self
     }
 
-    /// Drops the cached route table (after a provider change).
-    pub fn invalidate_routes(&self) {
-        if let Ok(mut snapshot) = self.snapshot.write() {
-            snapshot.loaded = None;
-        }
-    }
-
     /// A closure that drops the route table, for [`super::providers::ProviderService`].
     #[must_use]
     pub fn invalidator(&self) -> Arc<dyn Fn() + Send + Sync> {
-        let snapshot = Arc::clone(&self.snapshot);
+        let table = Arc::clone(&self.table);
         Arc::new(move || {
-            if let Ok(mut s) = snapshot.write() {
-                s.loaded = None;
-            }
+            table.write().unwrap_or_else(PoisonError::into_inner).loaded = None;
         })
     }
 
     /// The enabled providers, from memory when fresh (the hot path reads PostgreSQL at most once
-    /// per `routes_ttl` per replica).
-    async fn table(&self) -> Result<Arc<Vec<Provider>>, InferenceError> {
-        if let Ok(snapshot) = self.snapshot.read()
-            && snapshot
+    /// per `routes_ttl` per replica, and opens each upstream key once per load).
+    async fn routes(&self) -> Result<Arc<Vec<Route>>, InferenceError> {
+        {
+            let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
+            if table
                 .loaded
                 .is_some_and(|at| at.elapsed() < self.config.routes_ttl)
-        {
-            return Ok(Arc::clone(&snapshot.providers));
+            {
+                return Ok(Arc::clone(&table.routes));
+            }
         }
-        let providers: Vec<Provider> = self
-            .providers
-            .list()
-            .await?
-            .into_iter()
-            .filter(|p| p.enabled)
-            .collect();
-        let providers = Arc::new(providers);
-        if let Ok(mut snapshot) = self.snapshot.write() {
-            *snapshot = Snapshot {
-                loaded: Some(Instant::now()),
-                providers: Arc::clone(&providers),
+        let mut routes = Vec::new();
+        for provider in self.ports.providers.list().await? {
+            if !provider.enabled() {
+                continue;
+            }
+            let target_key = match provider.sealed_key().map(|k| self.ports.sealer.open(k)) {
+                None => None,
+                Some(Ok(key)) => Some(Arc::from(key)),
+                Some(Err(err)) => {
+                    // A key sealed with another platform key: this provider cannot be called,
+                    // the others still can.
+                    tracing::error!(provider.id = %provider.id(), error = %err, "cannot open a provider's key; not routing to it");
+                    continue;
+                }
             };
+            routes.push(Route {
+                provider,
+                target_key,
+            });
         }
-        Ok(providers)
+        let routes = Arc::new(routes);
+        *self.table.write().unwrap_or_else(PoisonError::into_inner) = RouteTable {
+            loaded: Some(Instant::now()),
+            routes: Arc::clone(&routes),
+        };
+        Ok(routes)
     }
 
     /// Models the caller may use.
@@ -218,16 +204,17 @@ impl GatewayService {
     /// # Errors
     /// Storage failures.
     pub async fn models(&self, principal: &Principal) -> Result<Vec<ListedModel>, InferenceError> {
-        let table = self.table().await?;
+        let routes = self.routes().await?;
         let mut out: Vec<ListedModel> = Vec::new();
-        for provider in table.iter() {
-            for route in &provider.models {
-                if principal.may_use_model(&route.model) && !out.iter().any(|m| m.id == route.model)
+        for route in routes.iter() {
+            let provider = &route.provider;
+            for model in provider.models() {
+                if principal.may_use_model(&model.model) && !out.iter().any(|m| m.id == model.model)
                 {
                     out.push(ListedModel {
-                        id: route.model.clone(),
-                        owned_by: provider.name.as_str().to_owned(),
-                        created: provider.created_at.timestamp(),
+                        id: model.model.clone(),
+                        owned_by: provider.name().as_str().to_owned(),
+                        created: provider.created_at().timestamp(),
                     });
                 }
             }
@@ -236,26 +223,101 @@ impl GatewayService {
         Ok(out)
     }
 
-    async fn targets(&self, model: &str) -> Result<Vec<Target>, InferenceError> {
-        let table = self.table().await?;
-        let mut targets = Vec::new();
-        for provider in table.iter() {
-            if let Some(route) = provider.models.iter().find(|r| r.model == model) {
-                let api_key = provider
-                    .sealed_key
-                    .as_deref()
-                    .map(|k| self.sealer.open(k))
-                    .transpose()?;
-                targets.push(Target {
-                    provider_id: provider.id,
-                    provider: provider.name.as_str().to_owned(),
-                    base_url: provider.base_url.clone(),
-                    api_key,
-                    upstream_model: route.upstream_model.clone(),
-                });
+    /// Proxies one call: admit → route → forward → settle.
+    ///
+    /// # Errors
+    /// [`InferenceError::ModelNotFound`]; [`InferenceError::ConversationNotFound`]; rate limit
+    /// or quota refusals; [`InferenceError::UpstreamUnavailable`] when no upstream answered.
+    #[tracing::instrument(name = "gateway.proxy", skip_all, fields(user.id = %principal.user_id(), model = %call.model(), endpoint = call.endpoint().name()))]
+    pub async fn proxy(
+        &self,
+        principal: Arc<Principal>,
+        mut call: Call,
+    ) -> Result<Proxied, InferenceError> {
+        let started = Instant::now();
+        let at = self.ports.clock.now();
+        let exchange = self.continue_conversation(&principal, &mut call).await?;
+        let targets = self.route(&principal, &call).await?;
+        let cache_key = match &self.ports.cache {
+            Some(_) if call.cacheable() => Some(call.cache_key()?),
+            _ => None,
+        };
+        if let (Some(cache), Some(key)) = (&self.ports.cache, &cache_key)
+            && let Some(hit) = cache.get(principal.user_id().as_uuid(), key).await
+        {
+            return self
+                .answer_from_cache(&principal, &call, hit, started, at)
+                .await;
+        }
+        let Admitted { mut settlement } = self.admit(&principal, &call, started, at).await?;
+        settlement.on_answer(exchange.map(record_exchange(Arc::clone(&self.ports.background))));
+        let (response, settlement) = self.forward(&call, targets, settlement).await?;
+        let mut proxied = self.settle(&call, response, settlement).await;
+        if let (Some(cache), Some(key)) = (&self.ports.cache, cache_key) {
+            proxied.cache = Some("miss");
+            if let ProxiedBody::Full(bytes) = &proxied.body
+                && (200..300).contains(&proxied.status)
+            {
+                cache
+                    .put(principal.user_id().as_uuid(), &key, bytes.clone())
+                    .await;
             }
         }
-        // Ties between equally loaded upstreams go round-robin.
+        Ok(proxied)
+    }
+
+    /// Puts the named conversation's history in front of the call's messages; returns what to
+    /// store once the answer is complete.
+    async fn continue_conversation(
+        &self,
+        principal: &Principal,
+        call: &mut Call,
+    ) -> Result<Option<Exchange>, InferenceError> {
+        let Some(id) = call.conversation() else {
+            return Ok(None);
+        };
+        let Some(conversations) = &self.conversations else {
+            return Err(InferenceError::ConversationNotFound);
+        };
+        let (conversation, history) = conversations.context(principal, id).await?;
+        let sent = sent_messages(call.body().get("messages"));
+        call.prepend_messages(
+            history
+                .iter()
+                .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
+                .collect(),
+        );
+        Ok(Some((conversations.clone(), conversation, sent)))
+    }
+
+    /// Route: the upstreams serving the call's model, least loaded first (ties round-robin).
+    async fn route(
+        &self,
+        principal: &Principal,
+        call: &Call,
+    ) -> Result<Vec<Target>, InferenceError> {
+        let model = call.model();
+        if !principal.may_use_model(model) {
+            return Err(InferenceError::ModelNotFound(model.to_owned()));
+        }
+        let routes = self.routes().await?;
+        let mut targets: Vec<Target> = routes
+            .iter()
+            .filter_map(|route| {
+                let provider = &route.provider;
+                let served = provider.models().iter().find(|r| r.model == model)?;
+                Some(Target {
+                    provider_id: provider.id(),
+                    provider: provider.name().as_str().to_owned(),
+                    base_url: provider.base_url().clone(),
+                    api_key: route.target_key.clone(),
+                    upstream_model: served.upstream_model.clone(),
+                })
+            })
+            .collect();
+        if targets.is_empty() {
+            return Err(InferenceError::ModelNotFound(model.to_owned()));
+        }
         if targets.len() > 1 {
             let start = self.turn.fetch_add(1, Ordering::Relaxed) % targets.len();
             targets.rotate_left(start);
@@ -263,312 +325,149 @@ impl GatewayService {
         Ok(self.balancer.order(targets, |t| t.provider_id))
     }
 
-    /// Proxies one call.
-    ///
-    /// # Errors
-    /// Invalid body; [`InferenceError::ModelNotFound`]; rate limit or quota refusals;
-    /// [`InferenceError::UpstreamUnavailable`] when no upstream answered.
-    pub async fn proxy(
+    /// Admit: the caller's limits and a token reservation that bounds what the call can cost.
+    async fn admit(
         &self,
-        principal: Arc<Principal>,
-        endpoint: Endpoint,
-        mut body: Value,
-    ) -> Result<Proxied, InferenceError> {
-        let started = Instant::now();
-        let at = self.clock.now();
-        let Some(object) = body.as_object_mut() else {
-            return Err(InvalidValue::new("body", "must be a JSON object").into());
-        };
-        let model = match object.get("model").and_then(Value::as_str) {
-            Some(m) if !m.is_empty() => m.to_owned(),
-            _ => return Err(InvalidValue::new("model", "a model name is required").into()),
-        };
-        // `conversation_id` is ours, not OpenAI's: it never goes upstream.
-        let conversation_id = match object.remove("conversation_id") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(id)) if endpoint == Endpoint::Chat => Some(
-                id.parse::<ConversationId>()
-                    .map_err(|_| InvalidValue::new("conversation_id", "not a conversation id"))?,
-            ),
-            Some(_) => {
-                return Err(InvalidValue::new(
-                    "conversation_id",
-                    "a conversation id, on chat completions only",
-                )
-                .into());
-            }
-        };
-        let exchange = match (conversation_id, &self.conversations) {
-            (Some(id), Some(conversations)) => {
-                let (conversation, history) = conversations.context(&principal, id).await?;
-                let sent = sent_messages(object.get("messages"));
-                if let Some(Value::Array(messages)) = object.get_mut("messages") {
-                    let context = history
-                        .iter()
-                        .map(|m| json!({"role": m.role.as_str(), "content": m.content}));
-                    let mut all: Vec<Value> = context.collect();
-                    all.append(messages);
-                    *messages = all;
-                }
-                Some((conversations.clone(), conversation, sent))
-            }
-            (Some(_), None) => return Err(InferenceError::ConversationNotFound),
-            (None, _) => None,
-        };
-        let input = object
-            .get(endpoint.input_field())
-            .cloned()
-            .unwrap_or(Value::Null);
-        let input_ok = match endpoint {
-            Endpoint::Chat => input.as_array().is_some_and(|a| !a.is_empty()),
-            Endpoint::Completions | Endpoint::Embeddings => input.is_string() || input.is_array(),
-        };
-        if !input_ok {
-            return Err(match endpoint {
-                Endpoint::Chat => {
-                    InvalidValue::new("messages", "a non-empty array of messages is required")
-                }
-                Endpoint::Completions => InvalidValue::new("prompt", "a prompt is required"),
-                Endpoint::Embeddings => {
-                    InvalidValue::new("input", "an input string or array is required")
-                }
-            }
-            .into());
-        }
-        let stream = endpoint != Endpoint::Embeddings
-            && object
-                .get("stream")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-        let client_wants_usage = object
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        if !principal.may_use_model(&model) {
-            return Err(InferenceError::ModelNotFound(model));
-        }
-        let targets = self.targets(&model).await?;
-        if targets.is_empty() {
-            return Err(InferenceError::ModelNotFound(model));
-        }
-
-        // Deterministic, non-streamed calls may be answered from the cache (per user).
-        let temperature_zero = object.get("temperature").and_then(Value::as_f64) == Some(0.0);
-        let cache_key = (self.cache.is_some()
-            && !stream
-            && (endpoint == Endpoint::Embeddings || temperature_zero))
-            .then(|| serde_json::to_vec(&body))
-            .transpose()
-            .map_err(|e| InferenceError::Unexpected(e.into()))?;
-        if let (Some(cache), Some(key)) = (&self.cache, &cache_key)
-            && let Some(hit) = cache.get(principal.user_id.as_uuid(), key).await
-        {
-            return self
-                .answer_from_cache(&principal, endpoint, model, hit, started, at)
-                .await;
-        }
-        let Some(object) = body.as_object_mut() else {
-            return Err(InvalidValue::new("body", "must be a JSON object").into());
-        };
-
-        let prompt_estimate = estimate_tokens(input.to_string().len());
-        let max_tokens = match endpoint {
+        principal: &Principal,
+        call: &Call,
+        started: Instant,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Admitted, InferenceError> {
+        let prompt_estimate = estimate_tokens(call.input_len());
+        let completion_cap = match call.endpoint() {
             Endpoint::Embeddings => 0,
-            Endpoint::Chat | Endpoint::Completions => object
-                .get("max_completion_tokens")
-                .or_else(|| object.get("max_tokens"))
-                .and_then(Value::as_u64)
-                .unwrap_or(self.config.default_max_tokens),
+            Endpoint::Chat | Endpoint::Completions => {
+                call.max_tokens().unwrap_or(self.config.default_max_tokens)
+            }
         };
         let reservation = self
+            .ports
             .quota
             .reserve(
-                &principal,
+                principal,
                 Demand {
-                    tokens: Some(prompt_estimate + max_tokens),
+                    tokens: Some(prompt_estimate.saturating_add(completion_cap)),
                 },
             )
             .await?;
-        if stream {
-            // Ask for usage so the stream can be settled exactly; stripped again below if the
-            // client did not ask for it.
-            object.insert("stream_options".into(), json!({"include_usage": true}));
-        }
+        Ok(Admitted {
+            settlement: Settlement::new(
+                &self.settlement,
+                principal,
+                call,
+                reservation,
+                prompt_estimate,
+                started,
+                at,
+            ),
+        })
+    }
 
+    /// Forward: the first upstream that answers below 500 serves the call.
+    ///
+    /// # Errors
+    /// [`InferenceError::UpstreamUnavailable`] (with the reservation released) when none did.
+    async fn forward(
+        &self,
+        call: &Call,
+        targets: Vec<Target>,
+        mut settlement: Settlement,
+    ) -> Result<(UpstreamResponse, Settlement), InferenceError> {
         let mut last_failure = String::from("no upstream");
         for target in targets {
-            if let Some(obj) = body.as_object_mut() {
-                obj.insert("model".into(), Value::String(target.upstream_model.clone()));
-            }
             let request = UpstreamRequest {
-                url: target.base_url.join(endpoint.path()),
+                url: target.base_url.join(call.endpoint().path()),
                 api_key: target.api_key.clone(),
-                body: Bytes::from(
-                    serde_json::to_vec(&body).map_err(|e| InferenceError::Unexpected(e.into()))?,
-                ),
+                body: Bytes::from(call.upstream_body(&target.upstream_model)?),
             };
             let in_flight = self.balancer.start(target.provider_id);
-            let response = match self.upstream.post(request).await {
+            match self.ports.upstream.post(request).await {
                 Ok(r) if r.status >= 500 => {
                     self.balancer.failed(target.provider_id);
                     last_failure = format!("{} answered {}", target.provider, r.status);
                     tracing::warn!(upstream = %target.provider, status = r.status, "upstream failed before the first byte; trying the next");
-                    continue;
                 }
-                Ok(r) => {
+                Ok(response) => {
                     self.balancer.succeeded(target.provider_id);
-                    r
+                    settlement.serve_from(&target.provider, Some(in_flight));
+                    return Ok((response, settlement));
                 }
                 Err(failure) => {
                     self.balancer.failed(target.provider_id);
                     last_failure = format!("{}: {failure}", target.provider);
                     tracing::warn!(upstream = %target.provider, error = %failure, "upstream unreachable; trying the next");
-                    continue;
-                }
-            };
-            let record = UsageRecord {
-                id: uuid::Uuid::now_v7(),
-                user_id: principal.user_id.as_uuid(),
-                key_id: principal.key.as_ref().map(|k| k.id.as_uuid()),
-                model: model.clone(),
-                upstream: target.provider.clone(),
-                endpoint: endpoint.name(),
-                usage: TokenUsage::default(),
-                estimated: false,
-                status: response.status,
-                stream,
-                ttft_ms: None,
-                latency_ms: 0,
-                at,
-            };
-            let limit = reservation.tightest.clone();
-            let content_type = response
-                .content_type
-                .clone()
-                .unwrap_or_else(|| "application/json".into());
-            let meter = Meter {
-                quota: Arc::clone(&self.quota),
-                usage: Arc::clone(&self.usage),
-                reservation: reservation.clone(),
-                record,
-                prompt_estimate,
-                started,
-                in_flight: Some(in_flight),
-                on_complete: exchange.clone().map(record_exchange),
-            };
-            if stream && (200..300).contains(&response.status) {
-                let metered = MeteredStream::new(response.body, meter, client_wants_usage);
-                return Ok(Proxied {
-                    status: response.status,
-                    content_type,
-                    body: ProxiedBody::Stream(metered.boxed()),
-                    limit,
-                    cache: None,
-                });
-            }
-            let full = collect(response.body, self.config.max_response_bytes).await;
-            let mut proxied = self
-                .finish_full(full, meter, response.status, content_type, limit)
-                .await;
-            if let (Some(cache), Some(key)) = (&self.cache, cache_key) {
-                proxied.cache = Some("miss");
-                if let ProxiedBody::Full(bytes) = &proxied.body
-                    && (200..300).contains(&proxied.status)
-                {
-                    cache
-                        .put(principal.user_id.as_uuid(), &key, bytes.clone())
-                        .await;
                 }
             }
-            return Ok(proxied);
         }
-        self.release(&reservation).await;
+        settlement.abandon();
         Err(InferenceError::UpstreamUnavailable(last_failure))
     }
 
-    async fn finish_full(
+    /// Settle: a stream settles when it ends; a complete answer is read for its usage now.
+    async fn settle(
         &self,
-        full: Result<Bytes, String>,
-        meter: Meter,
-        status: u16,
-        content_type: String,
-        limit: Option<LimitState>,
+        call: &Call,
+        response: UpstreamResponse,
+        settlement: Settlement,
     ) -> Proxied {
-        let Meter {
-            quota,
-            usage: sink,
-            reservation,
-            mut record,
-            prompt_estimate,
-            started,
-            in_flight,
-            on_complete,
-        } = meter;
-        drop(in_flight);
-        let bytes = match full {
-            Ok(bytes) => bytes,
-            Err(reason) => {
-                self.release(&reservation).await;
-                record.status = 502;
-                record.latency_ms = elapsed_ms(started);
-                sink.record(record);
-                let body = json!({"error": {"message": format!("upstream response failed: {reason}"), "type": "api_error", "code": "upstream_unavailable", "param": null}});
-                return Proxied {
-                    status: 502,
-                    content_type: "application/json".into(),
-                    body: ProxiedBody::Full(Bytes::from(body.to_string())),
-                    limit,
-                    cache: None,
-                };
-            }
-        };
-        record.ttft_ms = Some(elapsed_ms(started));
-        record.latency_ms = elapsed_ms(started);
-        if (200..300).contains(&status) {
-            // Only `usage` is read; serde skips the rest without building it.
-            let reported = serde_json::from_slice::<UsageOnly>(&bytes)
-                .ok()
-                .and_then(|v| v.usage.as_ref().and_then(TokenUsage::from_json));
-            let (usage, estimated) = match reported {
-                Some(u) => (u, false),
-                None => (
-                    TokenUsage {
-                        prompt: prompt_estimate,
-                        completion: estimate_tokens(bytes.len()),
-                    },
-                    true,
-                ),
+        let limit = settlement.limit();
+        let content_type = response
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "application/json".into());
+        let success = (200..300).contains(&response.status);
+        if call.stream() && success {
+            let metered = MeteredStream::new(response.body, settlement, call.wants_usage());
+            return Proxied {
+                status: response.status,
+                content_type,
+                body: ProxiedBody::Stream(metered.boxed()),
+                limit,
+                cache: None,
             };
-            record.usage = usage;
-            record.estimated = estimated;
-            if let Some(hook) = on_complete {
-                let answer = serde_json::from_slice::<Value>(&bytes)
-                    .ok()
-                    .and_then(|v| {
-                        v.pointer("/choices/0/message/content")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
-                    })
-                    .unwrap_or_default();
-                hook(answer);
-            }
-            // Settling is not the client's business: the answer goes out without waiting for it.
-            let total = usage.total();
-            tokio::spawn(async move {
-                if let Err(err) = quota.settle(&reservation, total).await {
-                    tracing::error!(error = %err, "could not settle a reservation");
-                }
-            });
-        } else {
-            // The upstream refused the call (bad parameters and the like): nothing was consumed.
-            self.release(&reservation).await;
         }
-        sink.record(record);
+        let first_byte_ms = Some(elapsed_ms(settlement.started()));
+        let (status, content_type, body, outcome) =
+            match collect(response.body, self.config.max_response_bytes).await {
+                Err(reason) => {
+                    let body = openai_error(
+                        &format!("upstream response failed: {reason}"),
+                        "upstream_unavailable",
+                    );
+                    let outcome = Outcome {
+                        status: 502,
+                        first_byte_ms,
+                        ..Outcome::default()
+                    };
+                    (502, "application/json".to_owned(), body, outcome)
+                }
+                Ok(bytes) => {
+                    let outcome = if success {
+                        Outcome {
+                            status: response.status,
+                            consumed: true,
+                            reported: reported_usage(&bytes),
+                            completion_bytes: bytes.len(),
+                            first_byte_ms,
+                            answer: Some(answer_text(&bytes)),
+                        }
+                    } else {
+                        // The upstream refused the call (bad parameters and the like): nothing
+                        // was consumed.
+                        Outcome {
+                            status: response.status,
+                            first_byte_ms,
+                            ..Outcome::default()
+                        }
+                    };
+                    (response.status, content_type, bytes, outcome)
+                }
+            };
+        settlement.finish(outcome);
         Proxied {
             status,
             content_type,
-            body: ProxiedBody::Full(bytes),
+            body: ProxiedBody::Full(body),
             limit,
             cache: None,
         }
@@ -578,52 +477,43 @@ impl GatewayService {
     async fn answer_from_cache(
         &self,
         principal: &Principal,
-        endpoint: Endpoint,
-        model: String,
+        call: &Call,
         hit: Bytes,
         started: Instant,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<Proxied, InferenceError> {
         let reservation = self
+            .ports
             .quota
             .reserve(principal, Demand { tokens: None })
             .await?;
-        if let Err(err) = self.quota.settle(&reservation, 0).await {
-            tracing::error!(error = %err, "could not settle a cached answer");
-        }
-        self.usage.record(UsageRecord {
-            id: uuid::Uuid::now_v7(),
-            user_id: principal.user_id.as_uuid(),
-            key_id: principal.key.as_ref().map(|k| k.id.as_uuid()),
-            model,
-            upstream: "cache".into(),
-            endpoint: endpoint.name(),
-            usage: TokenUsage::default(),
-            estimated: false,
-            status: 200,
-            stream: false,
-            ttft_ms: Some(elapsed_ms(started)),
-            latency_ms: elapsed_ms(started),
+        let limit = reservation.tightest.clone();
+        let mut settlement = Settlement::new(
+            &self.settlement,
+            principal,
+            call,
+            reservation,
+            0,
+            started,
             at,
+        );
+        settlement.serve_from("cache", None);
+        settlement.finish(Outcome {
+            status: 200,
+            consumed: true,
+            reported: Some(TokenUsage::default()),
+            completion_bytes: 0,
+            first_byte_ms: Some(elapsed_ms(started)),
+            answer: None,
         });
         Ok(Proxied {
             status: 200,
             content_type: "application/json".into(),
             body: ProxiedBody::Full(hit),
-            limit: reservation.tightest,
+            limit,
             cache: Some("hit"),
         })
     }
-
-    async fn release(&self, reservation: &Reservation) {
-        if let Err(err) = self.quota.release(reservation).await {
-            tracing::error!(error = %err, "could not release a reservation");
-        }
-    }
-}
-
-fn elapsed_ms(started: Instant) -> u64 {
-    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 async fn collect(
@@ -646,6 +536,37 @@ async fn collect(
 struct UsageOnly {
     #[serde(default)]
     usage: Option<Value>,
+}
+
+/// The usage a complete answer reports; only `usage` is read, serde skips the rest unbuilt.
+fn reported_usage(answer: &[u8]) -> Option<TokenUsage> {
+    serde_json::from_slice::<UsageOnly>(answer)
+        .ok()
+        .and_then(|v| v.usage.as_ref().and_then(TokenUsage::from_json))
+}
+
+/// The text of a complete chat answer (empty for other shapes).
+fn answer_text(answer: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Message {
+        #[serde(default)]
+        content: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Choice {
+        message: Option<Message>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(default)]
+        choices: Vec<Choice>,
+    }
+    serde_json::from_slice::<Answer>(answer)
+        .ok()
+        .and_then(|a| a.choices.into_iter().next())
+        .and_then(|c| c.message)
+        .and_then(|m| m.content)
+        .unwrap_or_default()
 }
 
 /// The request's own messages as (role, text) for the conversation log.
@@ -674,12 +595,14 @@ type Exchange = (
 );
 
 /// Stores the exchange in the background once the answer is complete.
-fn record_exchange((service, conversation, sent): Exchange) -> Box<dyn FnOnce(String) + Send> {
-    Box::new(move |answer: String| {
-        tokio::spawn(async move {
-            if let Err(err) = service.record_exchange(&conversation, &sent, &answer).await {
-                tracing::error!(error = %err, conversation = %conversation.id, "could not store a conversation exchange");
-            }
-        });
-    })
+fn record_exchange(background: Arc<dyn Background>) -> impl FnOnce(Exchange) -> OnAnswer {
+    move |(service, conversation, sent): Exchange| {
+        Box::new(move |answer: String| {
+            background.spawn(Box::pin(async move {
+                if let Err(err) = service.record_exchange(&conversation, &sent, &answer).await {
+                    tracing::error!(error = %err, conversation.id = %conversation.id(), "could not store a conversation exchange");
+                }
+            }));
+        })
+    }
 }

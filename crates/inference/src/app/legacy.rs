@@ -8,7 +8,7 @@ use maas_user::contract::Principal;
 use serde_json::{Map, Value, json};
 
 use super::conversations::ConversationService;
-use super::gateway::{Endpoint, GatewayService, Proxied, ProxiedBody};
+use super::gateway::{Call, Endpoint, GatewayService, Proxied, ProxiedBody};
 use crate::domain::conversation::ConversationId;
 use crate::domain::errors::{InferenceError, InvalidValue};
 
@@ -89,9 +89,8 @@ pub async fn generate(
             "messages".into(),
             json!([{"role": "user", "content": prompt}]),
         );
-        let proxied = gateway
-            .proxy(Arc::clone(&principal), Endpoint::Chat, Value::Object(body))
-            .await?;
+        let call = Call::parse(Endpoint::Chat, Value::Object(body))?;
+        let proxied = gateway.proxy(Arc::clone(&principal), call).await?;
         let (text, usage) = answer_text(&proxied)?;
         outputs.push(Generated { text, usage });
     }
@@ -129,18 +128,20 @@ pub async fn chat(
         return Err(InvalidValue::new("message", "must not be empty").into());
     }
     let conversation_id = match conversation_id {
-        Some(id) => conversations.get(&principal, id).await?.id,
+        Some(id) => conversations.get(&principal, id).await?.id(),
         None => {
             let title: String = message.chars().take(60).collect();
             conversations
                 .create(&principal, Some(&title), Some(model.to_owned()))
                 .await?
-                .id
+                .id()
         }
     };
     let body = json!({"model": model, "stream": stream, "conversation_id": conversation_id.to_string(),
         "messages": [{"role": "user", "content": message}]});
-    let proxied = gateway.proxy(principal, Endpoint::Chat, body).await?;
+    let proxied = gateway
+        .proxy(principal, Call::parse(Endpoint::Chat, body)?)
+        .await?;
     if stream {
         return Ok(ChatAnswer::Stream(proxied, conversation_id));
     }

@@ -1,50 +1,27 @@
 //! A streamed answer passing through the gateway: bytes go out as they come in; the `usage`
 //! event is read (and dropped when the client did not ask for it); when the stream ends, breaks
-//! or the client goes away, the reservation is settled exactly once and one usage record is
-//! written.
+//! or the client goes away, the call's [`Settlement`] finishes exactly once.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, Stream, StreamExt as _};
-use maas_user::contract::{QuotaGate, Reservation};
 use serde_json::Value;
 
-use crate::domain::ports::{UpstreamFailure, UsageSink};
+use super::settlement::{CLIENT_GONE, Outcome, Settlement, elapsed_ms, openai_error};
+use crate::domain::ports::UpstreamFailure;
 use crate::domain::sse::{Event, EventSplitter};
-use crate::domain::usage::{TokenUsage, UsageRecord, estimate_tokens};
-
-/// What settling a call needs.
-pub struct Meter {
-    /// The gate to settle with.
-    pub quota: Arc<dyn QuotaGate>,
-    /// Where the record goes.
-    pub usage: Arc<dyn UsageSink>,
-    /// The admission to settle.
-    pub reservation: Reservation,
-    /// The record, completed at the end.
-    pub record: UsageRecord,
-    /// Prompt tokens estimated at admission (used when the upstream reports none).
-    pub prompt_estimate: u64,
-    /// When the call started.
-    pub started: Instant,
-    /// Keeps the upstream counted as busy until the call ends.
-    pub in_flight: Option<super::balance::InFlight>,
-    /// Runs with the full answer text when the call completes normally.
-    pub on_complete: Option<Box<dyn FnOnce(String) + Send>>,
-}
+use crate::domain::usage::TokenUsage;
 
 /// The metered stream.
 pub struct MeteredStream {
     inner: BoxStream<'static, Result<Bytes, UpstreamFailure>>,
     splitter: EventSplitter,
     pending: VecDeque<Bytes>,
-    meter: Option<Meter>,
+    settlement: Option<Settlement>,
     reported: Option<TokenUsage>,
     completion_chars: usize,
     answer: String,
@@ -58,14 +35,14 @@ impl MeteredStream {
     #[must_use]
     pub fn new(
         inner: BoxStream<'static, Result<Bytes, UpstreamFailure>>,
-        meter: Meter,
+        settlement: Settlement,
         client_wants_usage: bool,
     ) -> Self {
         Self {
             inner,
             splitter: EventSplitter::default(),
             pending: VecDeque::new(),
-            meter: Some(meter),
+            settlement: Some(settlement),
             reported: None,
             completion_chars: 0,
             answer: String::new(),
@@ -121,49 +98,18 @@ impl MeteredStream {
         self.pending.push_back(Bytes::from(event.raw));
     }
 
-    /// Settles and records once; `status` is what the client saw (499: it went away).
+    /// Settles once; `status` is what the client saw. Whatever streamed was consumed.
     fn finish(&mut self, status: u16) {
-        let Some(meter) = self.meter.take() else {
+        let Some(settlement) = self.settlement.take() else {
             return;
         };
-        let Meter {
-            quota,
-            usage,
-            reservation,
-            mut record,
-            prompt_estimate,
-            started,
-            in_flight,
-            on_complete,
-        } = meter;
-        drop(in_flight);
-        if status == 200
-            && let Some(hook) = on_complete
-        {
-            hook(std::mem::take(&mut self.answer));
-        }
-        let (tokens, estimated) = match self.reported {
-            Some(u) => (u, false),
-            None => (
-                TokenUsage {
-                    prompt: prompt_estimate,
-                    completion: estimate_tokens(self.completion_chars),
-                },
-                true,
-            ),
-        };
-        record.usage = tokens;
-        record.estimated = estimated;
-        record.status = status;
-        record.ttft_ms = self.first_byte_ms;
-        record.latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        usage.record(record);
-        let total = tokens.total();
-        // May run from Drop (client gone), so the settle happens in its own task.
-        tokio::spawn(async move {
-            if let Err(err) = quota.settle(&reservation, total).await {
-                tracing::error!(error = %err, "could not settle a streamed call");
-            }
+        settlement.finish(Outcome {
+            status,
+            consumed: true,
+            reported: self.reported,
+            completion_bytes: self.completion_chars,
+            first_byte_ms: self.first_byte_ms,
+            answer: (status == 200).then(|| std::mem::take(&mut self.answer)),
         });
     }
 }
@@ -182,11 +128,9 @@ impl Stream for MeteredStream {
             match self.inner.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     if self.first_byte_ms.is_none()
-                        && let Some(meter) = &self.meter
+                        && let Some(settlement) = &self.settlement
                     {
-                        self.first_byte_ms = Some(
-                            u64::try_from(meter.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                        );
+                        self.first_byte_ms = Some(elapsed_ms(settlement.started()));
                     }
                     for event in self.splitter.push(&chunk) {
                         self.handle(event);
@@ -196,10 +140,15 @@ impl Stream for MeteredStream {
                     // After the first byte there is no retry: end with an error event, never
                     // with repeated text.
                     tracing::warn!(error = %failure, "upstream stream broke off");
-                    let error = serde_json::json!({"error": {"message": format!("upstream stream broke off: {failure}"),
-                        "type": "api_error", "code": "upstream_unavailable", "param": null}});
-                    self.pending
-                        .push_back(Bytes::from(format!("data: {error}\n\n")));
+                    let error = openai_error(
+                        &format!("upstream stream broke off: {failure}"),
+                        "upstream_unavailable",
+                    );
+                    let mut event = Vec::with_capacity(error.len() + 8);
+                    event.extend_from_slice(b"data: ");
+                    event.extend_from_slice(&error);
+                    event.extend_from_slice(b"\n\n");
+                    self.pending.push_back(Bytes::from(event));
                     self.done = true;
                     self.finish(502);
                 }
@@ -219,6 +168,6 @@ impl Stream for MeteredStream {
 impl Drop for MeteredStream {
     fn drop(&mut self) {
         // The client went away mid-stream: dropping `inner` cancels the upstream call.
-        self.finish(499);
+        self.finish(CLIENT_GONE);
     }
 }

@@ -6,4 +6,5 @@ pub mod gateway;
 pub mod legacy;
 pub mod metered;
 pub mod providers;
+pub mod settlement;
 pub mod usage;

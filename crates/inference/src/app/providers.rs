@@ -62,7 +62,7 @@ impl ProviderService {
         details: serde_json::Value,
     ) -> Result<(), InferenceError> {
         let context = ActionContext {
-            actor: Some(principal.user_id.as_uuid()),
+            actor: Some(principal.user_id().as_uuid()),
             ..ctx.clone()
         };
         self.audit
@@ -82,6 +82,7 @@ impl ProviderService {
     ///
     /// # Errors
     /// Forbidden; invalid input; [`InferenceError::ProviderNameTaken`].
+    #[tracing::instrument(name = "providers.create", skip_all, fields(user.id = %principal.user_id()))]
     pub async fn create(
         &self,
         principal: &Principal,
@@ -124,22 +125,19 @@ impl ProviderService {
         if !errors.is_empty() {
             return Err(InferenceError::Invalid(errors));
         }
-        let provider = Provider {
-            id: ProviderId::new(),
+        let provider = Provider::register(
             name,
             base_url,
-            sealed_key: req
-                .api_key
+            req.api_key
                 .filter(|k| !k.is_empty())
                 .map(|k| self.sealer.seal(&k)),
             models,
-            enabled: true,
-            created_at: self.clock.now(),
-        };
+            self.clock.now(),
+        );
         self.repo.insert(&provider).await?;
         (self.on_change)();
-        let models: Vec<&str> = provider.models.iter().map(|m| m.model.as_str()).collect();
-        self.audit(principal, ctx, "provider.create", provider.id, json!({"name": provider.name.as_str(), "base_url": provider.base_url.as_str(), "models": models})).await?;
+        let models: Vec<&str> = provider.models().iter().map(|m| m.model.as_str()).collect();
+        self.audit(principal, ctx, "provider.create", provider.id(), json!({"name": provider.name().as_str(), "base_url": provider.base_url().as_str(), "models": models})).await?;
         Ok(provider)
     }
 
@@ -157,6 +155,7 @@ impl ProviderService {
     ///
     /// # Errors
     /// Forbidden; [`InferenceError::ProviderNotFound`].
+    #[tracing::instrument(name = "providers.delete", skip_all, fields(user.id = %principal.user_id(), provider.id = %id))]
     pub async fn delete(
         &self,
         principal: &Principal,

@@ -73,8 +73,8 @@ impl UsageService {
             return Err(InferenceError::Invalid(errors));
         };
         let user_id = match (req.user_id, req.all_users) {
-            (None, false) => Some(principal.user_id.as_uuid()),
-            (Some(id), _) if id == principal.user_id.as_uuid() => Some(id),
+            (None, false) => Some(principal.user_id().as_uuid()),
+            (Some(id), _) if id == principal.user_id().as_uuid() => Some(id),
             (other, _) => {
                 principal.require(Permission::ManageUsers)?;
                 other

@@ -1,6 +1,7 @@
 //! Conversations: a user's chat history, fed back to the model as context and exportable.
 
 use chrono::{DateTime, Utc};
+use maas_user::contract::UserId;
 use uuid::Uuid;
 
 use super::errors::InvalidValue;
@@ -53,18 +54,89 @@ impl MessageRole {
 /// A conversation's header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Conversation {
+    id: ConversationId,
+    owner: UserId,
+    title: String,
+    model: Option<String>,
+    created_at: DateTime<Utc>,
+    last_activity_at: DateTime<Utc>,
+}
+
+impl Conversation {
+    /// A new conversation of `owner`, titled with an already validated title ([`parse_title`]).
+    #[must_use]
+    pub fn start(owner: UserId, title: String, model: Option<String>, at: DateTime<Utc>) -> Self {
+        Self {
+            id: ConversationId::new(),
+            owner,
+            title,
+            model,
+            created_at: at,
+            last_activity_at: at,
+        }
+    }
+
+    /// A conversation as stored (repositories only).
+    #[must_use]
+    pub fn restore(
+        id: ConversationId,
+        owner: UserId,
+        title: String,
+        model: Option<String>,
+        created_at: DateTime<Utc>,
+        last_activity_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            owner,
+            title,
+            model,
+            created_at,
+            last_activity_at,
+        }
+    }
+
+    /// Renames it (the title already validated), which counts as activity.
+    pub fn rename(&mut self, title: String, at: DateTime<Utc>) {
+        self.title = title;
+        self.last_activity_at = self.last_activity_at.max(at);
+    }
+
     /// Id.
-    pub id: ConversationId,
+    #[must_use]
+    pub fn id(&self) -> ConversationId {
+        self.id
+    }
+
     /// Owner.
-    pub user_id: Uuid,
+    #[must_use]
+    pub fn owner(&self) -> UserId {
+        self.owner
+    }
+
     /// Title.
-    pub title: String,
+    #[must_use]
+    pub fn title(&self) -> &str {
+        &self.title
+    }
+
     /// Model it is mostly held with, if set.
-    pub model: Option<String>,
+    #[must_use]
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
     /// Created.
-    pub created_at: DateTime<Utc>,
+    #[must_use]
+    pub fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+
     /// Last message or change; the conversation expires after a period without one.
-    pub last_activity_at: DateTime<Utc>,
+    #[must_use]
+    pub fn last_activity_at(&self) -> DateTime<Utc> {
+        self.last_activity_at
+    }
 }
 
 /// One message.

@@ -5,6 +5,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 
+use maas_user::contract::UserId;
+
 use super::conversation::{Conversation, ConversationId, ExportRow, Message};
 use super::errors::InferenceError;
 use super::provider::{Provider, ProviderId};
@@ -50,7 +52,7 @@ pub struct UpstreamRequest {
     /// Full URL.
     pub url: String,
     /// Bearer key, if any (never logged).
-    pub api_key: Option<String>,
+    pub api_key: Option<std::sync::Arc<str>>,
     /// JSON body.
     pub body: Bytes,
 }
@@ -119,7 +121,7 @@ pub trait ResponseCache: Send + Sync + 'static {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExportFilter {
     /// Owner.
-    pub user_id: uuid::Uuid,
+    pub user_id: UserId,
     /// One conversation only.
     pub conversation_id: Option<ConversationId>,
     /// Messages at or after.
@@ -143,7 +145,7 @@ pub trait ConversationRepository: Send + Sync + 'static {
     /// Storage failure.
     async fn find_owned(
         &self,
-        user: uuid::Uuid,
+        user: UserId,
         id: ConversationId,
     ) -> Result<Option<Conversation>, InferenceError>;
 
@@ -153,7 +155,7 @@ pub trait ConversationRepository: Send + Sync + 'static {
     /// Storage failure.
     async fn list(
         &self,
-        user: uuid::Uuid,
+        user: UserId,
         page: &maas_shared::paging::PageRequest,
     ) -> Result<maas_shared::paging::Page<Conversation>, InferenceError>;
 
@@ -172,7 +174,7 @@ pub trait ConversationRepository: Send + Sync + 'static {
     ///
     /// # Errors
     /// Storage failure.
-    async fn delete(&self, user: uuid::Uuid, id: ConversationId) -> Result<bool, InferenceError>;
+    async fn delete(&self, user: UserId, id: ConversationId) -> Result<bool, InferenceError>;
 
     /// Appends messages and marks activity, in one transaction.
     ///

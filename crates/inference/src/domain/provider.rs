@@ -47,27 +47,33 @@ impl ProviderName {
 pub struct BaseUrl(String);
 
 impl BaseUrl {
-    /// An `http(s)://` URL without query or fragment, stored without a trailing slash.
+    /// An `http(s)://` URL with a host, without credentials, query or fragment, at most 2048
+    /// characters; stored as `url` normalises it, without a trailing slash.
     ///
     /// # Errors
     /// [`InvalidValue`] naming `base_url`.
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
-        let value = raw.trim().trim_end_matches('/');
-        let rest = value
-            .strip_prefix("https://")
-            .or_else(|| value.strip_prefix("http://"));
-        let ok = rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
-            && value.len() <= 2048
-            && !value.contains(['?', '#', ' '])
-            && !value.chars().any(char::is_control);
-        if ok {
-            Ok(Self(value.to_owned()))
-        } else {
-            Err(InvalidValue::new(
+        let invalid = || {
+            InvalidValue::new(
                 "base_url",
-                "an http(s) URL without query or fragment",
-            ))
+                "an http(s) URL with a host, without credentials, query or fragment",
+            )
+        };
+        let raw = raw.trim();
+        if raw.len() > 2048 {
+            return Err(invalid());
         }
+        let url = url::Url::parse(raw).map_err(|_| invalid())?;
+        let acceptable = matches!(url.scheme(), "http" | "https")
+            && url.host().is_some()
+            && url.username().is_empty()
+            && url.password().is_none()
+            && url.query().is_none()
+            && url.fragment().is_none();
+        if !acceptable {
+            return Err(invalid());
+        }
+        Ok(Self(url.as_str().trim_end_matches('/').to_owned()))
     }
 
     /// The URL.
@@ -120,20 +126,99 @@ impl ModelRoute {
 /// A registered upstream.
 #[derive(Clone, Debug)]
 pub struct Provider {
+    id: ProviderId,
+    name: ProviderName,
+    base_url: BaseUrl,
+    sealed_key: Option<Vec<u8>>,
+    models: Vec<ModelRoute>,
+    enabled: bool,
+    created_at: DateTime<Utc>,
+}
+
+impl Provider {
+    /// A new provider, enabled, serving `models` (its key already sealed).
+    #[must_use]
+    pub fn register(
+        name: ProviderName,
+        base_url: BaseUrl,
+        sealed_key: Option<Vec<u8>>,
+        models: Vec<ModelRoute>,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: ProviderId::new(),
+            name,
+            base_url,
+            sealed_key,
+            models,
+            enabled: true,
+            created_at: at,
+        }
+    }
+
+    /// A provider as stored (repositories only).
+    #[must_use]
+    pub fn restore(
+        id: ProviderId,
+        name: ProviderName,
+        base_url: BaseUrl,
+        sealed_key: Option<Vec<u8>>,
+        models: Vec<ModelRoute>,
+        enabled: bool,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            name,
+            base_url,
+            sealed_key,
+            models,
+            enabled,
+            created_at,
+        }
+    }
+
     /// Id.
-    pub id: ProviderId,
+    #[must_use]
+    pub fn id(&self) -> ProviderId {
+        self.id
+    }
+
     /// Slug.
-    pub name: ProviderName,
+    #[must_use]
+    pub fn name(&self) -> &ProviderName {
+        &self.name
+    }
+
     /// Base URL.
-    pub base_url: BaseUrl,
+    #[must_use]
+    pub fn base_url(&self) -> &BaseUrl {
+        &self.base_url
+    }
+
     /// The upstream key, sealed; `None` for upstreams without auth.
-    pub sealed_key: Option<Vec<u8>>,
+    #[must_use]
+    pub fn sealed_key(&self) -> Option<&[u8]> {
+        self.sealed_key.as_deref()
+    }
+
     /// Served models.
-    pub models: Vec<ModelRoute>,
+    #[must_use]
+    pub fn models(&self) -> &[ModelRoute] {
+        &self.models
+    }
+
     /// Disabled providers are not routed to.
-    pub enabled: bool,
+    #[must_use]
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Created.
-    pub created_at: DateTime<Utc>,
+    #[must_use]
+    pub fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
 }
 
 /// Where one call goes: resolved, with the key opened.
@@ -145,8 +230,8 @@ pub struct Target {
     pub provider: String,
     /// Base URL.
     pub base_url: BaseUrl,
-    /// Plain upstream key (never logged).
-    pub api_key: Option<String>,
+    /// Plain upstream key (never logged), opened once per route-table load.
+    pub api_key: Option<std::sync::Arc<str>>,
     /// Model name to send upstream.
     pub upstream_model: String,
 }
@@ -175,9 +260,11 @@ mod tests {
         for bad in [
             "ftp://x",
             "https://",
-            "https:///x",
             "http://a/b?c=1",
+            "http://a/b#c",
+            "https://user:secret@api.example.com/v1",
             "javascript:alert(1)",
+            "not a url",
         ] {
             assert!(BaseUrl::parse(bad).is_err(), "{bad}");
         }

@@ -24,9 +24,8 @@ impl RedisResponseCache {
     }
 
     fn key(&self, user: uuid::Uuid, request: &[u8]) -> String {
-        let digest = Sha256::digest(request);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        self.keys.key(&format!("cache:{user}:{hex}"))
+        let digest = hex::encode(Sha256::digest(request));
+        self.keys.key(&format!("cache:{user}:{digest}"))
     }
 }
 

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
 use maas_shared::paging::{Page, PageRequest};
+use maas_user::contract::UserId;
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, StreamTrait,
     TransactionTrait, Value,
@@ -42,14 +43,14 @@ struct ConversationRow {
 
 impl From<ConversationRow> for Conversation {
     fn from(r: ConversationRow) -> Self {
-        Self {
-            id: ConversationId::from_uuid(r.id),
-            user_id: r.user_id,
-            title: r.title,
-            model: r.model,
-            created_at: r.created_at,
-            last_activity_at: r.last_activity_at,
-        }
+        Self::restore(
+            ConversationId::from_uuid(r.id),
+            UserId::from_uuid(r.user_id),
+            r.title,
+            r.model,
+            r.created_at,
+            r.last_activity_at,
+        )
     }
 }
 
@@ -102,7 +103,7 @@ impl ConversationRepository for PgConversationRepository {
         self.db
             .execute(stmt(
                 "INSERT INTO conversations (id, user_id, title, model, created_at, last_activity_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                vec![c.id.as_uuid().into(), c.user_id.into(), c.title.clone().into(), c.model.clone().into(), c.created_at.into(), c.last_activity_at.into()],
+                vec![c.id().as_uuid().into(), c.owner().as_uuid().into(), c.title().into(), c.model().map(str::to_owned).into(), c.created_at().into(), c.last_activity_at().into()],
             ))
             .await
             .context("inserting conversation")?;
@@ -111,14 +112,14 @@ impl ConversationRepository for PgConversationRepository {
 
     async fn find_owned(
         &self,
-        user: Uuid,
+        user: UserId,
         id: ConversationId,
     ) -> Result<Option<Conversation>, InferenceError> {
         let row = ConversationRow::find_by_statement(stmt(
             &format!(
                 "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND user_id = $2"
             ),
-            vec![id.as_uuid().into(), user.into()],
+            vec![id.as_uuid().into(), user.as_uuid().into()],
         ))
         .one(&self.db)
         .await
@@ -128,10 +129,11 @@ impl ConversationRepository for PgConversationRepository {
 
     async fn list(
         &self,
-        user: Uuid,
+        user: UserId,
         page: &PageRequest,
     ) -> Result<Page<Conversation>, InferenceError> {
-        let mut values: Vec<Value> = vec![user.into(), i64::from(page.limit() + 1).into()];
+        let mut values: Vec<Value> =
+            vec![user.as_uuid().into(), i64::from(page.limit() + 1).into()];
         let mut sql =
             format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE user_id = $1");
         if let Some(after) = cursor_id(page)? {
@@ -162,12 +164,12 @@ impl ConversationRepository for PgConversationRepository {
         Ok(())
     }
 
-    async fn delete(&self, user: Uuid, id: ConversationId) -> Result<bool, InferenceError> {
+    async fn delete(&self, user: UserId, id: ConversationId) -> Result<bool, InferenceError> {
         let result = self
             .db
             .execute(stmt(
                 "DELETE FROM conversations WHERE id = $1 AND user_id = $2",
-                vec![id.as_uuid().into(), user.into()],
+                vec![id.as_uuid().into(), user.as_uuid().into()],
             ))
             .await
             .context("deleting conversation")?;
@@ -204,7 +206,7 @@ impl ConversationRepository for PgConversationRepository {
             values.extend([
                 m.id.into(),
                 m.conversation_id.as_uuid().into(),
-                conversation.user_id.into(),
+                conversation.owner().as_uuid().into(),
                 m.role.as_str().into(),
                 m.content.clone().into(),
                 m.created_at.into(),
@@ -217,8 +219,8 @@ impl ConversationRepository for PgConversationRepository {
             .iter()
             .map(|m| m.created_at)
             .max()
-            .unwrap_or(conversation.last_activity_at);
-        txn.execute(stmt("UPDATE conversations SET last_activity_at = GREATEST(last_activity_at, $2) WHERE id = $1", vec![conversation.id.as_uuid().into(), last.into()]))
+            .unwrap_or(conversation.last_activity_at());
+        txn.execute(stmt("UPDATE conversations SET last_activity_at = GREATEST(last_activity_at, $2) WHERE id = $1", vec![conversation.id().as_uuid().into(), last.into()]))
             .await
             .context("marking activity")?;
         txn.commit().await.context("committing messages")?;
@@ -278,7 +280,7 @@ impl ConversationRepository for PgConversationRepository {
             "SELECT m.conversation_id, c.title, m.id AS message_id, m.role, m.content, m.created_at \
              FROM conversation_messages m JOIN conversations c ON c.id = m.conversation_id WHERE m.user_id = $1",
         );
-        let mut values: Vec<Value> = vec![filter.user_id.into()];
+        let mut values: Vec<Value> = vec![filter.user_id.as_uuid().into()];
         if let Some(id) = filter.conversation_id {
             values.push(id.as_uuid().into());
             sql.push_str(&format!(" AND m.conversation_id = ${}", values.len()));

@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use maas_shared::audit::AuditLog;
 use maas_shared::clock::Clock;
+use maas_shared::kv::{Keyspace, Multiplexed};
 use maas_shared::seal::Sealer;
+use maas_shared::tasks::{Background, Tasks};
 use maas_user::contract::QuotaGate;
 use sea_orm::DatabaseConnection;
 
 use crate::app::conversations::{ConversationConfig, ConversationService};
-use crate::app::gateway::{GatewayConfig, GatewayService};
+use crate::app::gateway::{GatewayConfig, GatewayPorts, GatewayService};
 use crate::app::providers::ProviderService;
 use crate::app::usage::UsageService;
 use crate::domain::errors::InferenceError;
@@ -37,6 +39,35 @@ impl KeySealer for PlatformSealer {
     }
 }
 
+/// What [`Gateway::build`] needs: ready adapters and this context's typed config (the
+/// composition root maps the platform's settings to it).
+pub struct GatewayParams {
+    /// PostgreSQL pool.
+    pub db: DatabaseConnection,
+    /// Multiplexed Redis connection (the response cache).
+    pub redis: Multiplexed,
+    /// This deployment's key prefix.
+    pub keys: Keyspace,
+    /// The platform's 32-byte key (upstream keys are sealed with it).
+    pub platform_key: [u8; 32],
+    /// Upstream timeouts.
+    pub timeouts: upstream::Timeouts,
+    /// Gateway tunables.
+    pub config: GatewayConfig,
+    /// How long a cached answer lives; `None` turns the response cache off.
+    pub cache_ttl: Option<Duration>,
+    /// Conversation tunables.
+    pub conversations: ConversationConfig,
+    /// The identity context's metering gate.
+    pub quota: Arc<dyn QuotaGate>,
+    /// Audit trail.
+    pub audit: Arc<dyn AuditLog>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// The process's background work (usage writer, partition upkeep, settlements).
+    pub tasks: Tasks,
+}
+
 /// The gateway's services, wired.
 #[derive(Clone)]
 pub struct Gateway {
@@ -51,61 +82,45 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the adapters and services from settings. Must run inside a Tokio runtime.
+    /// Builds the adapters and services; registers the usage writer and the partition upkeep
+    /// with the process's tasks. Must run inside a Tokio runtime.
     ///
     /// # Errors
-    /// When the encryption key is malformed or the HTTP client cannot be built.
-    pub fn build(
-        settings: &maas_shared::config::Settings,
-        db: DatabaseConnection,
-        quota: Arc<dyn QuotaGate>,
-        audit: Arc<dyn AuditLog>,
-        clock: Arc<dyn Clock>,
-    ) -> anyhow::Result<Self> {
-        let g = &settings.gateway;
-        let sealer: Arc<dyn KeySealer> =
-            Arc::new(PlatformSealer(Sealer::new(&settings.crypto.key_bytes()?)));
-        let repo = Arc::new(postgres::PgProviderRepository::new(db.clone()));
-        let upstream = Arc::new(upstream::HttpUpstream::new(upstream::Timeouts {
-            connect: Duration::from_millis(g.connect_timeout_ms),
-            first_byte: Duration::from_millis(g.first_byte_timeout_ms),
-            idle: Duration::from_millis(g.idle_timeout_ms),
-            total: Duration::from_millis(g.total_timeout_ms),
-        })?);
-        let usage = Arc::new(postgres::BatchedUsage::spawn(db.clone()));
-        let db_for_conversations = db.clone();
+    /// When the HTTP client cannot be built.
+    pub fn build(p: GatewayParams) -> anyhow::Result<Self> {
+        let sealer: Arc<dyn KeySealer> = Arc::new(PlatformSealer(Sealer::new(&p.platform_key)));
+        let repo = Arc::new(postgres::PgProviderRepository::new(p.db.clone()));
+        let upstream = Arc::new(upstream::HttpUpstream::new(p.timeouts)?);
+        let usage = Arc::new(postgres::BatchedUsage::start(p.db.clone(), &p.tasks));
         let response_cache: Option<Arc<dyn crate::domain::ports::ResponseCache>> =
-            if g.cache_ttl_secs > 0 {
-                Some(Arc::new(cache::RedisResponseCache::new(
-                    maas_shared::kv::Multiplexed::new(&settings.redis)?,
-                    maas_shared::kv::Keyspace::new(&settings.redis.key_prefix),
-                    Duration::from_secs(g.cache_ttl_secs),
-                )))
-            } else {
-                None
-            };
+            p.cache_ttl.map(|ttl| {
+                Arc::new(cache::RedisResponseCache::new(
+                    p.redis.clone(),
+                    p.keys.clone(),
+                    ttl,
+                )) as Arc<dyn crate::domain::ports::ResponseCache>
+            });
         let reports = UsageService::new(
-            Arc::new(postgres::PgUsageReports::new(db)),
-            Arc::clone(&clock),
+            Arc::new(postgres::PgUsageReports::new(p.db.clone())),
+            Arc::clone(&p.clock),
         );
+        let background: Arc<dyn Background> = Arc::new(p.tasks.clone());
+        let conversations = conversation_service(p.db, Arc::clone(&p.clock), p.conversations);
         let gateway = GatewayService::new(
-            repo.clone(),
-            Arc::clone(&sealer),
-            upstream,
-            usage,
-            quota,
-            Arc::clone(&clock),
-            GatewayConfig {
-                routes_ttl: Duration::from_millis(g.routes_ttl_ms),
-                max_response_bytes: g.max_response_bytes,
-                default_max_tokens: g.default_max_tokens,
+            GatewayPorts {
+                providers: repo.clone(),
+                sealer: Arc::clone(&sealer),
+                upstream,
+                usage,
+                quota: p.quota,
+                clock: Arc::clone(&p.clock),
+                cache: response_cache,
+                background,
             },
-            response_cache,
-        );
-        let conversations =
-            conversation_service(settings, db_for_conversations, Arc::clone(&clock));
-        let gateway = gateway.with_conversations(conversations.clone());
-        let providers = ProviderService::new(repo, sealer, audit, clock, gateway.invalidator());
+            p.config,
+        )
+        .with_conversations(conversations.clone());
+        let providers = ProviderService::new(repo, sealer, p.audit, p.clock, gateway.invalidator());
         Ok(Self {
             gateway,
             providers,
@@ -118,17 +133,13 @@ impl Gateway {
 /// The conversation service alone (the worker's expiry job needs nothing else).
 #[must_use]
 pub fn conversation_service(
-    settings: &maas_shared::config::Settings,
     db: DatabaseConnection,
     clock: Arc<dyn Clock>,
+    config: ConversationConfig,
 ) -> ConversationService {
-    let c = &settings.conversations;
     ConversationService::new(
         Arc::new(conversations::PgConversationRepository::new(db)),
         clock,
-        ConversationConfig {
-            context_messages: c.context_messages,
-            ttl: chrono::Duration::hours(i64::try_from(c.ttl_hours).unwrap_or(24 * 365)),
-        },
+        config,
     )
 }

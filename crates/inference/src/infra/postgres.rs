@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use backon::Retryable as _;
 use chrono::{DateTime, Utc};
+use maas_shared::tasks::Tasks;
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, TransactionTrait,
     Value,
@@ -49,7 +51,7 @@ fn to_i64(v: u64) -> i64 {
 
 #[async_trait]
 impl ProviderRepository for PgProviderRepository {
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn insert(&self, provider: &Provider) -> Result<(), InferenceError> {
         let txn = self.db.begin().await.context("starting a transaction")?;
         let inserted = txn
@@ -57,12 +59,12 @@ impl ProviderRepository for PgProviderRepository {
                 DbBackend::Postgres,
                 "INSERT INTO providers (id, name, base_url, api_key_sealed, enabled, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
                 [
-                    provider.id.as_uuid().into(),
-                    provider.name.as_str().into(),
-                    provider.base_url.as_str().into(),
-                    provider.sealed_key.clone().into(),
-                    provider.enabled.into(),
-                    provider.created_at.into(),
+                    provider.id().as_uuid().into(),
+                    provider.name().as_str().into(),
+                    provider.base_url().as_str().into(),
+                    provider.sealed_key().map(<[u8]>::to_vec).into(),
+                    provider.enabled().into(),
+                    provider.created_at().into(),
                 ],
             ))
             .await;
@@ -75,12 +77,12 @@ impl ProviderRepository for PgProviderRepository {
             }
             return Err(anyhow::Error::new(err).context("inserting provider").into());
         }
-        for (position, route) in provider.models.iter().enumerate() {
+        for (position, route) in provider.models().iter().enumerate() {
             txn.execute(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 "INSERT INTO provider_models (provider_id, model, upstream_model, position) VALUES ($1, $2, $3, $4)",
                 [
-                    provider.id.as_uuid().into(),
+                    provider.id().as_uuid().into(),
                     route.model.as_str().into(),
                     route.upstream_model.as_str().into(),
                     i32::try_from(position).unwrap_or(i32::MAX).into(),
@@ -93,7 +95,7 @@ impl ProviderRepository for PgProviderRepository {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn list(&self) -> Result<Vec<Provider>, InferenceError> {
         let rows = ProviderRow::find_by_statement(Statement::from_string(
             DbBackend::Postgres,
@@ -108,7 +110,7 @@ impl ProviderRepository for PgProviderRepository {
         rows.into_iter().map(provider_from_row).collect()
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn delete(&self, id: ProviderId) -> Result<bool, InferenceError> {
         let result = self
             .db
@@ -138,15 +140,15 @@ fn provider_from_row(row: ProviderRow) -> Result<Provider, InferenceError> {
             ModelRoute::parse(model, Some(upstream)).map_err(|_| corrupt("model"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Provider {
-        id: ProviderId::from_uuid(row.id),
-        name: ProviderName::parse(&row.name).map_err(|_| corrupt("name"))?,
-        base_url: BaseUrl::parse(&row.base_url).map_err(|_| corrupt("base URL"))?,
-        sealed_key: row.api_key_sealed,
+    Ok(Provider::restore(
+        ProviderId::from_uuid(row.id),
+        ProviderName::parse(&row.name).map_err(|_| corrupt("name"))?,
+        BaseUrl::parse(&row.base_url).map_err(|_| corrupt("base URL"))?,
+        row.api_key_sealed,
         models,
-        enabled: row.enabled,
-        created_at: row.created_at,
-    })
+        row.enabled,
+        row.created_at,
+    ))
 }
 
 const BATCH: usize = 500;
@@ -157,17 +159,21 @@ pub struct BatchedUsage {
 }
 
 impl BatchedUsage {
-    /// Starts the writer task, and a task that keeps next month's partition of the usage table
-    /// created ahead of time (idempotent, so every replica may run it).
+    /// Registers the writer loop (flushed on shutdown) and a loop that keeps this and next
+    /// month's partitions of the usage table created ahead of time (idempotent, so every replica
+    /// may run it) with `tasks`.
     #[must_use]
-    pub fn spawn(db: DatabaseConnection) -> Self {
+    pub fn start(db: DatabaseConnection, tasks: &Tasks) -> Self {
         let (tx, rx) = mpsc::unbounded_channel::<UsageRecord>();
         let db = Arc::new(db);
         let maintenance = Arc::clone(&db);
-        tokio::spawn(async move {
+        tasks.spawn_loop("inference.usage_partitions", move |shutdown| async move {
             let mut tick = tokio::time::interval(Duration::from_secs(6 * 3600));
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = shutdown.requested() => return,
+                }
                 let sql = "SELECT usage_records_ensure_partition(current_date), \
                            usage_records_ensure_partition((current_date + interval '1 month')::date)";
                 if let Err(err) = maintenance.execute_unprepared(sql).await {
@@ -176,30 +182,28 @@ impl BatchedUsage {
                 }
             }
         });
-        maas_shared::batch::spawn_drainer(
-            rx,
-            Duration::from_millis(100),
-            BATCH,
-            move |batch: Vec<UsageRecord>| {
-                let db = Arc::clone(&db);
-                async move {
-                    let mut delay = Duration::from_millis(200);
-                    for attempt in 1..=5 {
-                        match write(&db, &batch).await {
-                            Ok(()) => return,
-                            Err(err) if attempt < 5 => {
-                                tracing::warn!(attempt, records = batch.len(), error = %err, "usage write failed; retrying");
-                                tokio::time::sleep(delay).await;
-                                delay *= 2;
-                            }
-                            Err(err) => {
-                                tracing::error!(records = batch.len(), error = ?err, "usage write failed for good; records lost")
-                            }
+        tasks.spawn_loop("inference.usage_writer", move |shutdown| {
+            maas_shared::batch::drain(
+                rx,
+                Duration::from_millis(100),
+                BATCH,
+                move |batch: Vec<UsageRecord>| {
+                    let db = Arc::clone(&db);
+                    async move {
+                        let written = (|| write(&db, &batch))
+                            .retry(maas_shared::retry::write_backoff())
+                            .notify(|err, delay| {
+                                tracing::warn!(records = batch.len(), error = %err, retry_in = ?delay, "usage write failed; retrying");
+                            })
+                            .await;
+                        if let Err(err) = written {
+                            tracing::error!(records = batch.len(), error = ?err, "usage write failed for good; records lost");
                         }
                     }
-                }
-            },
-        );
+                },
+                shutdown,
+            )
+        });
         Self { tx }
     }
 }
@@ -304,7 +308,7 @@ fn to_u64(v: i64) -> u64 {
 
 #[async_trait]
 impl UsageReports for PgUsageReports {
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn report(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, InferenceError> {
         let group = match query.group_by {
             Grouping::Day => "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",

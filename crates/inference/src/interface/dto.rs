@@ -89,20 +89,20 @@ pub struct ProviderResponse {
 impl From<&Provider> for ProviderResponse {
     fn from(p: &Provider) -> Self {
         Self {
-            id: p.id.as_uuid(),
-            name: p.name.as_str().to_owned(),
-            base_url: p.base_url.as_str().to_owned(),
-            has_api_key: p.sealed_key.is_some(),
+            id: p.id().as_uuid(),
+            name: p.name().as_str().to_owned(),
+            base_url: p.base_url().as_str().to_owned(),
+            has_api_key: p.sealed_key().is_some(),
             models: p
-                .models
+                .models()
                 .iter()
                 .map(|m| ModelRouteDto {
                     model: m.model.clone(),
                     upstream_model: Some(m.upstream_model.clone()),
                 })
                 .collect(),
-            enabled: p.enabled,
-            created_at: p.created_at,
+            enabled: p.enabled(),
+            created_at: p.created_at(),
         }
     }
 }
@@ -202,11 +202,11 @@ pub struct ConversationResponse {
 impl From<&crate::domain::conversation::Conversation> for ConversationResponse {
     fn from(c: &crate::domain::conversation::Conversation) -> Self {
         Self {
-            id: c.id.as_uuid(),
-            title: c.title.clone(),
-            model: c.model.clone(),
-            created_at: c.created_at,
-            last_activity_at: c.last_activity_at,
+            id: c.id().as_uuid(),
+            title: c.title().to_owned(),
+            model: c.model().map(str::to_owned),
+            created_at: c.created_at(),
+            last_activity_at: c.last_activity_at(),
         }
     }
 }

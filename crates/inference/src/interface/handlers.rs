@@ -11,7 +11,7 @@ use super::dto::{
     CreateProviderRequest, ModelEntry, ModelList, ProviderResponse, UsageParams,
     UsageReportResponse, UsageRowResponse,
 };
-use crate::app::gateway::{Endpoint, GatewayService, Proxied, ProxiedBody};
+use crate::app::gateway::{Call, Endpoint, GatewayService, Proxied, ProxiedBody};
 use crate::app::providers::{NewProvider, ProviderService};
 use crate::app::usage::{ReportRequest, UsageService};
 use crate::domain::provider::ProviderId;
@@ -47,7 +47,8 @@ async fn proxy(
     endpoint: Endpoint,
     body: Value,
 ) -> Result<HttpResponse, OpenAiError> {
-    Ok(respond(gateway.proxy(auth.0, endpoint, body).await?))
+    let call = Call::parse(endpoint, body)?;
+    Ok(respond(gateway.proxy(auth.0, call).await?))
 }
 
 /// List models

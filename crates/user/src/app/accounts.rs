@@ -133,7 +133,7 @@ impl AccountService {
     pub async fn me(&self, principal: &Principal) -> Result<User, IdentityError> {
         self.deps
             .users
-            .find(principal.user_id)
+            .find(principal.user_id())
             .await?
             .filter(User::is_active)
             .ok_or(IdentityError::UserNotFound)
@@ -143,6 +143,7 @@ impl AccountService {
     ///
     /// # Errors
     /// Forbidden; [`IdentityError::UserNotFound`].
+    #[tracing::instrument(name = "accounts.get", skip_all, fields(user.id = %id))]
     pub async fn get(&self, actor: Actor<'_>, id: UserId) -> Result<User, IdentityError> {
         actor.require(Permission::ManageUsers)?;
         self.find_live(id).await
@@ -199,6 +200,7 @@ impl AccountService {
     ///
     /// # Errors
     /// Forbidden; not found; [`IdentityError::LastAdmin`].
+    #[tracing::instrument(name = "accounts.set_enabled", skip_all, fields(user.id = %id, enabled))]
     pub async fn set_enabled(
         &self,
         actor: Actor<'_>,
@@ -234,6 +236,7 @@ impl AccountService {
     ///
     /// # Errors
     /// Forbidden; not found; [`IdentityError::LastAdmin`].
+    #[tracing::instrument(name = "accounts.delete", skip_all, fields(user.id = %id))]
     pub async fn delete(&self, actor: Actor<'_>, id: UserId) -> Result<(), IdentityError> {
         actor.require(Permission::ManageUsers)?;
         let mut user = self.find_live(id).await?;
@@ -264,6 +267,7 @@ impl AccountService {
     ///
     /// # Errors
     /// Forbidden; [`IdentityError::SelfRoleChange`]; not found; [`IdentityError::LastAdmin`].
+    #[tracing::instrument(name = "accounts.set_roles", skip_all, fields(user.id = %id))]
     pub async fn set_roles(
         &self,
         actor: Actor<'_>,
@@ -306,6 +310,7 @@ impl AccountService {
     ///
     /// # Errors
     /// [`IdentityError::InvalidCredentials`] for a wrong current password; invalid new password.
+    #[tracing::instrument(name = "accounts.change_password", skip_all, fields(user.id = %principal.user_id()))]
     pub async fn change_password(
         &self,
         principal: &Principal,

@@ -13,7 +13,6 @@ use crate::domain::ports::{CachedAuth, PrincipalKey};
 use crate::domain::principal::{KeyGrant, Principal};
 use crate::domain::session::TokenRejection;
 use crate::domain::user::{User, UserId, UserStatus};
-use crate::domain::values::key_permissions;
 
 /// What the caller presented.
 #[derive(Clone, Copy, Debug)]
@@ -84,20 +83,19 @@ impl AuthService {
             .tokens_per_minute
             .or(key.limits.tokens_per_minute);
         rules.extend(key_policy.rules(key_subject, None));
-        Ok(Some(Principal {
-            user_id: user.id(),
-            username: user.username().as_str().to_owned(),
-            roles: user.roles().clone(),
-            permissions: key_permissions(user.roles(), &key.scopes),
-            key: Some(KeyGrant {
+        Ok(Some(Principal::with_key(
+            user.id(),
+            user.username().as_str().to_owned(),
+            user.roles().clone(),
+            KeyGrant {
                 id: key.id,
                 prefix: key.prefix,
                 scopes: key.scopes,
                 allowed_models: key.allowed_models,
                 expires_at: key.expires_at,
-            }),
+            },
             rules,
-        }))
+        )))
     }
 
     async fn by_key(&self, presented: &str) -> Result<Arc<Principal>, IdentityError> {
@@ -128,7 +126,7 @@ impl AuthService {
             return Err(IdentityError::InvalidToken);
         };
         let now = self.deps.clock.now();
-        let Some(grant) = principal.key.as_ref() else {
+        let Some(grant) = principal.key() else {
             return Err(IdentityError::InvalidToken);
         };
         if grant.expires_at.is_some_and(|at| at <= now) {
@@ -186,14 +184,12 @@ impl AuthService {
             UserStatus::Deleted | UserStatus::Disabled => Ok(refused),
             UserStatus::Active => {
                 let rules = self.user_rules(&user).await?;
-                Ok(CachedAuth::Valid(Arc::new(Principal {
-                    user_id: user.id(),
-                    username: user.username().as_str().to_owned(),
-                    roles: user.roles().clone(),
-                    permissions: user.permissions(),
-                    key: None,
+                Ok(CachedAuth::Valid(Arc::new(Principal::signed_in(
+                    user.id(),
+                    user.username().as_str().to_owned(),
+                    user.roles().clone(),
                     rules,
-                })))
+                ))))
             }
         }
     }

@@ -74,6 +74,7 @@ impl ApiKeyService {
     ///
     /// # Errors
     /// Invalid input; [`IdentityError::ScopeNotAllowed`]; not found for other users' keys.
+    #[tracing::instrument(name = "keys.create", skip_all, fields(user.id = %owner))]
     pub async fn create(
         &self,
         actor: Actor<'_>,
@@ -120,10 +121,9 @@ impl ApiKeyService {
         let user = self.live_owner(owner).await?;
         for scope in &scopes {
             let caller_key_allows = match actor {
-                Actor::Caller(principal, _) => principal
-                    .key
-                    .as_ref()
-                    .is_none_or(|k| k.scopes.contains(scope)),
+                Actor::Caller(principal, _) => {
+                    principal.key().is_none_or(|k| k.scopes.contains(scope))
+                }
                 Actor::System => true,
             };
             if !may_grant(user.roles(), *scope) || !caller_key_allows {
@@ -166,6 +166,7 @@ impl ApiKeyService {
     ///
     /// # Errors
     /// Not found for other users' keys (unless admin).
+    #[tracing::instrument(name = "keys.list", skip_all, fields(user.id = %owner))]
     pub async fn list(
         &self,
         actor: Actor<'_>,
@@ -194,6 +195,7 @@ impl ApiKeyService {
     ///
     /// # Errors
     /// [`IdentityError::KeyNotFound`] for unknown keys and other users' keys.
+    #[tracing::instrument(name = "keys.revoke", skip_all, fields(user.id = %owner, key.id = %id))]
     pub async fn revoke(
         &self,
         actor: Actor<'_>,
@@ -221,6 +223,7 @@ impl ApiKeyService {
     ///
     /// # Errors
     /// [`IdentityError::KeyNotFound`]; a revoked key cannot be rotated (not found).
+    #[tracing::instrument(name = "keys.rotate", skip_all, fields(user.id = %owner, key.id = %id))]
     pub async fn rotate(
         &self,
         actor: Actor<'_>,

@@ -85,7 +85,7 @@ impl Actor<'_> {
     pub fn context(&self) -> ActionContext {
         match self {
             Self::Caller(principal, ctx) => ActionContext {
-                actor: Some(principal.user_id.as_uuid()),
+                actor: Some(principal.user_id().as_uuid()),
                 ..(*ctx).clone()
             },
             Self::System => ActionContext::default(),
@@ -110,7 +110,7 @@ impl Actor<'_> {
     #[must_use]
     pub fn user_id(&self) -> Option<UserId> {
         match self {
-            Self::Caller(principal, _) => Some(principal.user_id),
+            Self::Caller(principal, _) => Some(principal.user_id()),
             Self::System => None,
         }
     }

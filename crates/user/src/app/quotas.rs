@@ -74,6 +74,7 @@ impl QuotaService {
     ///
     /// # Errors
     /// Forbidden; [`IdentityError::UserNotFound`].
+    #[tracing::instrument(name = "quotas.set_user_policy", skip_all, fields(user.id = %user))]
     pub async fn set_user_policy(
         &self,
         actor: Actor<'_>,
@@ -94,6 +95,7 @@ impl QuotaService {
     ///
     /// # Errors
     /// Forbidden; [`IdentityError::KeyNotFound`].
+    #[tracing::instrument(name = "quotas.set_key_policy", skip_all, fields(user.id = %owner, key.id = %key))]
     pub async fn set_key_policy(
         &self,
         actor: Actor<'_>,
@@ -134,6 +136,7 @@ impl QuotaService {
     ///
     /// # Errors
     /// Forbidden.
+    #[tracing::instrument(name = "quotas.user_policy", skip_all, fields(user.id = %user))]
     pub async fn user_policy(
         &self,
         actor: Actor<'_>,
@@ -151,7 +154,7 @@ impl QuotaService {
         let now = self.deps.clock.now();
         let used = self.deps.limits.current(principal, now).await?;
         Ok(principal
-            .rules
+            .rules()
             .iter()
             .zip(used)
             .map(|(rule, used)| RuleUsage {
@@ -182,7 +185,7 @@ impl QuotaGate for QuotaService {
     ) -> Result<Reservation, IdentityError> {
         self.deps
             .limits
-            .admit(principal, &principal.rules, demand, self.deps.clock.now())
+            .admit(principal, principal.rules(), demand, self.deps.clock.now())
             .await
     }
 
@@ -210,10 +213,4 @@ impl QuotaGate for QuotaService {
     async fn release(&self, reservation: &Reservation) -> Result<(), IdentityError> {
         self.deps.limits.release(reservation).await.map(|_| ())
     }
-}
-
-/// Shares one [`QuotaService`] as the gateway's [`QuotaGate`].
-#[must_use]
-pub fn quota_gate(service: QuotaService) -> Arc<dyn QuotaGate> {
-    Arc::new(service)
 }

@@ -25,24 +25,99 @@ pub struct KeyGrant {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// An authenticated caller.
+/// An authenticated caller. Only the identity context makes one (from a verified credential);
+/// every other context receives it and reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
-    /// The user (the key's owner for key callers).
-    pub user_id: UserId,
-    /// Login name.
-    pub username: String,
-    /// Roles of the user.
-    pub roles: BTreeSet<Role>,
-    /// Effective permissions (a key's: its owner's narrowed by its scopes).
-    pub permissions: BTreeSet<Permission>,
-    /// Present for API key callers.
-    pub key: Option<KeyGrant>,
-    /// Every limit that applies to this caller (user's and key's).
-    pub rules: Vec<LimitRule>,
+    user_id: UserId,
+    username: String,
+    roles: BTreeSet<Role>,
+    permissions: BTreeSet<Permission>,
+    key: Option<KeyGrant>,
+    rules: Vec<LimitRule>,
 }
 
 impl Principal {
+    /// A user signed in with a login token: the permissions of their roles.
+    pub(crate) fn signed_in(
+        user_id: UserId,
+        username: String,
+        roles: BTreeSet<Role>,
+        rules: Vec<LimitRule>,
+    ) -> Self {
+        let permissions = super::values::permissions_of(&roles);
+        Self {
+            user_id,
+            username,
+            roles,
+            permissions,
+            key: None,
+            rules,
+        }
+    }
+
+    /// A program calling with one of `user_id`'s API keys: the owner's permissions narrowed by
+    /// the key's scopes.
+    pub(crate) fn with_key(
+        user_id: UserId,
+        username: String,
+        roles: BTreeSet<Role>,
+        key: KeyGrant,
+        rules: Vec<LimitRule>,
+    ) -> Self {
+        let permissions = super::values::key_permissions(&roles, &key.scopes);
+        Self {
+            user_id,
+            username,
+            roles,
+            permissions,
+            key: Some(key),
+            rules,
+        }
+    }
+
+    /// The user (the key's owner for key callers).
+    #[must_use]
+    pub fn user_id(&self) -> UserId {
+        self.user_id
+    }
+
+    /// Login name.
+    #[must_use]
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
+    /// Roles of the user.
+    #[must_use]
+    pub fn roles(&self) -> &BTreeSet<Role> {
+        &self.roles
+    }
+
+    /// Effective permissions (a key's: its owner's narrowed by its scopes).
+    #[must_use]
+    pub fn permissions(&self) -> &BTreeSet<Permission> {
+        &self.permissions
+    }
+
+    /// The key the call came with; `None` for login tokens.
+    #[must_use]
+    pub fn key(&self) -> Option<&KeyGrant> {
+        self.key.as_ref()
+    }
+
+    /// The id of the key the call came with, if any.
+    #[must_use]
+    pub fn key_id(&self) -> Option<ApiKeyId> {
+        self.key.as_ref().map(|k| k.id)
+    }
+
+    /// Every limit that applies to this caller (user's and key's).
+    #[must_use]
+    pub fn rules(&self) -> &[LimitRule] {
+        &self.rules
+    }
+
     /// Whether the caller has `permission`.
     #[must_use]
     pub fn can(&self, permission: Permission) -> bool {

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use backon::Retryable as _;
 use chrono::{DateTime, Utc};
+use maas_shared::tasks::Tasks;
 use tokio::sync::mpsc;
 
 use crate::domain::api_key::ApiKeyId;
@@ -17,7 +19,6 @@ use crate::domain::ports::{ApiKeyRepository, KeyUseRecorder, LedgerEntry, UsageL
 
 const BATCH: usize = 500;
 const LINGER: Duration = Duration::from_millis(100);
-const ATTEMPTS: u32 = 5;
 
 /// A [`UsageLedger`] whose appends return at once and reach the inner ledger in batches.
 pub struct BatchedLedger {
@@ -26,33 +27,36 @@ pub struct BatchedLedger {
 }
 
 impl BatchedLedger {
-    /// Starts the writer task over `inner`.
+    /// Registers the writer loop over `inner` with `tasks`; it flushes on shutdown.
     #[must_use]
-    pub fn spawn(inner: Arc<dyn UsageLedger>) -> Self {
+    pub fn start(inner: Arc<dyn UsageLedger>, tasks: &Tasks) -> Self {
         let (tx, rx) = mpsc::unbounded_channel::<LedgerEntry>();
         let writer = Arc::clone(&inner);
-        maas_shared::batch::spawn_drainer(rx, LINGER, BATCH, move |batch: Vec<LedgerEntry>| {
-            let writer = Arc::clone(&writer);
-            async move { write_with_retry(writer.as_ref(), &batch).await }
+        tasks.spawn_loop("identity.ledger_writer", move |shutdown| {
+            maas_shared::batch::drain(
+                rx,
+                LINGER,
+                BATCH,
+                move |batch: Vec<LedgerEntry>| {
+                    let writer = Arc::clone(&writer);
+                    async move { write_with_retry(writer.as_ref(), &batch).await }
+                },
+                shutdown,
+            )
         });
         Self { tx, inner }
     }
 }
 
 async fn write_with_retry(ledger: &dyn UsageLedger, batch: &[LedgerEntry]) {
-    let mut delay = Duration::from_millis(200);
-    for attempt in 1..=ATTEMPTS {
-        match ledger.append(batch).await {
-            Ok(()) => return,
-            Err(err) if attempt < ATTEMPTS => {
-                tracing::warn!(attempt, entries = batch.len(), error = %err, "usage ledger write failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            Err(err) => {
-                tracing::error!(entries = batch.len(), error = ?err, "usage ledger write failed for good; entries lost");
-            }
-        }
+    let written = (|| ledger.append(batch))
+        .retry(maas_shared::retry::write_backoff())
+        .notify(|err, delay| {
+            tracing::warn!(entries = batch.len(), error = %err, retry_in = ?delay, "usage ledger write failed; retrying");
+        })
+        .await;
+    if let Err(err) = written {
+        tracing::error!(entries = batch.len(), error = ?err, "usage ledger write failed for good; entries lost");
     }
 }
 
@@ -78,38 +82,51 @@ impl UsageLedger for BatchedLedger {
 
 /// Collects key use times; a background task writes the latest of each key every few seconds.
 pub struct BatchedKeyUses {
-    pending: Arc<Mutex<HashMap<ApiKeyId, DateTime<Utc>>>>,
+    pending: Arc<Pending>,
 }
 
 impl BatchedKeyUses {
-    /// Starts the flush task over `keys`, flushing every `every`.
+    /// Registers the flush loop over `keys` with `tasks`, flushing every `every` and once more
+    /// on shutdown.
     #[must_use]
-    pub fn spawn(keys: Arc<dyn ApiKeyRepository>, every: Duration) -> Self {
-        let pending: Arc<Mutex<HashMap<ApiKeyId, DateTime<Utc>>>> = Arc::default();
+    pub fn start(keys: Arc<dyn ApiKeyRepository>, every: Duration, tasks: &Tasks) -> Self {
+        let pending: Arc<Pending> = Arc::default();
         let shared = Arc::clone(&pending);
-        tokio::spawn(async move {
+        tasks.spawn_loop("identity.key_use_writer", move |shutdown| async move {
             let mut tick = tokio::time::interval(every);
             loop {
-                tick.tick().await;
-                let batch: Vec<(ApiKeyId, DateTime<Utc>)> = shared
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .drain()
-                    .collect();
-                if batch.is_empty() {
-                    continue;
-                }
-                if let Err(err) = keys.touch(&batch).await {
-                    tracing::warn!(keys = batch.len(), error = %err, "could not record key use; will retry");
-                    let mut pending = shared.lock().unwrap_or_else(PoisonError::into_inner);
-                    for (id, at) in batch {
-                        let slot = pending.entry(id).or_insert(at);
-                        *slot = (*slot).max(at);
-                    }
+                let stopping = tokio::select! {
+                    _ = tick.tick() => false,
+                    () = shutdown.requested() => true,
+                };
+                flush(&shared, keys.as_ref()).await;
+                if stopping {
+                    return;
                 }
             }
         });
         Self { pending }
+    }
+}
+
+type Pending = Mutex<HashMap<ApiKeyId, DateTime<Utc>>>;
+
+async fn flush(pending: &Pending, keys: &dyn ApiKeyRepository) {
+    let batch: Vec<(ApiKeyId, DateTime<Utc>)> = pending
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .drain()
+        .collect();
+    if batch.is_empty() {
+        return;
+    }
+    if let Err(err) = keys.touch(&batch).await {
+        tracing::warn!(keys = batch.len(), error = %err, "could not record key use; will retry");
+        let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
+        for (id, at) in batch {
+            let slot = pending.entry(id).or_insert(at);
+            *slot = (*slot).max(at);
+        }
     }
 }
 

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use backon::BackoffBuilder as _;
 use futures_util::StreamExt as _;
 use maas_shared::kv::{Keyspace, Multiplexed};
+use maas_shared::tasks::Tasks;
 use moka::sync::Cache;
 
 use crate::domain::api_key::SecretDigest;
@@ -53,7 +55,7 @@ impl PrincipalCache for MokaPrincipalCache {
         let result = self
             .cache
             .invalidate_entries_if(move |_key, value| match value {
-                CachedAuth::Valid(p) => p.user_id == user_id,
+                CachedAuth::Valid(p) => p.user_id() == user_id,
                 CachedAuth::Refused { owner } => *owner == Some(user_id),
             });
         if result.is_err() {
@@ -68,17 +70,12 @@ impl PrincipalCache for MokaPrincipalCache {
 }
 
 fn encode(digest: &SecretDigest) -> String {
-    digest.0.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(digest.0)
 }
 
-fn decode(hex: &str) -> Option<SecretDigest> {
-    if hex.len() != 64 {
-        return None;
-    }
+fn decode(text: &str) -> Option<SecretDigest> {
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
-    }
+    hex::decode_to_slice(text, &mut out).ok()?;
     Some(SecretDigest(out))
 }
 
@@ -139,26 +136,46 @@ fn apply(cache: &MokaPrincipalCache, message: &str) {
     }
 }
 
-/// Listens for invalidations for as long as the process runs, reconnecting after failures.
-pub fn spawn_invalidation_listener(
-    redis_url: String,
+/// Registers the invalidation listener with `tasks`: it listens for as long as the process runs,
+/// reconnecting with backoff after failures, and stops on shutdown.
+pub fn listen_for_invalidations(
+    client: redis::Client,
     keys: &Keyspace,
     cache: Arc<MokaPrincipalCache>,
-) -> tokio::task::JoinHandle<()> {
+    tasks: &Tasks,
+) {
     let channel = channel(keys);
-    tokio::spawn(async move {
+    tasks.spawn_loop("identity.invalidation_listener", move |shutdown| async move {
+        let mut backoff = maas_shared::retry::reconnect_backoff().build();
         loop {
-            if let Err(err) = listen(&redis_url, &channel, &cache).await {
-                tracing::warn!(error = %err, "principal invalidation listener lost Redis; retrying");
+            let started = std::time::Instant::now();
+            tokio::select! {
+                result = listen(&client, &channel, &cache) => {
+                    if let Err(err) = result {
+                        tracing::warn!(error = %err, "principal invalidation listener lost Redis; reconnecting");
+                    }
+                }
+                () = shutdown.requested() => return,
             }
             cache.clear();
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // A subscription that lived a while starts the backoff over.
+            if started.elapsed() > Duration::from_secs(30) {
+                backoff = maas_shared::retry::reconnect_backoff().build();
+            }
+            let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shutdown.requested() => return,
+            }
         }
-    })
+    });
 }
 
-async fn listen(url: &str, channel: &str, cache: &MokaPrincipalCache) -> anyhow::Result<()> {
-    let client = redis::Client::open(url).context("Redis URL")?;
+async fn listen(
+    client: &redis::Client,
+    channel: &str,
+    cache: &MokaPrincipalCache,
+) -> anyhow::Result<()> {
     let mut pubsub = client
         .get_async_pubsub()
         .await

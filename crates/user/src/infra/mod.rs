@@ -14,6 +14,7 @@ use std::time::Duration;
 use maas_shared::audit::AuditLog;
 use maas_shared::clock::Clock;
 use maas_shared::kv::Keyspace;
+use maas_shared::tasks::Tasks;
 use sea_orm::DatabaseConnection;
 use secrecy::SecretString;
 
@@ -24,14 +25,16 @@ use crate::app::quotas::QuotaService;
 use crate::app::sessions::SessionService;
 use crate::app::{IdentityConfig, IdentityDeps};
 
-/// What [`Identity::build`] needs.
+/// What [`Identity::build`] needs: ready adapters and this context's typed config, never the
+/// platform's settings (the composition root, `maas-platform`, maps those).
 pub struct IdentityParams {
     /// PostgreSQL pool.
     pub db: DatabaseConnection,
     /// Multiplexed Redis connection (limits and invalidations: one round trip per command).
     pub redis: maas_shared::kv::Multiplexed,
-    /// Redis URL (the invalidation listener holds a connection of its own).
-    pub redis_url: String,
+    /// Where to listen for invalidations from other replicas (a pub/sub connection of its own);
+    /// `None` for one-shot processes such as CLI commands, which keep no cache worth keeping.
+    pub invalidations: Option<redis::Client>,
     /// This deployment's key prefix.
     pub keys: Keyspace,
     /// Access token signing key.
@@ -48,54 +51,8 @@ pub struct IdentityParams {
     pub audit: Arc<dyn AuditLog>,
     /// Time.
     pub clock: Arc<dyn Clock>,
-    /// Whether to listen for invalidations (servers do; one-shot CLI commands need not).
-    pub listen_for_invalidations: bool,
-}
-
-impl IdentityParams {
-    /// Parameters from the platform settings (passed in by a composition root).
-    ///
-    /// # Errors
-    /// When the encryption key or the Redis URL is malformed.
-    pub fn from_settings(
-        settings: &maas_shared::config::Settings,
-        db: DatabaseConnection,
-        audit: Arc<dyn AuditLog>,
-        clock: Arc<dyn Clock>,
-    ) -> anyhow::Result<Self> {
-        let redis = maas_shared::kv::Multiplexed::new(&settings.redis)?;
-        use secrecy::ExposeSecret as _;
-        let id = &settings.identity;
-        let limit = |v: u64| (v > 0).then_some(v);
-        Ok(Self {
-            db,
-            redis,
-            redis_url: settings.redis.url.expose_secret().to_owned(),
-            keys: Keyspace::new(&settings.redis.key_prefix),
-            jwt_secret: settings.auth.jwt_secret.clone(),
-            access_ttl: chrono::Duration::seconds(
-                i64::try_from(id.access_token_ttl_secs).unwrap_or(i64::MAX / 1000),
-            ),
-            platform_key: settings.crypto.key_bytes()?,
-            cache_ttl: Duration::from_secs(id.principal_cache_ttl_secs.max(1)),
-            config: IdentityConfig {
-                refresh_ttl: chrono::Duration::seconds(
-                    i64::try_from(id.refresh_token_ttl_secs).unwrap_or(i64::MAX / 1000),
-                ),
-                allow_self_registration: id.allow_self_registration,
-                login_attempts_per_minute: id.login_attempts_per_minute.max(1),
-                defaults: crate::domain::limits::LimitDefaults {
-                    requests_per_minute: limit(id.default_requests_per_minute),
-                    tokens_per_minute: limit(id.default_tokens_per_minute),
-                    requests_per_hour: limit(id.default_requests_per_hour),
-                    requests_per_day: limit(id.default_requests_per_day),
-                },
-            },
-            audit,
-            clock,
-            listen_for_invalidations: true,
-        })
-    }
+    /// The process's background work: batch writers and the invalidation listener run there.
+    pub tasks: Tasks,
 }
 
 /// The identity context's services, wired.
@@ -114,20 +71,22 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Builds every adapter and service; starts the batch writers (and the invalidation listener).
-    /// Must run inside a Tokio runtime.
+    /// Builds every adapter and service; registers the batch writers (and the invalidation
+    /// listener) with the process's tasks. Must run inside a Tokio runtime.
     ///
     /// # Errors
     /// When a secret cannot be used.
     pub fn build(p: IdentityParams) -> anyhow::Result<Self> {
         let keys_repo: Arc<dyn crate::domain::ports::ApiKeyRepository> =
             Arc::new(postgres::PgApiKeyRepository::new(p.db.clone()));
-        let ledger: Arc<dyn crate::domain::ports::UsageLedger> = Arc::new(
-            batch::BatchedLedger::spawn(Arc::new(postgres::PgUsageLedger::new(p.db.clone()))),
-        );
+        let ledger: Arc<dyn crate::domain::ports::UsageLedger> =
+            Arc::new(batch::BatchedLedger::start(
+                Arc::new(postgres::PgUsageLedger::new(p.db.clone())),
+                &p.tasks,
+            ));
         let cache = Arc::new(cache::MokaPrincipalCache::new(100_000, p.cache_ttl));
-        if p.listen_for_invalidations {
-            cache::spawn_invalidation_listener(p.redis_url.clone(), &p.keys, Arc::clone(&cache));
+        if let Some(client) = p.invalidations {
+            cache::listen_for_invalidations(client, &p.keys, Arc::clone(&cache), &p.tasks);
         }
         let deps = IdentityDeps {
             users: Arc::new(postgres::PgUserRepository::new(p.db.clone())),
@@ -145,9 +104,10 @@ impl Identity {
             secrets: Arc::new(crypto::HmacSecrets::new(&p.platform_key)?),
             cache,
             bus: Arc::new(cache::RedisInvalidationBus::new(p.redis, &p.keys)),
-            key_uses: Arc::new(batch::BatchedKeyUses::spawn(
+            key_uses: Arc::new(batch::BatchedKeyUses::start(
                 keys_repo,
                 Duration::from_secs(5),
+                &p.tasks,
             )),
             audit: p.audit,
             clock: p.clock,

@@ -115,7 +115,7 @@ fn state(rule: &LimitRule, current: u64, now: DateTime<Utc>) -> LimitState {
 
 #[async_trait]
 impl LimitStore for RedisLimitStore {
-    #[tracing::instrument(skip_all, fields(user = %principal.user_id))]
+    #[tracing::instrument(skip_all, fields(user = %principal.user_id()))]
     async fn admit(
         &self,
         principal: &Principal,
@@ -123,7 +123,7 @@ impl LimitStore for RedisLimitStore {
         demand: Demand,
         now: DateTime<Utc>,
     ) -> Result<Reservation, IdentityError> {
-        let user = principal.user_id;
+        let user = principal.user_id();
         // Token rules only apply to calls that consume tokens.
         let active: Vec<&LimitRule> = rules
             .iter()
@@ -176,7 +176,7 @@ impl LimitStore for RedisLimitStore {
                     return Ok(Reservation {
                         id,
                         user_id: user,
-                        key_id: principal.key.as_ref().map(|k| k.id),
+                        key_id: principal.key_id(),
                         estimate,
                         token_counters,
                         request_counters,
@@ -223,10 +223,10 @@ impl LimitStore for RedisLimitStore {
         principal: &Principal,
         now: DateTime<Utc>,
     ) -> Result<Vec<u64>, IdentityError> {
-        let mut values = Vec::with_capacity(principal.rules.len());
+        let mut values = Vec::with_capacity(principal.rules().len());
         let mut conn = self.conn().await?;
-        for rule in &principal.rules {
-            let key = self.counter(principal.user_id, rule, now);
+        for rule in principal.rules() {
+            let key = self.counter(principal.user_id(), rule, now);
             let value: Option<u64> = redis::cmd("GET")
                 .arg(&key)
                 .query_async(&mut conn)

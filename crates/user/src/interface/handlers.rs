@@ -162,7 +162,7 @@ pub async fn list_my_keys(
     let ctx = action_context(&req);
     let principal = caller.principal();
     let found = keys
-        .list(Actor::Caller(principal, &ctx), principal.user_id, &page)
+        .list(Actor::Caller(principal, &ctx), principal.user_id(), &page)
         .await?;
     Ok(HttpResponse::Ok().json(PageResponse::from_page(found, |k| ApiKeyResponse::from(&k))))
 }
@@ -183,7 +183,7 @@ pub async fn create_my_key(
     let issued = keys
         .create(
             Actor::Caller(principal, &ctx),
-            principal.user_id,
+            principal.user_id(),
             body.into_inner().into(),
         )
         .await?;
@@ -205,7 +205,7 @@ pub async fn revoke_my_key(
     let key = keys
         .revoke(
             Actor::Caller(principal, &ctx),
-            principal.user_id,
+            principal.user_id(),
             ApiKeyId::from_uuid(path.into_inner()),
         )
         .await?;
@@ -227,7 +227,7 @@ pub async fn rotate_my_key(
     let issued = keys
         .rotate(
             Actor::Caller(principal, &ctx),
-            principal.user_id,
+            principal.user_id(),
             ApiKeyId::from_uuid(path.into_inner()),
         )
         .await?;

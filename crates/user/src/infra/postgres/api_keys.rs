@@ -99,7 +99,7 @@ struct DigestRow {
 
 #[async_trait]
 impl ApiKeyRepository for PgApiKeyRepository {
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn insert(&self, key: &ApiKey) -> Result<(), IdentityError> {
         let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
         let values: [Value; 13] = [
@@ -129,7 +129,7 @@ impl ApiKeyRepository for PgApiKeyRepository {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn update(&self, key: &ApiKey) -> Result<(), IdentityError> {
         let values: [Value; 6] = [
             key.id.as_uuid().into(),
@@ -154,7 +154,7 @@ impl ApiKeyRepository for PgApiKeyRepository {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn find_owned(
         &self,
         owner: UserId,
@@ -170,7 +170,7 @@ impl ApiKeyRepository for PgApiKeyRepository {
         Ok(row.map(KeyRow::into_key).transpose()?)
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn find_by_digest(&self, digest: SecretDigest) -> Result<Option<ApiKey>, IdentityError> {
         let row = KeyRow::find_by_statement(statement(
             format!("{SELECT_KEY} WHERE key_digest = $1"),
@@ -182,7 +182,7 @@ impl ApiKeyRepository for PgApiKeyRepository {
         Ok(row.map(KeyRow::into_key).transpose()?)
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn list(&self, owner: UserId, page: &PageRequest) -> Result<Page<ApiKey>, IdentityError> {
         let limit = i64::from(page.limit()) + 1;
         let stmt = match page.after() {
@@ -220,7 +220,7 @@ impl ApiKeyRepository for PgApiKeyRepository {
         })
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn revoke_all(
         &self,
         owner: UserId,
@@ -240,7 +240,7 @@ impl ApiKeyRepository for PgApiKeyRepository {
         Ok(digests)
     }
 
-    #[tracing::instrument(skip_all, fields(keys = uses.len()), err)]
+    #[tracing::instrument(skip_all, fields(keys = uses.len()))]
     async fn touch(&self, uses: &[(ApiKeyId, DateTime<Utc>)]) -> Result<(), IdentityError> {
         // One row per key: `UPDATE … FROM` applies only one of several matching source rows.
         let mut latest: HashMap<Uuid, DateTime<Utc>> = HashMap::with_capacity(uses.len());

@@ -77,7 +77,7 @@ impl PolicyRow {
 
 #[async_trait]
 impl QuotaPolicyRepository for PgQuotaPolicyRepository {
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn get(&self, subject: Subject) -> Result<QuotaPolicy, IdentityError> {
         let row = PolicyRow::find_by_statement(statement(
             "SELECT requests_per_minute, tokens_per_minute, requests_per_hour, requests_per_day, \
@@ -94,7 +94,7 @@ impl QuotaPolicyRepository for PgQuotaPolicyRepository {
         }
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn put(&self, subject: Subject, policy: &QuotaPolicy) -> Result<(), IdentityError> {
         let [subject_type, subject_id] = subject_values(subject);
         let values: [Value; 11] = [
@@ -171,7 +171,7 @@ struct TotalsRow {
 
 #[async_trait]
 impl UsageLedger for PgUsageLedger {
-    #[tracing::instrument(skip_all, fields(entries = entries.len()), err)]
+    #[tracing::instrument(skip_all, fields(entries = entries.len()))]
     async fn append(&self, entries: &[LedgerEntry]) -> Result<(), IdentityError> {
         // One statement per batch with one JSON parameter: the SQL never changes (prepared
         // once per connection) and no side handles thousands of bind parameters.
@@ -193,7 +193,7 @@ impl UsageLedger for PgUsageLedger {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn totals(
         &self,
         subject: Subject,

@@ -64,7 +64,7 @@ struct FamilyRow {
 
 #[async_trait]
 impl RefreshTokenRepository for PgRefreshTokenRepository {
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn insert(&self, token: &RefreshToken) -> Result<(), IdentityError> {
         self.db
             .execute(statement(
@@ -84,7 +84,7 @@ impl RefreshTokenRepository for PgRefreshTokenRepository {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn consume(
         &self,
         digest: SecretDigest,
@@ -122,7 +122,7 @@ impl RefreshTokenRepository for PgRefreshTokenRepository {
         })
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn revoke_family(
         &self,
         family_id: Uuid,
@@ -138,7 +138,7 @@ impl RefreshTokenRepository for PgRefreshTokenRepository {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn revoke_user(&self, user_id: UserId, now: DateTime<Utc>) -> Result<(), IdentityError> {
         self.db
             .execute(statement(
@@ -150,7 +150,7 @@ impl RefreshTokenRepository for PgRefreshTokenRepository {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn family_live(
         &self,
         family_id: Uuid,
@@ -167,7 +167,7 @@ impl RefreshTokenRepository for PgRefreshTokenRepository {
         Ok(row.is_some_and(|r| r.live))
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn family_of(
         &self,
         digest: SecretDigest,

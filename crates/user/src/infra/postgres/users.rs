@@ -141,7 +141,7 @@ async fn insert_roles(txn: &DatabaseTransaction, user: &User) -> Result<(), Iden
 
 #[async_trait]
 impl UserRepository for PgUserRepository {
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn insert(&self, user: &User) -> Result<(), IdentityError> {
         let txn = self.db.begin().await.context("starting user insert")?;
         txn.execute(statement(
@@ -156,7 +156,7 @@ impl UserRepository for PgUserRepository {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn update(&self, user: &User) -> Result<(), IdentityError> {
         let txn = self.db.begin().await.context("starting user update")?;
         // `created_at` never changes.
@@ -191,7 +191,7 @@ impl UserRepository for PgUserRepository {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn find(&self, id: UserId) -> Result<Option<User>, IdentityError> {
         let row = UserRow::find_by_statement(statement(
             format!("{SELECT_USER} WHERE u.id = $1"),
@@ -203,7 +203,7 @@ impl UserRepository for PgUserRepository {
         Ok(row.map(UserRow::into_user).transpose()?)
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn find_by_login(&self, login: &str) -> Result<Option<User>, IdentityError> {
         // Usernames cannot contain '@' and e-mails must, so at most one user matches.
         let row = UserRow::find_by_statement(statement(
@@ -219,7 +219,7 @@ impl UserRepository for PgUserRepository {
         Ok(row.map(UserRow::into_user).transpose()?)
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn list(&self, page: &PageRequest) -> Result<Page<User>, IdentityError> {
         let limit = i64::from(page.limit()) + 1;
         let stmt = match page.after() {
@@ -253,7 +253,7 @@ impl UserRepository for PgUserRepository {
         })
     }
 
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(skip_all)]
     async fn count_active_admins(&self) -> Result<u64, IdentityError> {
         let row = CountRow::find_by_statement(statement(
             "SELECT count(*) AS n FROM users u JOIN user_roles r ON r.user_id = u.id \

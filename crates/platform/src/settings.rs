@@ -222,8 +222,10 @@ pub struct ConversationSettings {
     pub context_messages: u32,
     /// Hours without activity after which a conversation is deleted.
     pub ttl_hours: u64,
-    /// Seconds between expiry runs of the worker.
-    pub expiry_interval_secs: u64,
+    /// When the worker deletes idle conversations: a cron expression with seconds
+    /// (`sec min hour day-of-month month day-of-week`), e.g. `0 */5 * * * *` every five minutes.
+    /// However many workers run, each tick's run happens once.
+    pub expiry_schedule: String,
 }
 
 /// `[crypto]`

@@ -4,7 +4,7 @@
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::config::{LogFormat, TelemetrySettings};
+use crate::settings::{LogFormat, TelemetrySettings};
 
 /// Installs the global subscriber writing to stdout. `RUST_LOG` overrides the configured filter.
 ///

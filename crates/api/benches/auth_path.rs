@@ -9,12 +9,9 @@
     reason = "a benchmark fails loudly"
 )]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use maas_shared::audit_pg::PgAuditLog;
-use maas_shared::clock::{Clock, SystemClock};
-use maas_shared::config::Settings;
+use maas_platform::{Platform, Role, Settings};
 use maas_user::app::Actor;
 use maas_user::app::accounts::NewAccount;
 use maas_user::app::auth::Authenticator as _;
@@ -22,7 +19,6 @@ use maas_user::app::keys::NewKey;
 use maas_user::app::quotas::QuotaGate as _;
 use maas_user::contract::{Credential, Demand};
 use maas_user::domain::limits::QuotaPolicy;
-use maas_user::infra::{Identity, IdentityParams};
 
 const ITERATIONS: usize = 20_000;
 
@@ -40,12 +36,10 @@ fn main() {
         let settings =
             Settings::load_with(&[("redis.key_prefix", &prefix), ("telemetry.filter", "warn")])
                 .expect("settings (is DATABASE_URL set? `just bench` sets it)");
-        let db = maas_shared::db::connect(&settings.database).await.unwrap();
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let audit = Arc::new(PgAuditLog::new(db.clone(), Arc::clone(&clock)));
-        let identity =
-            Identity::build(IdentityParams::from_settings(&settings, db, audit, clock).unwrap())
-                .unwrap();
+        let platform = Platform::connect(settings.clone(), Role::Command)
+            .await
+            .unwrap();
+        let identity = platform.identity().unwrap();
 
         let name = format!("bench{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
         let account = NewAccount {
@@ -90,7 +84,7 @@ fn main() {
             .authenticate(Credential::Bearer(&key.secret))
             .await
             .unwrap();
-        println!("rules checked per request: {}", principal.rules.len());
+        println!("rules checked per request: {}", principal.rules().len());
 
         for _ in 0..1_000 {
             let p = identity

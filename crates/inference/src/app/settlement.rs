@@ -1,0 +1,204 @@
+//! How an admitted call ends, streamed or not: one [`Settlement`] turns what came back into
+//! exactly one usage record and one settled (or released) reservation.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use maas_shared::tasks::Background;
+use maas_user::contract::{Principal, QuotaGate, Reservation};
+
+use super::balance::InFlight;
+use crate::domain::call::Call;
+use crate::domain::ports::UsageSink;
+use crate::domain::usage::{TokenUsage, UsageRecord, estimate_tokens};
+
+/// The status recorded when the client went away before the answer was complete.
+pub const CLIENT_GONE: u16 = 499;
+
+/// OpenAI's error body, for failures the gateway reports itself once an upstream was reached.
+#[must_use]
+pub fn openai_error(message: &str, code: &str) -> Bytes {
+    let body = serde_json::json!({"error": {"message": message, "type": "api_error", "code": code, "param": null}});
+    Bytes::from(body.to_string())
+}
+
+/// What came back, as the settlement needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The status the client saw ([`CLIENT_GONE`] when it left).
+    pub status: u16,
+    /// Whether the upstream did work the caller pays for. An upstream that refused the call
+    /// (4xx) consumed nothing, and neither did one that never answered.
+    pub consumed: bool,
+    /// Usage the upstream reported.
+    pub reported: Option<TokenUsage>,
+    /// Bytes of completion text (or of the whole answer) for the estimate when none was reported.
+    pub completion_bytes: usize,
+    /// Milliseconds to the first byte of the answer.
+    pub first_byte_ms: Option<u64>,
+    /// The answer's text, when complete (for the conversation log).
+    pub answer: Option<String>,
+}
+
+/// Runs with the complete answer's text (stores a conversation exchange).
+pub type OnAnswer = Box<dyn FnOnce(String) + Send>;
+
+/// Everything needed to settle one admitted call.
+pub struct Settlement {
+    quota: Arc<dyn QuotaGate>,
+    usage: Arc<dyn UsageSink>,
+    background: Arc<dyn Background>,
+    reservation: Reservation,
+    record: UsageRecord,
+    prompt_estimate: u64,
+    started: Instant,
+    in_flight: Option<InFlight>,
+    on_answer: Option<OnAnswer>,
+}
+
+/// The ports a settlement reports to.
+#[derive(Clone)]
+pub struct SettlementPorts {
+    /// The identity context's metering gate.
+    pub quota: Arc<dyn QuotaGate>,
+    /// Where usage records go.
+    pub usage: Arc<dyn UsageSink>,
+    /// Where settling runs once the answer went out.
+    pub background: Arc<dyn Background>,
+}
+
+impl Settlement {
+    /// A settlement of `reservation`, made when `call` was admitted at `at`.
+    #[must_use]
+    pub fn new(
+        ports: &SettlementPorts,
+        principal: &Principal,
+        call: &Call,
+        reservation: Reservation,
+        prompt_estimate: u64,
+        started: Instant,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        Self {
+            quota: Arc::clone(&ports.quota),
+            usage: Arc::clone(&ports.usage),
+            background: Arc::clone(&ports.background),
+            reservation,
+            record: UsageRecord {
+                id: uuid::Uuid::now_v7(),
+                user_id: principal.user_id().as_uuid(),
+                key_id: principal.key_id().map(|k| k.as_uuid()),
+                model: call.model().to_owned(),
+                upstream: String::new(),
+                endpoint: call.endpoint().name(),
+                usage: TokenUsage::default(),
+                estimated: false,
+                status: 0,
+                stream: call.stream(),
+                ttft_ms: None,
+                latency_ms: 0,
+                at,
+            },
+            prompt_estimate,
+            started,
+            in_flight: None,
+            on_answer: None,
+        }
+    }
+
+    /// The upstream that serves the call, kept counted as busy until the call ends.
+    pub fn serve_from(&mut self, upstream: &str, in_flight: Option<InFlight>) {
+        upstream.clone_into(&mut self.record.upstream);
+        self.in_flight = in_flight;
+    }
+
+    /// Runs `hook` with the answer's text when the call completes normally.
+    pub fn on_answer(&mut self, hook: Option<OnAnswer>) {
+        self.on_answer = hook;
+    }
+
+    /// When the call started (for time-to-first-byte).
+    #[must_use]
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The tightest limit after admission (for `x-ratelimit-*`).
+    #[must_use]
+    pub fn limit(&self) -> Option<maas_user::contract::LimitState> {
+        self.reservation.tightest.clone()
+    }
+
+    /// Ends the call: one usage record, and the reservation settled with the real (or
+    /// estimated) usage when the upstream did work, released when it did not. Never blocks:
+    /// the quota round trip runs in the background.
+    pub fn finish(self, outcome: Outcome) {
+        let Self {
+            quota,
+            usage,
+            background,
+            reservation,
+            mut record,
+            prompt_estimate,
+            started,
+            in_flight,
+            on_answer,
+        } = self;
+        drop(in_flight);
+        let (tokens, estimated) = match (outcome.consumed, outcome.reported) {
+            (false, _) => (TokenUsage::default(), false),
+            (true, Some(reported)) => (reported, false),
+            (true, None) => (
+                TokenUsage {
+                    prompt: prompt_estimate,
+                    completion: estimate_tokens(outcome.completion_bytes),
+                },
+                true,
+            ),
+        };
+        if let (Some(hook), Some(answer)) = (on_answer, outcome.answer) {
+            hook(answer);
+        }
+        record.usage = tokens;
+        record.estimated = estimated;
+        record.status = outcome.status;
+        record.ttft_ms = outcome.first_byte_ms;
+        record.latency_ms = elapsed_ms(started);
+        usage.record(record);
+        let consumed = outcome.consumed;
+        background.spawn(Box::pin(async move {
+            let result = if consumed {
+                quota.settle(&reservation, tokens.total()).await
+            } else {
+                quota.release(&reservation).await
+            };
+            if let Err(err) = result {
+                tracing::error!(error = %err, consumed, "could not settle a reservation");
+            }
+        }));
+    }
+}
+
+impl Settlement {
+    /// Ends a call no upstream answered: nothing was consumed and nothing is recorded.
+    pub fn abandon(self) {
+        let Self {
+            quota,
+            background,
+            reservation,
+            ..
+        } = self;
+        background.spawn(Box::pin(async move {
+            if let Err(err) = quota.release(&reservation).await {
+                tracing::error!(error = %err, "could not release a reservation");
+            }
+        }));
+    }
+}
+
+/// Milliseconds since `started`.
+#[must_use]
+pub fn elapsed_ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,294 @@
+//! The one composition root (DESIGN §3). It loads [`Settings`] once, turns them into each
+//! context's typed config, builds the PostgreSQL pool and the Redis connections once, wires every
+//! context's services from those, and owns the process's background work ([`Tasks`]) and its
+//! shutdown. `maas-api`, `maas-worker` and `maas` are thin mains over it; no context reads
+//! settings, opens a connection or spawns a task on its own.
+
+pub mod settings;
+pub mod telemetry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use backon::Retryable as _;
+use maas_inference::app::conversations::{ConversationConfig, ConversationService};
+use maas_inference::app::gateway::GatewayConfig;
+use maas_inference::infra::{Gateway, GatewayParams, upstream};
+use maas_shared::audit::AuditLog;
+use maas_shared::audit_pg::PgAuditLog;
+use maas_shared::clock::{Clock, SystemClock};
+use maas_shared::kv::{Keyspace, Multiplexed, RedisPool};
+use maas_shared::tasks::{ShutdownReport, Tasks};
+use maas_user::app::IdentityConfig;
+use maas_user::contract::QuotaGate;
+use maas_user::domain::limits::LimitDefaults;
+use maas_user::infra::{Identity, IdentityParams};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use secrecy::ExposeSecret as _;
+
+pub use settings::{AppEnvironment, Settings, SettingsError};
+
+/// Whether this process keeps long-lived caches fresh from other replicas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A server (`maas-api`, `maas-worker`): listens for invalidations.
+    Server,
+    /// A one-shot command (`maas ...`): keeps no cache worth invalidating.
+    Command,
+}
+
+/// The connections and shared adapters of one process, built once.
+#[derive(Clone)]
+pub struct Platform {
+    settings: Arc<Settings>,
+    db: DatabaseConnection,
+    redis: RedisPool,
+    multiplexed: Multiplexed,
+    keyspace: Keyspace,
+    clock: Arc<dyn Clock>,
+    audit: Arc<dyn AuditLog>,
+    tasks: Tasks,
+    role: Role,
+}
+
+/// Every service `maas-api` serves.
+#[derive(Clone)]
+pub struct ApiServices {
+    /// Identity.
+    pub identity: Identity,
+    /// The gateway and conversations.
+    pub gateway: Gateway,
+}
+
+impl Platform {
+    /// Connects to PostgreSQL (retrying while it comes up) and prepares the Redis connections
+    /// (they connect on first use, so a process can start while Redis is still down).
+    ///
+    /// # Errors
+    /// When PostgreSQL stays unreachable or a URL is malformed.
+    pub async fn connect(settings: Settings, role: Role) -> anyhow::Result<Self> {
+        let db = connect_postgres(&settings).await?;
+        let redis = redis_pool(&settings)?;
+        let multiplexed = Multiplexed::new(
+            settings.redis.url.expose_secret(),
+            Duration::from_millis(settings.redis.timeout_ms),
+        )?;
+        let keyspace = Keyspace::new(&settings.redis.key_prefix);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let audit: Arc<dyn AuditLog> = Arc::new(PgAuditLog::new(db.clone(), Arc::clone(&clock)));
+        Ok(Self {
+            settings: Arc::new(settings),
+            db,
+            redis,
+            multiplexed,
+            keyspace,
+            clock,
+            audit,
+            tasks: Tasks::new(),
+            role,
+        })
+    }
+
+    /// The settings this process runs with.
+    #[must_use]
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The PostgreSQL pool.
+    #[must_use]
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// The Redis pool (health checks, occasional commands).
+    #[must_use]
+    pub fn redis(&self) -> &RedisPool {
+        &self.redis
+    }
+
+    /// The multiplexed Redis connection of hot paths and job queues.
+    #[must_use]
+    pub fn multiplexed(&self) -> &Multiplexed {
+        &self.multiplexed
+    }
+
+    /// This deployment's Redis key prefix.
+    #[must_use]
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.keyspace
+    }
+
+    /// Time.
+    #[must_use]
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.clock)
+    }
+
+    /// The audit trail.
+    #[must_use]
+    pub fn audit(&self) -> Arc<dyn AuditLog> {
+        Arc::clone(&self.audit)
+    }
+
+    /// The process's background work.
+    #[must_use]
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
+    }
+
+    /// The identity context, wired.
+    ///
+    /// # Errors
+    /// When a secret cannot be used or a URL is malformed.
+    pub fn identity(&self) -> anyhow::Result<Identity> {
+        let s = &self.settings;
+        let id = &s.identity;
+        let limit = |v: u64| (v > 0).then_some(v);
+        let invalidations = match self.role {
+            Role::Server => {
+                Some(redis::Client::open(s.redis.url.expose_secret()).context("Redis URL")?)
+            }
+            Role::Command => None,
+        };
+        Identity::build(IdentityParams {
+            db: self.db.clone(),
+            redis: self.multiplexed.clone(),
+            invalidations,
+            keys: self.keyspace.clone(),
+            jwt_secret: s.auth.jwt_secret.clone(),
+            access_ttl: seconds(id.access_token_ttl_secs),
+            platform_key: s.crypto.key_bytes()?,
+            cache_ttl: Duration::from_secs(id.principal_cache_ttl_secs.max(1)),
+            config: IdentityConfig {
+                refresh_ttl: seconds(id.refresh_token_ttl_secs),
+                allow_self_registration: id.allow_self_registration,
+                login_attempts_per_minute: id.login_attempts_per_minute.max(1),
+                defaults: LimitDefaults {
+                    requests_per_minute: limit(id.default_requests_per_minute),
+                    tokens_per_minute: limit(id.default_tokens_per_minute),
+                    requests_per_hour: limit(id.default_requests_per_hour),
+                    requests_per_day: limit(id.default_requests_per_day),
+                },
+            },
+            audit: self.audit(),
+            clock: self.clock(),
+            tasks: self.tasks.clone(),
+        })
+    }
+
+    /// The gateway context, metering through `quota`.
+    ///
+    /// # Errors
+    /// When the encryption key is malformed or the HTTP client cannot be built.
+    pub fn gateway(&self, quota: Arc<dyn QuotaGate>) -> anyhow::Result<Gateway> {
+        let s = &self.settings;
+        let g = &s.gateway;
+        Gateway::build(GatewayParams {
+            db: self.db.clone(),
+            redis: self.multiplexed.clone(),
+            keys: self.keyspace.clone(),
+            platform_key: s.crypto.key_bytes()?,
+            timeouts: upstream::Timeouts {
+                connect: Duration::from_millis(g.connect_timeout_ms),
+                first_byte: Duration::from_millis(g.first_byte_timeout_ms),
+                idle: Duration::from_millis(g.idle_timeout_ms),
+                total: Duration::from_millis(g.total_timeout_ms),
+            },
+            config: GatewayConfig {
+                routes_ttl: Duration::from_millis(g.routes_ttl_ms),
+                max_response_bytes: g.max_response_bytes,
+                default_max_tokens: g.default_max_tokens,
+            },
+            cache_ttl: (g.cache_ttl_secs > 0).then(|| Duration::from_secs(g.cache_ttl_secs)),
+            conversations: self.conversation_config(),
+            quota,
+            audit: self.audit(),
+            clock: self.clock(),
+            tasks: self.tasks.clone(),
+        })
+    }
+
+    /// The conversation service alone (the worker's expiry job needs nothing else).
+    #[must_use]
+    pub fn conversations(&self) -> ConversationService {
+        maas_inference::infra::conversation_service(
+            self.db.clone(),
+            self.clock(),
+            self.conversation_config(),
+        )
+    }
+
+    fn conversation_config(&self) -> ConversationConfig {
+        let c = &self.settings.conversations;
+        ConversationConfig {
+            context_messages: c.context_messages,
+            ttl: chrono::Duration::hours(i64::try_from(c.ttl_hours).unwrap_or(24 * 365)),
+        }
+    }
+
+    /// Everything `maas-api` serves.
+    ///
+    /// # Errors
+    /// As [`Platform::identity`] and [`Platform::gateway`].
+    pub fn api(&self) -> anyhow::Result<ApiServices> {
+        let identity = self.identity()?;
+        let quota: Arc<dyn QuotaGate> = Arc::new(identity.quotas.clone());
+        let gateway = self.gateway(quota)?;
+        Ok(ApiServices { identity, gateway })
+    }
+
+    /// Lets background work finish, flushes and stops every loop, then closes the pool, all
+    /// within `timeout`.
+    pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
+        let report = self.tasks.shutdown(timeout).await;
+        if let Err(err) = self.db.clone().close().await {
+            tracing::warn!(error = %err, "closing the PostgreSQL pool");
+        }
+        report
+    }
+}
+
+fn seconds(secs: u64) -> chrono::Duration {
+    chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 1000))
+}
+
+/// Connects with the configured pool size and timeouts, retrying while the server comes up.
+async fn connect_postgres(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
+    let d = &settings.database;
+    let mut options = ConnectOptions::new(d.url.expose_secret().to_owned());
+    options
+        .max_connections(d.max_connections)
+        .min_connections(d.min_connections)
+        .connect_timeout(Duration::from_secs(d.connect_timeout_secs))
+        .acquire_timeout(Duration::from_secs(d.acquire_timeout_secs))
+        .sqlx_logging(false);
+    (|| Database::connect(options.clone()))
+        .retry(maas_shared::retry::startup_backoff(d.connect_retries.max(1)))
+        .notify(|err, delay| {
+            tracing::warn!(error = %err, retry_in = ?delay, "PostgreSQL not reachable yet; retrying");
+        })
+        .await
+        .context("connecting to PostgreSQL")
+}
+
+/// The Redis pool (connections open lazily).
+fn redis_pool(settings: &Settings) -> anyhow::Result<RedisPool> {
+    use deadpool_redis::{Config, PoolConfig, Runtime, Timeouts};
+    let r = &settings.redis;
+    let mut config = Config::from_url(r.url.expose_secret());
+    let wait = Some(Duration::from_millis(r.timeout_ms));
+    config.pool = Some(PoolConfig {
+        max_size: r.pool_size,
+        timeouts: Timeouts {
+            wait,
+            create: wait,
+            recycle: wait,
+        },
+        ..PoolConfig::default()
+    });
+    config
+        .create_pool(Some(Runtime::Tokio1))
+        .context("building the Redis pool")
+}
