@@ -18,20 +18,26 @@ web='actix-web|actix-http|utoipa|utoipa-swagger-ui|validator'
 storage='sea-orm|sqlx|redis|deadpool-redis|apalis|apalis-redis|apalis-cron|qdrant-client|reqwest'
 fail=0
 
-deps() { # the normal dependencies of maas-$1 with features $2 ("" for none)
-  local features=()
+deps() { # the normal dependencies of maas-$1 with features $2 ("" for none); fails loudly
+  local features=() tree
   [ -n "$2" ] && features=(--features "$2")
-  cargo tree -p "maas-$1" --no-default-features "${features[@]}" -e normal --prefix none --offline 2>/dev/null \
-    | awk '{print $1}' | sort -u
+  tree=$(cargo tree -p "maas-$1" --no-default-features "${features[@]}" -e normal --prefix none) \
+    || { echo "cargo tree failed for maas-$1 ${2:-(no features)}" >&2; exit 1; }
+  awk '{print $1}' <<<"$tree" | sort -u
+}
+leaks() { # crates of the dependency list $1 matching the pattern $2
+  grep -xE "$2" <<<"$1" | tr '\n' ' ' || true
 }
 
 for ctx in "${contexts[@]}"; do
-  leaked=$(deps "$ctx" "" | grep -xE "$web|$storage" || true)
-  [ -z "$leaked" ] || { echo "maas-$ctx without features depends on: $(echo $leaked)"; fail=1; }
-  leaked=$(deps "$ctx" infra | grep -xE "$web" || true)
-  [ -z "$leaked" ] || { echo "maas-$ctx with only infra depends on: $(echo $leaked)"; fail=1; }
-  leaked=$(deps "$ctx" http | grep -xE "$storage" || true)
-  [ -z "$leaked" ] || { echo "maas-$ctx with only http depends on: $(echo $leaked)"; fail=1; }
+  none=$(deps "$ctx" "") infra=$(deps "$ctx" infra) http=$(deps "$ctx" http)
+  grep -qx "maas-$ctx" <<<"$none" || { echo "cargo tree listed nothing for maas-$ctx"; exit 1; }
+  leaked=$(leaks "$none" "$web|$storage")
+  [ -z "$leaked" ] || { echo "maas-$ctx without features depends on: $leaked"; fail=1; }
+  leaked=$(leaks "$infra" "$web")
+  [ -z "$leaked" ] || { echo "maas-$ctx with only infra depends on: $leaked"; fail=1; }
+  leaked=$(leaks "$http" "$storage")
+  [ -z "$leaked" ] || { echo "maas-$ctx with only http depends on: $leaked"; fail=1; }
 
   src="crates/$ctx/src"
   if [ -d "$src/infra" ] && ! grep -qE '^#\[cfg\(feature = "infra"\)\]$' <(grep -B1 -E '^pub mod infra;' "$src/lib.rs"); then
