@@ -380,3 +380,235 @@ impl From<Vec<InvalidValue>> for IdentityError {
         Self::Invalid(values)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use maas_shared::audit::ActionContext;
+
+    use super::*;
+    use crate::app::fakes::{self, BusMessage, Handles};
+
+    fn account(name: &str, roles: &[&str]) -> NewAccount {
+        NewAccount {
+            username: name.to_owned(),
+            email: Some(format!("{name}@example.test")),
+            password: "correct horse battery".to_owned(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        }
+    }
+
+    fn principal_of(user: &User) -> Principal {
+        Principal::signed_in(
+            user.id(),
+            user.username().as_str().to_owned(),
+            user.roles().clone(),
+            Vec::new(),
+        )
+    }
+
+    async fn service_with_admins(names: &[&str]) -> (AccountService, Handles, Vec<User>) {
+        let (deps, handles) = fakes::deps();
+        let service = AccountService::new(deps);
+        let mut admins = Vec::new();
+        for name in names {
+            admins.push(
+                service
+                    .create(Actor::System, account(name, &["admin"]))
+                    .await
+                    .unwrap(),
+            );
+        }
+        handles.bus.take();
+        (service, handles, admins)
+    }
+
+    async fn stored(service: &AccountService, id: UserId) -> User {
+        service.deps.users.find(id).await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_only_admin_cannot_be_demoted_disabled_or_deleted() {
+        let (service, handles, admins) = service_with_admins(&["root"]).await;
+        let root = &admins[0];
+        let ctx = ActionContext::default();
+        let me = principal_of(root);
+
+        let own = service
+            .set_roles(Actor::Caller(&me, &ctx), root.id(), &["user".to_owned()])
+            .await
+            .unwrap_err();
+        assert!(matches!(own, IdentityError::SelfRoleChange), "{own:?}");
+
+        let demote = service
+            .set_roles(Actor::System, root.id(), &["developer".to_owned()])
+            .await
+            .unwrap_err();
+        assert!(matches!(demote, IdentityError::LastAdmin), "{demote:?}");
+        let disable = service
+            .set_enabled(Actor::System, root.id(), false)
+            .await
+            .unwrap_err();
+        assert!(matches!(disable, IdentityError::LastAdmin), "{disable:?}");
+        let delete = service.delete(Actor::System, root.id()).await.unwrap_err();
+        assert!(matches!(delete, IdentityError::LastAdmin), "{delete:?}");
+
+        // Nothing was written, broadcast or audited by the refusals.
+        let after = stored(&service, root.id()).await;
+        assert_eq!(after.status(), UserStatus::Active);
+        assert_eq!(after.roles(), &BTreeSet::from([Role::Admin]));
+        assert_eq!(handles.users.active_admins(), 1);
+        assert_eq!(handles.bus.take(), []);
+        assert_eq!(
+            handles.audit.actions(),
+            [("user.create".to_owned(), Some(root.id().to_string()))]
+        );
+
+        // Changing roles while keeping `admin` is not a demotion.
+        let kept = service
+            .set_roles(
+                Actor::System,
+                root.id(),
+                &["admin".to_owned(), "developer".to_owned()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            kept.roles(),
+            &BTreeSet::from([Role::Admin, Role::Developer])
+        );
+        assert_eq!(handles.bus.take(), [BusMessage::UserChanged(root.id())]);
+    }
+
+    #[tokio::test]
+    async fn of_two_admins_one_may_be_demoted_then_the_other_is_the_last() {
+        let (service, handles, admins) = service_with_admins(&["alice", "bob"]).await;
+        let (alice, bob) = (&admins[0], &admins[1]);
+        let ctx = ActionContext::default();
+        let as_alice = principal_of(alice);
+
+        let demoted = service
+            .set_roles(
+                Actor::Caller(&as_alice, &ctx),
+                bob.id(),
+                &["user".to_owned()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(demoted.roles(), &BTreeSet::from([Role::User]));
+        assert_eq!(
+            stored(&service, bob.id()).await.roles(),
+            &BTreeSet::from([Role::User])
+        );
+        assert_eq!(handles.users.active_admins(), 1);
+        assert_eq!(handles.bus.take(), [BusMessage::UserChanged(bob.id())]);
+
+        let again = service
+            .set_roles(Actor::System, alice.id(), &["user".to_owned()])
+            .await
+            .unwrap_err();
+        assert!(matches!(again, IdentityError::LastAdmin), "{again:?}");
+        let delete = service.delete(Actor::System, alice.id()).await.unwrap_err();
+        assert!(matches!(delete, IdentityError::LastAdmin), "{delete:?}");
+        assert_eq!(handles.users.active_admins(), 1);
+        assert_eq!(handles.bus.take(), []);
+        let actions: Vec<String> = handles
+            .audit
+            .actions()
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect();
+        assert_eq!(actions, ["user.create", "user.create", "user.set_roles"]);
+    }
+
+    #[tokio::test]
+    async fn a_disabled_admin_does_not_count_as_an_active_one() {
+        let (service, handles, admins) = service_with_admins(&["alice", "bob"]).await;
+        let (alice, bob) = (&admins[0], &admins[1]);
+
+        let disabled = service
+            .set_enabled(Actor::System, bob.id(), false)
+            .await
+            .unwrap();
+        assert_eq!(disabled.status(), UserStatus::Disabled);
+        assert_eq!(handles.users.active_admins(), 1);
+
+        let last = service
+            .set_enabled(Actor::System, alice.id(), false)
+            .await
+            .unwrap_err();
+        assert!(matches!(last, IdentityError::LastAdmin), "{last:?}");
+
+        service
+            .set_enabled(Actor::System, bob.id(), true)
+            .await
+            .unwrap();
+        service.delete(Actor::System, alice.id()).await.unwrap();
+        assert_eq!(
+            stored(&service, alice.id()).await.status(),
+            UserStatus::Deleted
+        );
+        assert_eq!(handles.users.active_admins(), 1);
+        assert_eq!(
+            handles.bus.take(),
+            [
+                BusMessage::UserChanged(bob.id()),
+                BusMessage::UserChanged(bob.id()),
+                BusMessage::UserChanged(alice.id()),
+            ]
+        );
+    }
+
+    /// The rule is a count followed by a separate write: two demotions that both count two
+    /// admins before either writes both succeed and leave none. Ignored until the check and the
+    /// write are made atomic (a conditional update in the repository).
+    #[tokio::test]
+    #[ignore = "known race in the last-admin rule (count, then write)"]
+    async fn concurrent_demotions_of_two_admins_keep_one() {
+        let (service, handles, admins) = service_with_admins(&["alice", "bob"]).await;
+        handles.users.yield_after_count();
+        let roles = ["user".to_owned()];
+        let (first, second) = tokio::join!(
+            service.set_roles(Actor::System, admins[0].id(), &roles),
+            service.set_roles(Actor::System, admins[1].id(), &roles),
+        );
+        assert_eq!(handles.users.active_admins(), 1);
+        assert!(
+            matches!(
+                (&first, &second),
+                (Ok(_), Err(IdentityError::LastAdmin)) | (Err(IdentityError::LastAdmin), Ok(_))
+            ),
+            "{first:?} / {second:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn usernames_and_emails_are_unique_ignoring_case() {
+        let (deps, _handles) = fakes::deps();
+        let service = AccountService::new(deps);
+        service.register(account("carol", &[])).await.unwrap();
+
+        let same_name = service
+            .register(NewAccount {
+                email: None,
+                ..account("CAROL", &[])
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(same_name, IdentityError::UsernameTaken),
+            "{same_name:?}"
+        );
+
+        let same_email = service
+            .register(NewAccount {
+                email: Some("Carol@Example.TEST".to_owned()),
+                ..account("carol2", &[])
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(same_email, IdentityError::EmailTaken),
+            "{same_email:?}"
+        );
+    }
+}

@@ -2,6 +2,8 @@
 
 pub mod accounts;
 pub mod auth;
+#[cfg(test)]
+pub(crate) mod fakes;
 pub mod keys;
 pub mod quotas;
 pub mod sessions;

@@ -214,3 +214,267 @@ impl QuotaGate for QuotaService {
         self.deps.limits.release(reservation).await.map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration as StdDuration;
+
+    use chrono::Duration;
+
+    use super::*;
+    use crate::app::accounts::{AccountService, NewAccount};
+    use crate::app::auth::{AuthService, Authenticator as _, Credential};
+    use crate::app::fakes::{self, BusMessage, Counter, FakeLimits, Handles};
+    use crate::app::sessions::SessionService;
+    use crate::domain::errors::LimitState;
+
+    const PASSWORD: &str = "correct horse battery";
+    const MINUTE: Option<StdDuration> = Some(StdDuration::from_secs(60));
+    /// The fake clock stands at noon: the daily window resets in twelve hours.
+    const HALF_DAY: Option<StdDuration> = Some(StdDuration::from_secs(12 * 3600));
+
+    struct Fixture {
+        quotas: QuotaService,
+        handles: Handles,
+        caller: Arc<Principal>,
+        /// Counter key of `user.requests_per_minute` (3 a minute).
+        requests: String,
+        /// Counter key of `user.tokens_per_day_quota` (1000 a day).
+        tokens: String,
+    }
+
+    /// A user with 3 requests a minute and 1000 tokens a day, set by the operator, then logged
+    /// in and authenticated: the principal carries the rules from the stored policy.
+    async fn fixture() -> Fixture {
+        let (deps, handles) = fakes::deps();
+        let user = AccountService::new(deps.clone())
+            .register(NewAccount {
+                username: "erin".to_owned(),
+                email: None,
+                password: PASSWORD.to_owned(),
+                roles: Vec::new(),
+            })
+            .await
+            .unwrap();
+        let quotas = QuotaService::new(deps.clone());
+        let policy = QuotaPolicy {
+            requests_per_minute: Some(3),
+            tokens_per_day_quota: Some(1000),
+            ..QuotaPolicy::default()
+        };
+        quotas
+            .set_user_policy(Actor::System, user.id(), policy)
+            .await
+            .unwrap();
+        assert_eq!(handles.bus.take(), [BusMessage::UserChanged(user.id())]);
+        let login = SessionService::new(deps.clone())
+            .login("erin", PASSWORD.to_owned(), None)
+            .await
+            .unwrap();
+        let caller = AuthService::new(deps)
+            .authenticate(Credential::Bearer(&login.access.token))
+            .await
+            .unwrap();
+        let names: Vec<(&str, u64)> = caller
+            .rules()
+            .iter()
+            .map(|r| (r.name.as_str(), r.max))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("user.requests_per_minute", 3),
+                ("user.tokens_per_day_quota", 1000)
+            ]
+        );
+        let now = fakes::start();
+        let requests = FakeLimits::key(user.id(), &caller.rules()[0], now);
+        let tokens = FakeLimits::key(user.id(), &caller.rules()[1], now);
+        Fixture {
+            quotas,
+            handles,
+            caller,
+            requests,
+            tokens,
+        }
+    }
+
+    impl Fixture {
+        fn counters(&self) -> (Option<Counter>, Option<Counter>) {
+            (
+                self.handles.limits.counter(&self.requests),
+                self.handles.limits.counter(&self.tokens),
+            )
+        }
+
+        async fn reserve(&self, tokens: u64) -> Result<Reservation, IdentityError> {
+            self.quotas
+                .reserve(
+                    &self.caller,
+                    Demand {
+                        tokens: Some(tokens),
+                    },
+                )
+                .await
+        }
+    }
+
+    fn counter(spent: u64, reserved: u64) -> Option<Counter> {
+        Some(Counter { spent, reserved })
+    }
+
+    fn quota_state(remaining: u64) -> LimitState {
+        LimitState {
+            name: "user.tokens_per_day_quota".to_owned(),
+            limit: 1000,
+            remaining,
+            reset_after: HALF_DAY,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reservation_within_quota_is_admitted_and_one_beyond_is_refused() {
+        let f = fixture().await;
+        let admitted = f.reserve(600).await.unwrap();
+        assert_eq!(admitted.user_id, f.caller.user_id());
+        assert_eq!(admitted.key_id, None);
+        assert_eq!(admitted.estimate, 600);
+        assert_eq!(admitted.request_counters, std::slice::from_ref(&f.requests));
+        assert_eq!(admitted.token_counters, std::slice::from_ref(&f.tokens));
+        // 2 requests left this minute is tighter than 400 tokens left today.
+        assert_eq!(
+            admitted.tightest,
+            Some(LimitState {
+                name: "user.requests_per_minute".to_owned(),
+                limit: 3,
+                remaining: 2,
+                reset_after: MINUTE,
+            })
+        );
+        assert_eq!(f.counters(), (counter(0, 1), counter(0, 600)));
+
+        // 600 reserved + 500 > 1000: refused by the quota, and nothing is charged.
+        let refused = f.reserve(500).await.unwrap_err();
+        let IdentityError::QuotaExceeded(state) = &refused else {
+            panic!("expected QuotaExceeded, got {refused:?}");
+        };
+        assert_eq!(state, &quota_state(400));
+        assert_eq!(f.counters(), (counter(0, 1), counter(0, 600)));
+        assert_eq!(f.handles.limits.live_reservations(), 1);
+
+        // Exactly up to the quota is still admitted.
+        f.reserve(400).await.unwrap();
+        assert_eq!(f.counters(), (counter(0, 2), counter(0, 1000)));
+        assert_eq!(f.handles.ledger.entries(), []);
+    }
+
+    #[tokio::test]
+    async fn settling_moves_the_reservation_to_spent_and_records_the_real_usage_once() {
+        let f = fixture().await;
+        let reservation = f.reserve(600).await.unwrap();
+        f.quotas.settle(&reservation, 450).await.unwrap();
+        assert_eq!(f.counters(), (counter(1, 0), counter(450, 0)));
+        let entry = LedgerEntry {
+            user_id: f.caller.user_id(),
+            key_id: None,
+            tokens: 450,
+            requests: 1,
+            at: fakes::start(),
+        };
+        assert_eq!(f.handles.ledger.entries(), std::slice::from_ref(&entry));
+        assert_eq!(f.handles.limits.live_reservations(), 0);
+
+        // Settling (or releasing) the same reservation again changes nothing.
+        f.quotas.settle(&reservation, 450).await.unwrap();
+        f.quotas.release(&reservation).await.unwrap();
+        assert_eq!(f.counters(), (counter(1, 0), counter(450, 0)));
+        assert_eq!(f.handles.ledger.entries(), [entry]);
+
+        // What was settled is what counts against the quota: 450 + 550 = 1000 fits, one more not.
+        let rest = f.reserve(550).await.unwrap();
+        let over = f.reserve(1).await.unwrap_err();
+        let IdentityError::QuotaExceeded(state) = &over else {
+            panic!("expected QuotaExceeded, got {over:?}");
+        };
+        assert_eq!(state, &quota_state(0));
+        let used: Vec<u64> = f
+            .quotas
+            .usage(&f.caller)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.used)
+            .collect();
+        assert_eq!(used, [2, 1000]);
+
+        // Usage above the estimate is recorded as it was.
+        f.quotas.settle(&rest, 700).await.unwrap();
+        assert_eq!(f.counters(), (counter(2, 0), counter(1150, 0)));
+        let tokens: Vec<u64> = f
+            .handles
+            .ledger
+            .entries()
+            .iter()
+            .map(|e| e.tokens)
+            .collect();
+        assert_eq!(tokens, [450, 700]);
+    }
+
+    #[tokio::test]
+    async fn releasing_gives_the_whole_reservation_back_and_records_nothing() {
+        let f = fixture().await;
+        let reservation = f.reserve(600).await.unwrap();
+        f.quotas.release(&reservation).await.unwrap();
+        assert_eq!(f.counters(), (counter(0, 0), counter(0, 0)));
+        assert_eq!(f.handles.limits.live_reservations(), 0);
+
+        // A released reservation cannot be settled afterwards.
+        f.quotas.settle(&reservation, 600).await.unwrap();
+        assert_eq!(f.counters(), (counter(0, 0), counter(0, 0)));
+        assert_eq!(f.handles.ledger.entries(), []);
+
+        // The whole quota is available again.
+        let all = f.reserve(1000).await.unwrap();
+        assert_eq!(all.tightest, Some(quota_state(0)));
+        assert_eq!(f.counters(), (counter(0, 1), counter(0, 1000)));
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_rate_limit_are_refused_until_the_window_turns() {
+        let f = fixture().await;
+        for _ in 0..3 {
+            f.quotas.admit_request(&f.caller).await.unwrap();
+        }
+        // Calls without tokens skip token rules: the daily token counter was never touched.
+        assert_eq!(f.counters(), (counter(3, 0), None));
+
+        let refused = f.quotas.admit_request(&f.caller).await.unwrap_err();
+        let IdentityError::RateLimited(state) = &refused else {
+            panic!("expected RateLimited, got {refused:?}");
+        };
+        assert_eq!(
+            state,
+            &LimitState {
+                name: "user.requests_per_minute".to_owned(),
+                limit: 3,
+                remaining: 0,
+                reset_after: MINUTE,
+            }
+        );
+        let entry = LedgerEntry {
+            user_id: f.caller.user_id(),
+            key_id: None,
+            tokens: 0,
+            requests: 1,
+            at: fakes::start(),
+        };
+        assert_eq!(
+            f.handles.ledger.entries(),
+            [entry.clone(), entry.clone(), entry]
+        );
+
+        f.handles.clock.advance(Duration::minutes(1));
+        f.quotas.admit_request(&f.caller).await.unwrap();
+        assert_eq!(f.handles.ledger.entries().len(), 4);
+    }
+}

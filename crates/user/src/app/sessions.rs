@@ -166,3 +166,146 @@ impl SessionService {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::accounts::{AccountService, NewAccount};
+    use crate::app::auth::{AuthService, Authenticator as _, Credential};
+    use crate::app::fakes::{self, BusMessage, Handles};
+    use crate::domain::ports::PrincipalKey;
+
+    const PASSWORD: &str = "correct horse battery";
+
+    async fn with_user() -> (SessionService, AuthService, Handles, UserId) {
+        let (deps, handles) = fakes::deps();
+        let user = AccountService::new(deps.clone())
+            .register(NewAccount {
+                username: "dora".to_owned(),
+                email: Some("dora@example.test".to_owned()),
+                password: PASSWORD.to_owned(),
+                roles: Vec::new(),
+            })
+            .await
+            .unwrap();
+        (
+            SessionService::new(deps.clone()),
+            AuthService::new(deps),
+            handles,
+            user.id(),
+        )
+    }
+
+    #[tokio::test]
+    async fn refresh_rotates_and_reuse_revokes_the_whole_family() {
+        let (sessions, auth, handles, user) = with_user().await;
+        let first = sessions
+            .login("Dora", PASSWORD.to_owned(), Some("10.0.0.1"))
+            .await
+            .unwrap();
+        assert_eq!(first.user_id, user);
+        let family = sessions
+            .deps
+            .tokens
+            .verify(&first.access.token)
+            .unwrap()
+            .session_id;
+
+        // Rotation: the old token is spent, its successor belongs to the same session.
+        let second = sessions.refresh(&first.refresh_token).await.unwrap();
+        assert_eq!(second.user_id, user);
+        assert_ne!(second.refresh_token, first.refresh_token);
+        let claims = sessions.deps.tokens.verify(&second.access.token).unwrap();
+        assert_eq!((claims.user_id, claims.session_id), (user, family));
+        assert_eq!(handles.refresh_tokens.in_family(family), 2);
+        assert_eq!(handles.refresh_tokens.revoked_in_family(family), 0);
+        let principal = auth
+            .authenticate(Credential::Bearer(&second.access.token))
+            .await
+            .unwrap();
+        assert_eq!(principal.user_id(), user);
+        assert!(handles.cache.contains(&PrincipalKey::Session(family)));
+        assert_eq!(handles.bus.take(), []);
+
+        // The spent token again: reuse. The whole family is revoked and the session ends
+        // everywhere: its cache entry here, a broadcast for the other replicas.
+        let reused = sessions.refresh(&first.refresh_token).await.unwrap_err();
+        assert!(matches!(reused, IdentityError::RefreshReused), "{reused:?}");
+        assert_eq!(handles.refresh_tokens.revoked_in_family(family), 2);
+        assert_eq!(handles.bus.take(), [BusMessage::UserChanged(user)]);
+        assert!(!handles.cache.contains(&PrincipalKey::Session(family)));
+
+        // The successor and the session's access tokens no longer work.
+        let successor = sessions.refresh(&second.refresh_token).await.unwrap_err();
+        assert!(
+            matches!(successor, IdentityError::InvalidToken),
+            "{successor:?}"
+        );
+        let access = auth
+            .authenticate(Credential::Bearer(&second.access.token))
+            .await
+            .unwrap_err();
+        assert!(matches!(access, IdentityError::InvalidToken), "{access:?}");
+        let old_access = auth
+            .authenticate(Credential::Bearer(&first.access.token))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(old_access, IdentityError::InvalidToken),
+            "{old_access:?}"
+        );
+        assert_eq!(handles.refresh_tokens.in_family(family), 2);
+        assert_eq!(handles.bus.take(), []);
+
+        // Presented once more, it is still reuse (and is broadcast again).
+        let again = sessions.refresh(&first.refresh_token).await.unwrap_err();
+        assert!(matches!(again, IdentityError::RefreshReused), "{again:?}");
+        assert_eq!(handles.bus.take(), [BusMessage::UserChanged(user)]);
+
+        // A new login starts a new, working session.
+        let fresh = sessions
+            .login("dora", PASSWORD.to_owned(), Some("10.0.0.1"))
+            .await
+            .unwrap();
+        let next = sessions.refresh(&fresh.refresh_token).await.unwrap();
+        assert_eq!(next.user_id, user);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_refresh_token_is_invalid_and_revokes_nothing() {
+        let (sessions, _auth, handles, _user) = with_user().await;
+        let login = sessions
+            .login("dora", PASSWORD.to_owned(), None)
+            .await
+            .unwrap();
+        let err = sessions.refresh("rt-not-ours").await.unwrap_err();
+        assert!(matches!(err, IdentityError::InvalidToken), "{err:?}");
+        assert_eq!(handles.bus.take(), []);
+        sessions.refresh(&login.refresh_token).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn login_attempts_are_throttled_per_name_and_address() {
+        let (sessions, _auth, _handles, user) = with_user().await;
+        for _ in 0..5 {
+            let err = sessions
+                .login("dora", "wrong password!".to_owned(), Some("10.0.0.2"))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, IdentityError::InvalidCredentials), "{err:?}");
+        }
+        let throttled = sessions
+            .login("dora", PASSWORD.to_owned(), Some("10.0.0.2"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(throttled, IdentityError::LoginThrottled(wait) if wait == StdDuration::from_secs(60)),
+            "{throttled:?}"
+        );
+        let elsewhere = sessions
+            .login("dora", PASSWORD.to_owned(), Some("10.0.0.3"))
+            .await
+            .unwrap();
+        assert_eq!(elsewhere.user_id, user);
+    }
+}
