@@ -264,8 +264,8 @@ pub async fn key(platform: &Platform, command: KeyCommand) -> anyhow::Result<()>
         .await?;
     println!(
         "created key {} ({}) for `{}`",
-        issued.key.id,
-        issued.key.prefix,
+        issued.key.id(),
+        issued.key.prefix(),
         owner.username()
     );
     println!("secret (shown once, store it now): {}", issued.secret);

@@ -67,32 +67,32 @@ impl AuthService {
         let Some(user) = self
             .deps
             .users
-            .find(key.owner)
+            .find(key.owner())
             .await?
             .filter(User::is_active)
         else {
             return Ok(None);
         };
         let mut rules = self.user_rules(&user).await?;
-        let key_subject = Subject::Key(key.id);
+        let key_subject = Subject::Key(key.id());
         let mut key_policy = self.deps.policies.get(key_subject).await?;
         key_policy.requests_per_minute = key_policy
             .requests_per_minute
-            .or(key.limits.requests_per_minute);
+            .or(key.limits().requests_per_minute);
         key_policy.tokens_per_minute = key_policy
             .tokens_per_minute
-            .or(key.limits.tokens_per_minute);
+            .or(key.limits().tokens_per_minute);
         rules.extend(key_policy.rules(key_subject, None));
         Ok(Some(Principal::with_key(
             user.id(),
             user.username().as_str().to_owned(),
             user.roles().clone(),
             KeyGrant {
-                id: key.id,
-                prefix: key.prefix,
-                scopes: key.scopes,
-                allowed_models: key.allowed_models,
-                expires_at: key.expires_at,
+                id: key.id(),
+                prefix: key.prefix().to_owned(),
+                scopes: key.scopes().clone(),
+                allowed_models: key.allowed_models().clone(),
+                expires_at: key.expires_at(),
             },
             rules,
         )))
@@ -110,7 +110,7 @@ impl AuthService {
             None => {
                 let loaded = match self.deps.keys.find_by_digest(digest).await? {
                     Some(key) => {
-                        let owner = key.owner;
+                        let owner = key.owner();
                         match self.load_key(key).await? {
                             Some(principal) => CachedAuth::Valid(Arc::new(principal)),
                             None => CachedAuth::Refused { owner: Some(owner) },

@@ -296,7 +296,7 @@ impl ApiKeyRepository for FakeApiKeys {
         let mut rows = lock(&self.rows);
         if rows
             .iter()
-            .any(|k| k.id == key.id || k.digest == key.digest)
+            .any(|k| k.id() == key.id() || k.digest() == key.digest())
         {
             return Err(IdentityError::Unexpected(anyhow::anyhow!(
                 "duplicate API key"
@@ -310,12 +310,13 @@ impl ApiKeyRepository for FakeApiKeys {
         let mut rows = lock(&self.rows);
         let row = rows
             .iter_mut()
-            .find(|k| k.id == key.id)
+            .find(|k| k.id() == key.id())
             .ok_or(IdentityError::KeyNotFound)?;
-        row.name = key.name.clone();
-        row.prefix.clone_from(&key.prefix);
-        row.digest = key.digest;
-        row.revoked_at = key.revoked_at;
+        let last_used = row.last_used_at();
+        *row = key.clone();
+        if let Some(at) = last_used {
+            row.mark_used(at);
+        }
         Ok(())
     }
 
@@ -326,14 +327,14 @@ impl ApiKeyRepository for FakeApiKeys {
     ) -> Result<Option<ApiKey>, IdentityError> {
         Ok(lock(&self.rows)
             .iter()
-            .find(|k| k.owner == owner && k.id == id)
+            .find(|k| k.owner() == owner && k.id() == id)
             .cloned())
     }
 
     async fn find_by_digest(&self, digest: SecretDigest) -> Result<Option<ApiKey>, IdentityError> {
         Ok(lock(&self.rows)
             .iter()
-            .find(|k| k.digest == digest)
+            .find(|k| k.digest() == digest)
             .cloned())
     }
 
@@ -345,12 +346,12 @@ impl ApiKeyRepository for FakeApiKeys {
             .map_err(|e| IdentityError::Unexpected(e.into()))?;
         let mut rows: Vec<ApiKey> = lock(&self.rows)
             .iter()
-            .filter(|k| k.owner == owner && before.is_none_or(|before| k.id < before))
+            .filter(|k| k.owner() == owner && before.is_none_or(|before| k.id() < before))
             .cloned()
             .collect();
-        rows.sort_by_key(|k| std::cmp::Reverse(k.id));
+        rows.sort_by_key(|k| std::cmp::Reverse(k.id()));
         rows.truncate(page.limit() as usize + 1);
-        Ok(Page::from_overfetch(rows, page, |k| k.id.to_string()))
+        Ok(Page::from_overfetch(rows, page, |k| k.id().to_string()))
     }
 
     async fn revoke_all(
@@ -361,10 +362,10 @@ impl ApiKeyRepository for FakeApiKeys {
         let mut stopped = Vec::new();
         for key in lock(&self.rows)
             .iter_mut()
-            .filter(|k| k.owner == owner && k.revoked_at.is_none())
+            .filter(|k| k.owner() == owner && k.revoked_at().is_none())
         {
             key.revoke(now);
-            stopped.push(key.digest);
+            stopped.push(key.digest());
         }
         Ok(stopped)
     }
@@ -372,8 +373,8 @@ impl ApiKeyRepository for FakeApiKeys {
     async fn touch(&self, uses: &[(ApiKeyId, DateTime<Utc>)]) -> Result<(), IdentityError> {
         let mut rows = lock(&self.rows);
         for (id, at) in uses {
-            if let Some(key) = rows.iter_mut().find(|k| k.id == *id) {
-                key.last_used_at = Some(*at);
+            if let Some(key) = rows.iter_mut().find(|k| k.id() == *id) {
+                key.mark_used(*at);
             }
         }
         Ok(())

@@ -7,7 +7,7 @@ use maas_shared::paging::{Page, PageRequest};
 use serde_json::json;
 
 use super::{Actor, IdentityDeps};
-use crate::domain::api_key::{ApiKey, ApiKeyId, KeyLimits, KeyName};
+use crate::domain::api_key::{ApiKey, ApiKeyId, KeyLimits, KeyName, KeySpec};
 use crate::domain::errors::{IdentityError, InvalidValue};
 use crate::domain::user::{User, UserId, UserStatus};
 use crate::domain::values::{Permission, Scope, may_grant};
@@ -131,29 +131,27 @@ impl ApiKeyService {
             }
         }
         let minted = self.deps.secrets.mint_api_key();
-        let key = ApiKey {
-            id: ApiKeyId::new(),
+        let key = ApiKey::issue(
             owner,
-            name,
-            prefix: minted.prefix.clone(),
-            digest: minted.digest,
-            scopes,
-            allowed_models: models,
-            limits: req.limits,
-            expires_at: req.expires_at,
-            last_used_at: None,
-            revoked_at: None,
-            created_at: now,
-        };
+            KeySpec {
+                name,
+                scopes,
+                allowed_models: models,
+                limits: req.limits,
+                expires_at: req.expires_at,
+            },
+            &minted,
+            now,
+        );
         self.deps.keys.insert(&key).await?;
-        let scope_names: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
+        let scope_names: Vec<&str> = key.scopes().iter().map(|s| s.as_str()).collect();
         self.deps
             .audit(
                 &actor,
                 "api_key.create",
                 "api_key",
-                Some(key.id.to_string()),
-                json!({"owner": owner, "prefix": key.prefix, "scopes": scope_names}),
+                Some(key.id().to_string()),
+                json!({"owner": owner, "prefix": key.prefix(), "scopes": scope_names}),
             )
             .await?;
         Ok(IssuedKey {
@@ -205,15 +203,15 @@ impl ApiKeyService {
         let mut key = self.owned(&actor, owner, id).await?;
         key.revoke(self.deps.clock.now());
         self.deps.keys.update(&key).await?;
-        self.deps.cache.invalidate_key(key.digest);
-        self.deps.bus.key_changed(key.digest).await?;
+        self.deps.cache.invalidate_key(key.digest());
+        self.deps.bus.key_changed(key.digest()).await?;
         self.deps
             .audit(
                 &actor,
                 "api_key.revoke",
                 "api_key",
                 Some(id.to_string()),
-                json!({"prefix": key.prefix}),
+                json!({"prefix": key.prefix()}),
             )
             .await?;
         Ok(key)
@@ -231,10 +229,10 @@ impl ApiKeyService {
         id: ApiKeyId,
     ) -> Result<IssuedKey, IdentityError> {
         let mut key = self.owned(&actor, owner, id).await?;
-        if key.revoked_at.is_some() {
+        if key.revoked_at().is_some() {
             return Err(IdentityError::KeyNotFound);
         }
-        let old = key.digest;
+        let old = key.digest();
         let minted = self.deps.secrets.mint_api_key();
         key.rotate(&minted);
         self.deps.keys.update(&key).await?;
@@ -246,7 +244,7 @@ impl ApiKeyService {
                 "api_key.rotate",
                 "api_key",
                 Some(id.to_string()),
-                json!({"prefix": key.prefix}),
+                json!({"prefix": key.prefix()}),
             )
             .await?;
         Ok(IssuedKey {

@@ -76,19 +76,11 @@ pub struct KeyLimits {
     pub tokens_per_minute: Option<u64>,
 }
 
-/// An API key of a user.
-#[derive(Clone, Debug)]
-pub struct ApiKey {
-    /// Id.
-    pub id: ApiKeyId,
-    /// Owner.
-    pub owner: UserId,
+/// What a new key is for: its validated label, scopes, models, limits and expiry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeySpec {
     /// Label.
     pub name: KeyName,
-    /// Public identifying part of the secret.
-    pub prefix: String,
-    /// Keyed hash of the secret.
-    pub digest: SecretDigest,
     /// What it may be used for.
     pub scopes: BTreeSet<Scope>,
     /// Models it may call; empty means every model the owner may use.
@@ -97,7 +89,22 @@ pub struct ApiKey {
     pub limits: KeyLimits,
     /// When it stops working.
     pub expires_at: Option<DateTime<Utc>>,
-    /// Last use (updated in batches, so up to a few seconds behind).
+}
+
+/// An API key as stored, for repositories to hand back ([`ApiKey::restore`]).
+#[derive(Clone, Debug)]
+pub struct StoredApiKey {
+    /// Id.
+    pub id: ApiKeyId,
+    /// Owner.
+    pub owner: UserId,
+    /// Label, scopes, models, limits, expiry.
+    pub spec: KeySpec,
+    /// Public identifying part of the secret.
+    pub prefix: String,
+    /// Keyed hash of the secret.
+    pub digest: SecretDigest,
+    /// Last use.
     pub last_used_at: Option<DateTime<Utc>>,
     /// When it was revoked.
     pub revoked_at: Option<DateTime<Utc>>,
@@ -105,16 +112,146 @@ pub struct ApiKey {
     pub created_at: DateTime<Utc>,
 }
 
+/// An API key of a user.
+#[derive(Clone, Debug)]
+pub struct ApiKey {
+    id: ApiKeyId,
+    owner: UserId,
+    spec: KeySpec,
+    prefix: String,
+    digest: SecretDigest,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
 impl ApiKey {
+    /// A new key of `owner` holding `secret`.
+    #[must_use]
+    pub fn issue(owner: UserId, spec: KeySpec, secret: &MintedSecret, now: DateTime<Utc>) -> Self {
+        Self {
+            id: ApiKeyId::new(),
+            owner,
+            spec,
+            prefix: secret.prefix.clone(),
+            digest: secret.digest,
+            last_used_at: None,
+            revoked_at: None,
+            created_at: now,
+        }
+    }
+
+    /// A key as stored (repositories only).
+    #[must_use]
+    pub fn restore(stored: StoredApiKey) -> Self {
+        let StoredApiKey {
+            id,
+            owner,
+            spec,
+            prefix,
+            digest,
+            last_used_at,
+            revoked_at,
+            created_at,
+        } = stored;
+        Self {
+            id,
+            owner,
+            spec,
+            prefix,
+            digest,
+            last_used_at,
+            revoked_at,
+            created_at,
+        }
+    }
+
+    /// Id.
+    #[must_use]
+    pub fn id(&self) -> ApiKeyId {
+        self.id
+    }
+
+    /// Owner.
+    #[must_use]
+    pub fn owner(&self) -> UserId {
+        self.owner
+    }
+
+    /// Label.
+    #[must_use]
+    pub fn name(&self) -> &KeyName {
+        &self.spec.name
+    }
+
+    /// Public identifying part of the secret.
+    #[must_use]
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Keyed hash of the secret.
+    #[must_use]
+    pub fn digest(&self) -> SecretDigest {
+        self.digest
+    }
+
+    /// What it may be used for.
+    #[must_use]
+    pub fn scopes(&self) -> &BTreeSet<Scope> {
+        &self.spec.scopes
+    }
+
+    /// Models it may call; empty means every model the owner may use.
+    #[must_use]
+    pub fn allowed_models(&self) -> &BTreeSet<String> {
+        &self.spec.allowed_models
+    }
+
+    /// Its own rate limits.
+    #[must_use]
+    pub fn limits(&self) -> KeyLimits {
+        self.spec.limits
+    }
+
+    /// When it stops working.
+    #[must_use]
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.spec.expires_at
+    }
+
+    /// Last use (updated in batches, so up to a few seconds behind).
+    #[must_use]
+    pub fn last_used_at(&self) -> Option<DateTime<Utc>> {
+        self.last_used_at
+    }
+
+    /// When it was revoked.
+    #[must_use]
+    pub fn revoked_at(&self) -> Option<DateTime<Utc>> {
+        self.revoked_at
+    }
+
+    /// Created.
+    #[must_use]
+    pub fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+
     /// Whether it authenticates at `now`.
     #[must_use]
     pub fn is_usable(&self, now: DateTime<Utc>) -> bool {
-        self.revoked_at.is_none() && self.expires_at.is_none_or(|at| at > now)
+        self.revoked_at.is_none() && self.expires_at().is_none_or(|at| at > now)
     }
 
     /// Revokes it (idempotent).
     pub fn revoke(&mut self, now: DateTime<Utc>) {
         self.revoked_at.get_or_insert(now);
+    }
+
+    /// Notes a use at `at` (the latest use wins).
+    pub fn mark_used(&mut self, at: DateTime<Utc>) {
+        self.last_used_at = Some(self.last_used_at.map_or(at, |seen| seen.max(at)));
     }
 
     /// Replaces the secret; the old one stops working.

@@ -213,20 +213,20 @@ pub struct ApiKeyResponse {
 impl From<&ApiKey> for ApiKeyResponse {
     fn from(k: &ApiKey) -> Self {
         Self {
-            id: k.id.as_uuid(),
-            user_id: k.owner.as_uuid(),
-            name: k.name.as_str().to_owned(),
-            prefix: k.prefix.clone(),
-            scopes: k.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
-            allowed_models: k.allowed_models.iter().cloned().collect(),
+            id: k.id().as_uuid(),
+            user_id: k.owner().as_uuid(),
+            name: k.name().as_str().to_owned(),
+            prefix: k.prefix().to_owned(),
+            scopes: k.scopes().iter().map(|s| s.as_str().to_owned()).collect(),
+            allowed_models: k.allowed_models().iter().cloned().collect(),
             limits: KeyLimitsDto {
-                requests_per_minute: k.limits.requests_per_minute,
-                tokens_per_minute: k.limits.tokens_per_minute,
+                requests_per_minute: k.limits().requests_per_minute,
+                tokens_per_minute: k.limits().tokens_per_minute,
             },
-            expires_at: k.expires_at,
-            last_used_at: k.last_used_at,
-            revoked_at: k.revoked_at,
-            created_at: k.created_at,
+            expires_at: k.expires_at(),
+            last_used_at: k.last_used_at(),
+            revoked_at: k.revoked_at(),
+            created_at: k.created_at(),
         }
     }
 }

@@ -13,7 +13,9 @@ use super::{
     bad_cursor, digest_from_bytes, digest_value, from_bigint_opt, rows_per_statement, statement,
     to_bigint_opt, values_placeholders,
 };
-use crate::domain::api_key::{ApiKey, ApiKeyId, KeyLimits, KeyName, SecretDigest};
+use crate::domain::api_key::{
+    ApiKey, ApiKeyId, KeyLimits, KeyName, KeySpec, SecretDigest, StoredApiKey,
+};
 use crate::domain::errors::IdentityError;
 use crate::domain::ports::ApiKeyRepository;
 use crate::domain::user::UserId;
@@ -69,26 +71,31 @@ impl KeyRow {
             .map_err(|e| anyhow!("API key {id}: stored scope: {e}"))?;
         let allowed_models: BTreeSet<String> = serde_json::from_value(self.allowed_models)
             .with_context(|| format!("API key {id}: stored allowed models"))?;
-        Ok(ApiKey {
+        Ok(ApiKey::restore(StoredApiKey {
             id: ApiKeyId::from_uuid(id),
             owner: UserId::from_uuid(self.user_id),
-            name,
+            spec: KeySpec {
+                name,
+                scopes,
+                allowed_models,
+                limits: KeyLimits {
+                    requests_per_minute: from_bigint_opt(
+                        self.requests_per_minute,
+                        "requests per minute",
+                    )?,
+                    tokens_per_minute: from_bigint_opt(
+                        self.tokens_per_minute,
+                        "tokens per minute",
+                    )?,
+                },
+                expires_at: self.expires_at,
+            },
             prefix: self.prefix,
             digest: digest_from_bytes(&self.key_digest).with_context(|| format!("API key {id}"))?,
-            scopes,
-            allowed_models,
-            limits: KeyLimits {
-                requests_per_minute: from_bigint_opt(
-                    self.requests_per_minute,
-                    "requests per minute",
-                )?,
-                tokens_per_minute: from_bigint_opt(self.tokens_per_minute, "tokens per minute")?,
-            },
-            expires_at: self.expires_at,
             last_used_at: self.last_used_at,
             revoked_at: self.revoked_at,
             created_at: self.created_at,
-        })
+        }))
     }
 }
 
@@ -101,21 +108,21 @@ struct DigestRow {
 impl ApiKeyRepository for PgApiKeyRepository {
     #[tracing::instrument(skip_all)]
     async fn insert(&self, key: &ApiKey) -> Result<(), IdentityError> {
-        let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
+        let scopes: Vec<&str> = key.scopes().iter().map(|s| s.as_str()).collect();
         let values: [Value; 13] = [
-            key.id.as_uuid().into(),
-            key.owner.as_uuid().into(),
-            key.name.as_str().into(),
-            key.prefix.as_str().into(),
-            digest_value(key.digest),
+            key.id().as_uuid().into(),
+            key.owner().as_uuid().into(),
+            key.name().as_str().into(),
+            key.prefix().into(),
+            digest_value(key.digest()),
             serde_json::json!(scopes).into(),
-            serde_json::json!(key.allowed_models).into(),
-            to_bigint_opt(key.limits.requests_per_minute).into(),
-            to_bigint_opt(key.limits.tokens_per_minute).into(),
-            key.expires_at.into(),
-            key.last_used_at.into(),
-            key.revoked_at.into(),
-            key.created_at.into(),
+            serde_json::json!(key.allowed_models()).into(),
+            to_bigint_opt(key.limits().requests_per_minute).into(),
+            to_bigint_opt(key.limits().tokens_per_minute).into(),
+            key.expires_at().into(),
+            key.last_used_at().into(),
+            key.revoked_at().into(),
+            key.created_at().into(),
         ];
         self.db
             .execute(statement(
@@ -132,12 +139,12 @@ impl ApiKeyRepository for PgApiKeyRepository {
     #[tracing::instrument(skip_all)]
     async fn update(&self, key: &ApiKey) -> Result<(), IdentityError> {
         let values: [Value; 6] = [
-            key.id.as_uuid().into(),
-            key.owner.as_uuid().into(),
-            key.name.as_str().into(),
-            key.prefix.as_str().into(),
-            digest_value(key.digest),
-            key.revoked_at.into(),
+            key.id().as_uuid().into(),
+            key.owner().as_uuid().into(),
+            key.name().as_str().into(),
+            key.prefix().into(),
+            digest_value(key.digest()),
+            key.revoked_at().into(),
         ];
         let updated = self
             .db
