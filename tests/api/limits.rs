@@ -2,11 +2,13 @@
 //! headers; the token gate settles and releases exactly.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike as _, TimeZone as _, Timelike as _, Utc};
 use futures_util::future::join_all;
 use maas_shared::clock::{Clock as _, ManualClock, SystemClock};
+use maas_tests::fake_upstream::{Behaviour, FakeUpstream};
 use maas_tests::{TestApp, eventually};
 use maas_user::app::auth::Authenticator as _;
 use maas_user::app::quotas::QuotaGate as _;
@@ -235,6 +237,68 @@ async fn key_limits_apply_on_top_of_the_users() {
         app.get_as(&other_key, "/api/v1/me").await.status(),
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn the_limiter_fails_closed_when_redis_is_down() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.user_with_token("root", &["admin"]).await;
+    let (_, token) = app.user_with_token("ursula", &["developer"]).await;
+    let (_, key) = app.create_key(&token, json!({"name": "k"})).await;
+    let upstream = FakeUpstream::spawn(Behaviour::default());
+    let provider =
+        json!({"name": "fake", "base_url": upstream.base_url, "models": [{"model": "tiny"}]});
+    let created = app
+        .request(Method::POST, "/api/v1/providers")
+        .bearer_auth(&admin)
+        .json(&provider)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    // A replica that cannot reach Redis (nothing listens on port 1 of loopback).
+    let cut_off = app
+        .spawn_replica_with(|s| s.sections.redis.url = "redis://127.0.0.1:1/".to_owned().into())
+        .await;
+
+    // Calls that must be counted are refused, never let through uncounted. Today the refusal
+    // is a 500 `internal` (the identity context has no "dependency unavailable" error).
+    let started = std::time::Instant::now();
+    let resp = cut_off.get_as(&key, "/api/v1/me").await;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::INTERNAL_SERVER_ERROR, Some("internal")),
+        "{body}"
+    );
+    let chat = json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}]});
+    let resp = cut_off.post_as(&key, "/v1/chat/completions", &chat).await;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::INTERNAL_SERVER_ERROR, Some("internal")),
+        "{body}"
+    );
+    assert_eq!(
+        upstream.seen.requests.load(Ordering::SeqCst),
+        0,
+        "no call goes upstream unmetered"
+    );
+    // Both refusals come at once (a refused connection is not retried with back-off).
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused only after {:?}",
+        started.elapsed()
+    );
+    // Access tokens are not metered: they still work without Redis.
+    let me = cut_off.get_as(&token, "/api/v1/me").await;
+    assert_eq!(me.status(), StatusCode::OK);
+    // The healthy replica serves the same key and model.
+    let resp = app.post_as(&key, "/v1/chat/completions", &chat).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(upstream.seen.requests.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

@@ -56,7 +56,7 @@ impl Multiplexed {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(timeout)
             .set_response_timeout(timeout)
-            .set_number_of_retries(2);
+            .set_number_of_retries(0);
         Ok(Self {
             client,
             config,
