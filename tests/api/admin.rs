@@ -62,7 +62,10 @@ async fn admins_create_list_and_manage_users_and_every_action_is_audited() {
         .unwrap(),
     )
     .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        (status, invalid["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("validation_failed"))
+    );
     let fields: Vec<&str> = invalid["errors"]
         .as_array()
         .unwrap()
@@ -78,13 +81,16 @@ async fn admins_create_list_and_manage_users_and_every_action_is_audited() {
     let (status, page) = code(app.get_as(&admin, "/api/v1/users?limit=1").await).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page["data"].as_array().unwrap().len(), 1);
+    assert_eq!(page["data"][0]["username"], "root");
     let next = page["next_cursor"].as_str().unwrap();
     let (_, rest) = code(
         app.get_as(&admin, &format!("/api/v1/users?limit=1&cursor={next}"))
             .await,
     )
     .await;
+    assert_eq!(rest["data"].as_array().unwrap().len(), 1, "{rest}");
     assert_eq!(rest["data"][0]["username"], "tara");
+    assert!(rest["next_cursor"].is_null(), "two users in all: {rest}");
 
     let roles = app
         .request(Method::PUT, &format!("/api/v1/users/{tara}/roles"))
@@ -123,15 +129,15 @@ async fn admins_create_list_and_manage_users_and_every_action_is_audited() {
         .await
         .unwrap();
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let (status, gone) = code(app.get_as(&admin, &format!("/api/v1/users/{tara}")).await).await;
     assert_eq!(
-        app.get_as(&admin, &format!("/api/v1/users/{tara}"))
-            .await
-            .status(),
-        StatusCode::NOT_FOUND
+        (status, gone["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("user_not_found"))
     );
+    let (status, dead) = code(app.get_as(&secret, "/api/v1/me").await).await;
     assert_eq!(
-        app.get_as(&secret, "/api/v1/me").await.status(),
-        StatusCode::UNAUTHORIZED,
+        (status, dead["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_token")),
         "a deleted user's keys die"
     );
 
@@ -142,7 +148,11 @@ async fn admins_create_list_and_manage_users_and_every_action_is_audited() {
         .send()
         .await
         .unwrap();
-    assert_eq!(code(last).await.1["code"], "last_admin");
+    let (status, last) = code(last).await;
+    assert_eq!(
+        (status, last["code"].as_str()),
+        (StatusCode::CONFLICT, Some("last_admin"))
+    );
 
     // Every admin action left one audit row, and none carries a secret.
     let db = app.db().await;
@@ -150,23 +160,31 @@ async fn admins_create_list_and_manage_users_and_every_action_is_audited() {
         .query_all(sea_orm::Statement::from_string(sea_orm::DatabaseBackend::Postgres, "SELECT action, actor_id::text AS actor, details::text AS details, request_id FROM audit_events ORDER BY id"))
         .await
         .unwrap();
-    let actions: Vec<String> = rows
+    let actions: Vec<(String, Option<String>)> = rows
         .iter()
-        .map(|r| r.try_get::<String>("", "action").unwrap())
+        .map(|r| {
+            (
+                r.try_get::<String>("", "action").unwrap(),
+                r.try_get::<Option<String>>("", "actor").unwrap(),
+            )
+        })
         .collect();
-    for expected in [
-        "user.create",
-        "user.set_roles",
-        "user.disable",
-        "user.enable",
-        "api_key.create",
-        "user.delete",
-    ] {
-        assert!(
-            actions.iter().any(|a| a == expected),
-            "{expected} not audited: {actions:?}"
-        );
-    }
+    let by_admin = Some(admin_id.to_string());
+    let expected: Vec<(String, Option<String>)> = [
+        // The harness creates the admin as the operator would (no actor).
+        ("user.create", None),
+        ("user.create", by_admin.clone()),
+        ("user.set_roles", by_admin.clone()),
+        ("user.disable", by_admin.clone()),
+        ("user.enable", by_admin.clone()),
+        ("api_key.create", by_admin.clone()),
+        ("user.delete", by_admin.clone()),
+    ]
+    .into_iter()
+    .map(|(action, actor)| (action.to_owned(), actor))
+    .collect();
+    // Refused requests (duplicates, invalid input, the last admin) leave no row.
+    assert_eq!(actions, expected);
     for row in &rows {
         let details: String = row.try_get("", "details").unwrap();
         for secret_text in ["initial password 1", "password_hash", &secret, "argon2"] {
@@ -176,19 +194,16 @@ async fn admins_create_list_and_manage_users_and_every_action_is_audited() {
             );
         }
     }
-    let by_admin = rows
+    // Each row made over HTTP names its request; the operator's has none.
+    let with_request_id: Vec<bool> = rows
         .iter()
-        .filter(|r| {
-            r.try_get::<Option<String>>("", "actor").unwrap().as_deref()
-                == Some(&admin_id.to_string())
+        .map(|r| {
+            r.try_get::<Option<String>>("", "request_id")
+                .unwrap()
+                .is_some()
         })
-        .count();
-    assert!(by_admin >= 6);
-    assert!(rows.iter().any(|r| {
-        r.try_get::<Option<String>>("", "request_id")
-            .unwrap()
-            .is_some()
-    }));
+        .collect();
+    assert_eq!(with_request_id, [false, true, true, true, true, true, true]);
 }
 
 #[tokio::test]
@@ -206,8 +221,24 @@ async fn non_admins_get_403_on_admin_routes() {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        let (status, body) = code(resp).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("forbidden")),
+            "{path}"
+        );
     }
+    // Nothing was created.
+    let db = app.db().await;
+    let row = db
+        .query_one(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT count(*)::bigint AS n FROM users WHERE username = 'zz'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get::<i64>("", "n").unwrap(), 0);
 }
 
 fn maas(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
@@ -233,9 +264,14 @@ async fn seed_is_idempotent_and_never_uses_a_fixed_password() {
         .find_map(|l| l.split_once("store it now): "))
         .map(|(_, p)| p.trim().to_owned())
         .expect(&out);
-    assert!(password.len() >= 20);
+    assert_eq!(password.len(), 24, "{password}");
     let (ok, again, _) = maas(&app, &["seed"], &[("MAAS_ADMIN_USERNAME", "boss")]);
-    assert!(ok && again.contains("already present"), "{again}");
+    assert!(ok, "{again}");
+    let again = again.trim_end();
+    assert!(
+        again.starts_with("admin `boss` already present (") && again.ends_with("); nothing to do"),
+        "{again}"
+    );
     let resp = app
         .request(Method::POST, "/api/v1/auth/login")
         .json(&json!({"login": "boss", "password": password}))
@@ -265,6 +301,17 @@ async fn seed_is_idempotent_and_never_uses_a_fixed_password() {
         ],
     );
     assert!(ok && !out.contains("chosen by the operator"), "{out}");
+    assert!(
+        out.trim_end().ends_with(") with the given password"),
+        "{out}"
+    );
+    let resp = other
+        .request(Method::POST, "/api/v1/auth/login")
+        .json(&json!({"login": "chief", "password": "chosen by the operator"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -276,7 +323,19 @@ async fn cli_manages_users_keys_and_quotas_through_the_same_services() {
         &[],
     );
     assert!(ok, "{err}");
-    assert!(out.contains("generated password"));
+    let password = out
+        .lines()
+        .find_map(|l| l.strip_prefix("generated password (shown once, store it now): "))
+        .expect(&out)
+        .trim()
+        .to_owned();
+    let login = app
+        .request(Method::POST, "/api/v1/auth/login")
+        .json(&json!({"login": "wendy", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK, "the printed password works");
     let (ok, out, err) = maas(
         &app,
         &[
@@ -309,17 +368,33 @@ async fn cli_manages_users_keys_and_quotas_through_the_same_services() {
     assert!(ok, "{err}");
     // The running API hears about the change and applies it.
     let refused = maas_tests::eventually(std::time::Duration::from_secs(2), || async {
-        (app.get_as(&secret, "/api/v1/me").await.status() == StatusCode::TOO_MANY_REQUESTS)
-            .then_some(())
+        let resp = app.get_as(&secret, "/api/v1/me").await;
+        if resp.status() == StatusCode::OK {
+            return None;
+        }
+        let (status, body) = code(resp).await;
+        Some((status, body["code"].as_str().map(str::to_owned)))
     })
     .await;
-    assert!(refused.is_some());
-    let (ok, _, err) = maas(&app, &["user", "set-role", "wendy", "user"], &[]);
+    assert_eq!(
+        refused,
+        Some((StatusCode::TOO_MANY_REQUESTS, Some("quota_exceeded".into())))
+    );
+    let (ok, out, err) = maas(&app, &["user", "set-role", "wendy", "user"], &[]);
     assert!(ok, "{err}");
+    assert_eq!(out.trim_end(), "`wendy` now has roles user");
     let (ok, out, _) = maas(&app, &["user", "list"], &[]);
-    assert!(ok && out.contains("wendy") && out.contains("user"), "{out}");
-    let (ok, _, _) = maas(&app, &["user", "disable", "wendy"], &[]);
-    assert!(ok);
+    assert!(ok, "{out}");
+    let wendy: Vec<&str> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.get(1) == Some(&"wendy"))
+        .unwrap_or_else(|| panic!("wendy not listed: {out}"))[2..]
+        .to_vec();
+    assert_eq!(wendy, ["active", "user"], "{out}");
+    let (ok, out, err) = maas(&app, &["user", "disable", "wendy"], &[]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim_end(), "disabled `wendy`");
     let (ok, _, err) = maas(&app, &["user", "create", "x"], &[]);
     assert!(!ok && err.contains("username"), "{err}");
 }
@@ -352,14 +427,30 @@ async fn admins_read_the_audit_trail_and_others_cannot() {
     assert_eq!(events[0]["action"], "user.create");
     assert_eq!(events[0]["details"]["username"], "newbie");
     assert!(events[0]["request_id"].is_string());
-    let (status, all) = code(app.get_as(&admin, "/api/v1/audit?limit=1").await).await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(
-        all["next_cursor"].is_string(),
-        "the users created by the test harness are audited too"
-    );
+    // Page through everything one event at a time: the users created by the test harness are
+    // audited too, newest first.
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/audit?limit=1".to_owned();
+    loop {
+        let (status, page) = code(app.get_as(&admin, &path).await).await;
+        assert_eq!(status, StatusCode::OK);
+        let events = page["data"].as_array().unwrap();
+        assert_eq!(events.len(), 1, "{page}");
+        seen.push((
+            events[0]["action"].as_str().unwrap().to_owned(),
+            events[0]["details"]["username"].as_str().map(str::to_owned),
+        ));
+        match page["next_cursor"].as_str() {
+            Some(next) => path = format!("/api/v1/audit?limit=1&cursor={next}"),
+            None => break,
+        }
+        assert!(seen.len() < 10, "{seen:?}");
+    }
+    let created = |name: &str| ("user.create".to_owned(), Some(name.to_owned()));
+    assert_eq!(seen, [created("newbie"), created("dev"), created("root")]);
+    let (status, body) = code(app.get_as(&dev, "/api/v1/audit").await).await;
     assert_eq!(
-        app.get_as(&dev, "/api/v1/audit").await.status(),
-        StatusCode::FORBIDDEN
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
     );
 }

@@ -40,8 +40,24 @@ async fn events_are_stored_and_listed_newest_first_with_paging_and_filters() {
         .list(&AuditFilter::default(), &PageRequest::first())
         .await
         .unwrap();
-    assert_eq!(everything.items.len(), 6);
-    assert_eq!(everything.items[0].event.action, "user.disable");
+    let actions: Vec<_> = everything
+        .items
+        .iter()
+        .map(|e| e.event.action.as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "user.disable",
+            "user.action4",
+            "user.action3",
+            "user.action2",
+            "user.action1",
+            "user.action0"
+        ]
+    );
+    assert_eq!(everything.items[0].event.context.actor, Some(bob));
+    assert_eq!(everything.items[0].event.target_id.as_deref(), Some("t2"));
     assert_eq!(
         everything.items[0].event.details,
         json!({"role": "developer"})
@@ -82,12 +98,12 @@ async fn events_are_stored_and_listed_newest_first_with_paging_and_filters() {
         target_id: Some("t2".into()),
         ..AuditFilter::default()
     };
-    assert_eq!(
-        log.list(&on_t2, &PageRequest::first())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
+    let on_t2 = log.list(&on_t2, &PageRequest::first()).await.unwrap();
+    let found: Vec<_> = on_t2
+        .items
+        .iter()
+        .map(|e| (e.event.action.as_str(), e.event.context.actor))
+        .collect();
+    assert_eq!(found, [("user.disable", Some(bob))]);
+    assert!(on_t2.next.is_none());
 }

@@ -36,7 +36,9 @@ async fn login_by_username_or_email_gives_working_tokens() {
         assert_eq!(resp.status(), StatusCode::OK);
         let tokens: Value = resp.json().await.unwrap();
         assert_eq!(tokens["token_type"], "Bearer");
-        assert!(tokens["expires_in"].as_i64().unwrap() > 800);
+        // The default 900 s lifetime, counted from the answer (whole seconds, rounded down).
+        let expires_in = tokens["expires_in"].as_i64().unwrap();
+        assert!((899..=900).contains(&expires_in), "{expires_in}");
         let me: Value = app
             .get_as(tokens["access_token"].as_str().unwrap(), "/api/v1/me")
             .await
@@ -238,8 +240,8 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
         (StatusCode::UNAUTHORIZED, "refresh_token_reused".into())
     );
     assert_eq!(
-        code(refresh(&app, &second_refresh).await).await.0,
-        StatusCode::UNAUTHORIZED
+        code(refresh(&app, &second_refresh).await).await,
+        (StatusCode::UNAUTHORIZED, "invalid_token".into())
     );
     assert_eq!(
         code(refresh(&app, "made-up-token").await).await,
@@ -280,13 +282,13 @@ async fn logout_ends_the_session() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(
-        refresh(&app, refresh_token).await.status(),
-        StatusCode::UNAUTHORIZED
+        code(refresh(&app, refresh_token).await).await,
+        (StatusCode::UNAUTHORIZED, "invalid_token".into())
     );
     // The session's access token ends with it, before it expires; another session goes on.
     assert_eq!(
-        code(me(&tokens["access_token"]).await.unwrap()).await.0,
-        StatusCode::UNAUTHORIZED
+        code(me(&tokens["access_token"]).await.unwrap()).await,
+        (StatusCode::UNAUTHORIZED, "invalid_token".into())
     );
     assert_eq!(
         me(&other["access_token"]).await.unwrap().status(),
@@ -312,12 +314,20 @@ async fn password_change_checks_the_old_one_and_ends_sessions() {
                 .await
                 .unwrap()
         )
-        .await
-        .1,
-        "invalid_credentials"
+        .await,
+        (StatusCode::UNAUTHORIZED, "invalid_credentials".into())
     );
     let short = change(TEST_PASSWORD, "short").await.unwrap();
     assert_eq!(short.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = short.json().await.unwrap();
+    assert_eq!(body["code"], "validation_failed", "{body}");
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["new_password"], "{body}");
     assert_eq!(
         change(TEST_PASSWORD, "a brand new password")
             .await
@@ -326,10 +336,8 @@ async fn password_change_checks_the_old_one_and_ends_sessions() {
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        refresh(&app, tokens["refresh_token"].as_str().unwrap())
-            .await
-            .status(),
-        StatusCode::UNAUTHORIZED
+        code(refresh(&app, tokens["refresh_token"].as_str().unwrap()).await).await,
+        (StatusCode::UNAUTHORIZED, "invalid_token".into())
     );
     // Every session ends, access tokens included.
     let me = app
@@ -338,7 +346,15 @@ async fn password_change_checks_the_old_one_and_ends_sessions() {
         .send()
         .await
         .unwrap();
-    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        code(me).await,
+        (StatusCode::UNAUTHORIZED, "invalid_token".into())
+    );
+    // The old password no longer works.
+    assert_eq!(
+        code(login(&app, "iris", TEST_PASSWORD).await).await,
+        (StatusCode::UNAUTHORIZED, "invalid_credentials".into())
+    );
     assert_eq!(
         login(&app, "iris", "a brand new password").await.status(),
         StatusCode::OK

@@ -214,7 +214,11 @@ async fn worker_process_completes_jobs_pushed_by_the_api_side() {
         }
     })
     .await;
-    assert!(started.is_some(), "the slow job never started");
+    assert_eq!(
+        started.as_deref(),
+        Some(worker_name.as_str()),
+        "the slow job never started"
+    );
     sigterm(&worker);
     let status = wait_exit(&mut worker, Duration::from_secs(20)).await;
     assert!(status.success(), "{status:?}");
@@ -224,5 +228,9 @@ async fn worker_process_completes_jobs_pushed_by_the_api_side() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(pong.is_some(), "the in-flight job was abandoned on SIGTERM");
+    assert_eq!(
+        pong.as_deref(),
+        Some(worker_name.as_str()),
+        "the in-flight job was abandoned on SIGTERM"
+    );
 }

@@ -48,6 +48,7 @@ async fn conversations_belong_to_their_owner() {
         .json()
         .await
         .unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
     assert_eq!(list["data"][0]["title"], "Trip planning");
     let messages: Value = app
         .get_as(&alice, &format!("/api/v1/conversations/{id}/messages"))
@@ -55,6 +56,7 @@ async fn conversations_belong_to_their_owner() {
         .json()
         .await
         .unwrap();
+    assert_eq!(messages["data"].as_array().unwrap().len(), 1, "{messages}");
     assert_eq!(messages["data"][0]["content"], "hello");
 
     for path in [
@@ -88,6 +90,8 @@ async fn conversations_belong_to_their_owner() {
         .await
         .unwrap();
     assert_eq!(delete.status(), StatusCode::NOT_FOUND);
+    let body: Value = delete.json().await.unwrap();
+    assert_eq!(body["code"], "conversation_not_found");
 
     let rename = app
         .request(Method::PATCH, &format!("/api/v1/conversations/{id}"))
@@ -108,6 +112,9 @@ async fn conversations_belong_to_their_owner() {
         .await
         .unwrap();
     assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = bad.json().await.unwrap();
+    assert_eq!(body["code"], "validation_failed", "{body}");
+    assert_eq!(body["errors"][0]["field"], "role", "{body}");
     let delete = app
         .request(Method::DELETE, &format!("/api/v1/conversations/{id}"))
         .bearer_auth(&alice)
@@ -115,6 +122,10 @@ async fn conversations_belong_to_their_owner() {
         .await
         .unwrap();
     assert_eq!(delete.status(), StatusCode::NO_CONTENT);
+    let gone = app
+        .get_as(&alice, &format!("/api/v1/conversations/{id}"))
+        .await;
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -195,6 +206,16 @@ async fn chat_calls_with_a_conversation_get_its_history_and_extend_it() {
     let hijack = app.request(Method::POST, "/v1/chat/completions").bearer_auth(&other_key)
         .json(&json!({"model": "tiny", "conversation_id": id, "messages": [{"role": "user", "content": "x"}]})).send().await.unwrap();
     assert_eq!(hijack.status(), StatusCode::NOT_FOUND);
+    let body: Value = hijack.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "conversation_not_found", "{body}");
+    assert_eq!(
+        upstream
+            .seen
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "refused before any upstream call"
+    );
 }
 
 async fn seed_messages(
@@ -250,6 +271,7 @@ async fn exports_filter_by_date_and_defuse_formulas() {
         .unwrap();
     assert_eq!(json_export.as_array().unwrap().len(), 2);
     assert_eq!(json_export[0]["content"], "plain, with \"quotes\"");
+    assert_eq!(json_export[1]["content"], "plain, with \"quotes\"");
 
     let resp = app
         .get_as(
@@ -283,6 +305,9 @@ async fn exports_filter_by_date_and_defuse_formulas() {
         .get_as(&token, "/api/v1/conversations/export?format=xml")
         .await;
     assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = bad.json().await.unwrap();
+    assert_eq!(body["code"], "validation_failed", "{body}");
+    assert_eq!(body["errors"][0]["field"], "format", "{body}");
 }
 
 fn rss_kib() -> u64 {

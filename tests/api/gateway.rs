@@ -71,7 +71,8 @@ async fn set_quota(s: &Setup, policy: Value) {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The gateway admits with the key's principal: wait until it carries the new policy.
+    s.app.wait_for_user_policy(&s.key, &policy).await;
 }
 
 async fn tokens_used(s: &Setup) -> u64 {
@@ -103,9 +104,10 @@ async fn tokens_settle_to(s: &Setup, expected: u64) {
     );
 }
 
+/// The usage records once `expect` of them are written; exactly `expect`, no more.
 async fn usage_rows(s: &Setup, expect: usize) -> Vec<(i64, i64, bool, i32, bool)> {
     let db = s.app.db().await;
-    maas_tests::eventually(Duration::from_secs(3), || async {
+    let rows = maas_tests::eventually(Duration::from_secs(3), || async {
         let rows = db
             .query_all(sea_orm::Statement::from_string(
                 sea_orm::DatabaseBackend::Postgres,
@@ -128,7 +130,9 @@ async fn usage_rows(s: &Setup, expect: usize) -> Vec<(i64, i64, bool, i32, bool)
         (rows.len() >= expect).then_some(rows)
     })
     .await
-    .expect("usage rows written")
+    .unwrap_or_else(|| panic!("{expect} usage rows not written"));
+    assert_eq!(rows.len(), expect, "one usage record per call: {rows:?}");
+    rows
 }
 
 fn messages() -> Value {
@@ -165,6 +169,8 @@ async fn providers_are_admin_only_and_their_keys_are_sealed() {
     let forbidden = s.app.request(Method::POST, "/api/v1/providers").bearer_auth(&s.key)
         .json(&json!({"name": "evil", "base_url": "http://127.0.0.1:1/v1", "models": [{"model": "tiny"}]})).send().await.unwrap();
     assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+    let body: Value = forbidden.json().await.unwrap();
+    assert_eq!(body["code"], "forbidden", "{body}");
     let dup = s
         .app
         .request(Method::POST, "/api/v1/providers")
@@ -174,6 +180,8 @@ async fn providers_are_admin_only_and_their_keys_are_sealed() {
         .await
         .unwrap();
     assert_eq!(dup.status(), StatusCode::CONFLICT);
+    let body: Value = dup.json().await.unwrap();
+    assert_eq!(body["code"], "provider_name_taken", "{body}");
     let bad = s
         .app
         .request(Method::POST, "/api/v1/providers")
@@ -182,17 +190,17 @@ async fn providers_are_admin_only_and_their_keys_are_sealed() {
         .send()
         .await
         .unwrap();
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = bad.json().await.unwrap();
-    let fields: Vec<&str> = body["errors"]
+    assert_eq!(body["code"], "validation_failed", "{body}");
+    let mut fields: Vec<&str> = body["errors"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["field"].as_str().unwrap())
         .collect();
-    assert!(
-        fields.contains(&"name") && fields.contains(&"base_url") && fields.contains(&"models"),
-        "{body}"
-    );
+    fields.sort_unstable();
+    assert_eq!(fields, ["base_url", "models", "name"], "{body}");
 }
 
 #[tokio::test]
@@ -229,7 +237,13 @@ async fn models_lists_what_the_key_may_use() {
         .json()
         .await
         .unwrap();
-    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["beta"]);
     let refused = s
         .app
         .request(Method::POST, "/v1/chat/completions")
@@ -251,7 +265,12 @@ async fn non_streamed_chat_passes_through_and_settles_the_reported_usage() {
     register(&s, "fake", &upstream, "tiny").await;
     let resp = chat(&s, json!({"model": "tiny", "messages": messages(), "temperature": 0.2, "max_tokens": 50, "seed": 3})).await;
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.headers().contains_key("x-ratelimit-limit"));
+    // The tightest rule is the default 50 requests an hour (the 100000 tokens are far off).
+    assert_eq!(resp.headers()["x-ratelimit-limit"], "50");
+    assert_eq!(
+        resp.headers()["x-ratelimit-policy"],
+        "user.requests_per_hour"
+    );
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], "hello there");
     assert_eq!(body["usage"]["total_tokens"], 10);
@@ -358,7 +377,7 @@ async fn a_stream_that_breaks_ends_with_an_error_event_and_is_settled_by_estimat
     assert!(!text.contains("[DONE]"));
     let rows = usage_rows(&s, 1).await;
     let (prompt, completion, estimated, status, stream) = rows[0];
-    assert!(estimated && status == 502 && stream, "{rows:?}");
+    assert_eq!((estimated, status, stream), (true, 502, true), "{rows:?}");
     // Settled by estimate (prompt estimate + the text that went out), far below the reservation.
     let expected = u64::try_from(prompt + completion).unwrap();
     tokens_settle_to(&s, expected).await;
@@ -427,13 +446,15 @@ async fn when_every_upstream_is_down_the_call_is_refused_and_nothing_is_charged(
     set_quota(&s, json!({"tokens_per_month_quota": 100000})).await;
     let body =
         json!({"name": "gone", "base_url": "http://127.0.0.1:1/v1", "models": [{"model": "tiny"}]});
-    s.app
+    let created = s
+        .app
         .request(Method::POST, "/api/v1/providers")
         .bearer_auth(&s.admin)
         .json(&body)
         .send()
         .await
         .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
     let resp = chat(&s, json!({"model": "tiny", "messages": messages()})).await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = resp.json().await.unwrap();
@@ -453,7 +474,12 @@ async fn quota_and_input_refusals_use_openais_error_shape() {
     )
     .await;
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert!(resp.headers().contains_key("x-ratelimit-limit"));
+    assert_eq!(resp.headers()["x-ratelimit-limit"], "100");
+    assert_eq!(resp.headers()["x-ratelimit-remaining"], "100");
+    assert_eq!(
+        resp.headers()["x-ratelimit-policy"],
+        "user.tokens_per_month_quota"
+    );
     let body: Value = resp.json().await.unwrap();
     assert_eq!(
         (
@@ -471,9 +497,12 @@ async fn quota_and_input_refusals_use_openais_error_shape() {
     let resp = chat(&s, json!({"model": "tiny"})).await;
     assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "validation_failed", "{body}");
     assert_eq!(body["error"]["param"], "messages");
     let resp = chat(&s, json!({"model": "nope", "messages": messages()})).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_not_found", "{body}");
     let anonymous = s
         .app
         .request(Method::POST, "/v1/chat/completions")
@@ -484,6 +513,7 @@ async fn quota_and_input_refusals_use_openais_error_shape() {
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     let body: Value = anonymous.json().await.unwrap();
     assert_eq!(body["error"]["type"], "authentication_error");
+    assert_eq!(body["error"]["code"], "unauthenticated", "{body}");
 }
 
 #[tokio::test]
@@ -518,6 +548,7 @@ async fn a_client_that_goes_away_cancels_the_upstream_call_within_a_second() {
     let rows = usage_rows(&s, 1).await;
     assert_eq!(rows[0].3, 499, "recorded as client closed");
     assert!(rows[0].2, "settled by estimate");
+    assert!(rows[0].4, "a stream");
 }
 
 #[tokio::test]
@@ -606,6 +637,8 @@ async fn usage_reports_are_per_tenant_and_admins_see_everyone() {
         .get_as(&eve_key, &format!("/api/v1/usage?user_id={}", s.user_id))
         .await;
     assert_eq!(peek.status(), StatusCode::FORBIDDEN);
+    let body: Value = peek.json().await.unwrap();
+    assert_eq!(body["code"], "forbidden", "{body}");
     let all: Value = s
         .app
         .get_as(&s.admin, "/api/v1/usage?all=true&group_by=key")
@@ -625,6 +658,9 @@ async fn usage_reports_are_per_tenant_and_admins_see_everyone() {
     assert_eq!(all["rows"].as_array().unwrap().len(), 2, "one row per key");
     let bad = s.app.get_as(&s.key, "/api/v1/usage?group_by=planet").await;
     assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = bad.json().await.unwrap();
+    assert_eq!(body["code"], "validation_failed", "{body}");
+    assert_eq!(body["errors"][0]["field"], "group_by", "{body}");
     let backwards = s
         .app
         .get_as(
@@ -633,6 +669,9 @@ async fn usage_reports_are_per_tenant_and_admins_see_everyone() {
         )
         .await;
     assert_eq!(backwards.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = backwards.json().await.unwrap();
+    assert_eq!(body["code"], "validation_failed", "{body}");
+    assert_eq!(body["errors"][0]["field"], "from", "{body}");
 }
 
 #[tokio::test]
@@ -766,7 +805,17 @@ async fn rate_limits_refuse_in_openais_shape_before_the_upstream() {
     )
     .await;
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert!(resp.headers().contains_key("retry-after"));
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "a minute window: {retry}");
+    assert_eq!(resp.headers()["x-ratelimit-limit"], "50");
+    assert_eq!(
+        resp.headers()["x-ratelimit-policy"],
+        "user.tokens_per_minute"
+    );
     let body: Value = resp.json().await.unwrap();
     assert_eq!(
         (

@@ -52,6 +52,15 @@ async fn generate_answers_each_prompt_with_the_sampling_parameters() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "validation_failed", "{body}");
+    assert_eq!(
+        upstream
+            .seen
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
     let anonymous = app
         .request(Method::POST, "/generate")
         .json(&body)
@@ -59,6 +68,8 @@ async fn generate_answers_each_prompt_with_the_sampling_parameters() {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = anonymous.json().await.unwrap();
+    assert_eq!(body["code"], "unauthenticated", "{body}");
 }
 
 #[tokio::test]
@@ -102,7 +113,8 @@ async fn api_chat_keeps_a_conversation() {
     while let Some(chunk) = body.next().await {
         text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
     }
-    assert!(text.contains("tok0") && text.contains("[DONE]"), "{text}");
+    assert_eq!(text.matches("\"content\":\"tok").count(), 3, "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
     let sent = upstream.seen.bodies.lock().unwrap()[1].clone();
     assert_eq!(
         sent["messages"].as_array().unwrap().len(),
@@ -117,4 +129,6 @@ async fn api_chat_keeps_a_conversation() {
         .await
         .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["code"], "conversation_not_found", "{body}");
 }

@@ -1,18 +1,31 @@
 //! Quotas and rate limits: exact under concurrency and across replicas, with the documented
 //! headers; the token gate settles and releases exactly.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use chrono::Timelike as _;
+use chrono::{DateTime, Datelike as _, TimeZone as _, Timelike as _, Utc};
 use futures_util::future::join_all;
-use maas_tests::TestApp;
+use maas_shared::clock::{Clock as _, ManualClock, SystemClock};
+use maas_tests::fake_upstream::{Behaviour, FakeUpstream};
+use maas_tests::{TestApp, eventually};
 use maas_user::app::auth::Authenticator as _;
 use maas_user::app::quotas::QuotaGate as _;
-use maas_user::contract::{Credential, Demand};
+use maas_user::contract::{Credential, Demand, IdentityError};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-async fn set_quota(app: &TestApp, admin: &str, user: uuid::Uuid, policy: Value) {
+/// Sets `user`'s policy, then waits until the app (and `replicas`) admit the user under it,
+/// watched with `token` (the user's access token: watching costs no request).
+async fn set_quota(
+    app: &TestApp,
+    admin: &str,
+    user: uuid::Uuid,
+    policy: Value,
+    token: &str,
+    replicas: &[&TestApp],
+) {
     let resp = app
         .request(Method::PUT, &format!("/api/v1/users/{user}/quota"))
         .bearer_auth(admin)
@@ -26,15 +39,26 @@ async fn set_quota(app: &TestApp, admin: &str, user: uuid::Uuid, policy: Value) 
         "{}",
         resp.text().await.unwrap()
     );
+    app.wait_for_user_policy(token, &policy).await;
+    for replica in replicas {
+        replica.wait_for_user_policy(token, &policy).await;
+    }
+}
+
+/// Seconds left in the current fixed window of `period` seconds (a minute or an hour).
+fn left_in_window(period: u32) -> u32 {
+    let now = SystemClock.now();
+    period - (now.minute() * 60 + now.second()) % period
 }
 
 /// Fixed windows: don't start a counting test in the last seconds of a window of `period` s.
+/// The app reads the system clock, so this waits (at most ten seconds) for the next window.
 async fn away_from_boundary(period: u32) {
-    let now = maas_shared::clock::Clock::now(&maas_shared::clock::SystemClock);
-    let left = i64::from(period - (now.minute() * 60 + now.second()) % period);
-    if left < 10 {
-        tokio::time::sleep(Duration::from_secs(u64::try_from(left).unwrap() + 1)).await;
-    }
+    let room = eventually(Duration::from_secs(12), || async {
+        (left_in_window(period) >= 10).then_some(())
+    })
+    .await;
+    assert_eq!(room, Some(()), "the {period} s window never rolled over");
 }
 
 async fn away_from_the_hour_boundary() {
@@ -47,9 +71,15 @@ async fn sixty_four_concurrent_requests_with_room_for_one_admit_exactly_one() {
     let (_, admin) = app.user_with_token("root", &["admin"]).await;
     let (oscar, token) = app.user_with_token("oscar", &["developer"]).await;
     let (_, key) = app.create_key(&token, json!({"name": "k"})).await;
-    set_quota(&app, &admin, oscar, json!({"requests_total_quota": 1})).await;
-    // The quota change reaches this replica's cache through the invalidation bus.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    set_quota(
+        &app,
+        &admin,
+        oscar,
+        json!({"requests_total_quota": 1}),
+        &token,
+        &[],
+    )
+    .await;
 
     let calls = (0..64).map(|_| app.get_as(&key, "/api/v1/me"));
     let statuses: Vec<StatusCode> = join_all(calls)
@@ -84,8 +114,15 @@ async fn a_rate_limit_admits_exactly_its_limit_across_two_replicas() {
     let (_, admin) = app.user_with_token("root", &["admin"]).await;
     let (pia, token) = app.user_with_token("pia", &["developer"]).await;
     let (_, key) = app.create_key(&token, json!({"name": "k"})).await;
-    set_quota(&app, &admin, pia, json!({"requests_per_hour": 10})).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    set_quota(
+        &app,
+        &admin,
+        pia,
+        json!({"requests_per_hour": 10}),
+        &token,
+        &[&replica],
+    )
+    .await;
 
     let calls = (0..30).map(|i| {
         let target = if i % 2 == 0 { &app } else { &replica };
@@ -108,14 +145,17 @@ async fn a_rate_limit_admits_exactly_its_limit_across_two_replicas() {
             .unwrap()
             .parse()
             .unwrap();
-        assert!((1..=3600).contains(&retry));
+        assert!((1..=3600).contains(&retry), "{retry}");
         assert_eq!(resp.headers()["x-ratelimit-limit"], "10");
         assert_eq!(resp.headers()["x-ratelimit-remaining"], "0");
         assert_eq!(
             resp.headers()["x-ratelimit-policy"],
             "user.requests_per_hour"
         );
-        assert!(resp.headers().contains_key("x-ratelimit-reset"));
+        assert_eq!(
+            resp.headers()["x-ratelimit-reset"].to_str().unwrap(),
+            retry.to_string()
+        );
     }
 
     // Every limiter key carries a TTL.
@@ -126,7 +166,22 @@ async fn a_rate_limit_admits_exactly_its_limit_across_two_replicas() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(!keys.is_empty());
+    // One counter per request rule (the hourly limit and the default daily one); no leftover
+    // reservation markers, since every admitted call settled.
+    let mut rules: Vec<&str> = keys
+        .iter()
+        .map(|k| {
+            k.strip_prefix(app.keyspace.prefix())
+                .and_then(|k| k.split(':').nth(2))
+                .unwrap_or(k)
+        })
+        .collect();
+    rules.sort_unstable();
+    assert_eq!(
+        rules,
+        ["user.requests_per_day", "user.requests_per_hour"],
+        "{keys:?}"
+    );
     for key in keys {
         let ttl: i64 = redis::cmd("PTTL")
             .arg(&key)
@@ -150,15 +205,100 @@ async fn key_limits_apply_on_top_of_the_users() {
         .await;
     let (_, other_key) = app.create_key(&token, json!({"name": "other"})).await;
     let mut statuses = Vec::new();
+    let mut refusals = Vec::new();
     for _ in 0..5 {
-        statuses.push(app.get_as(&slow_key, "/api/v1/me").await.status());
+        let resp = app.get_as(&slow_key, "/api/v1/me").await;
+        statuses.push(resp.status());
+        if resp.status() != StatusCode::OK {
+            let policy = resp.headers()["x-ratelimit-policy"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let body: Value = resp.json().await.unwrap();
+            refusals.push((policy, body["code"].as_str().unwrap().to_owned()));
+        }
     }
-    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
-    assert_eq!(ok, 3, "{statuses:?}");
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    let refused = (
+        "key.requests_per_minute".to_owned(),
+        "rate_limited".to_owned(),
+    );
+    assert_eq!(refusals, [refused.clone(), refused]);
     assert_eq!(
         app.get_as(&other_key, "/api/v1/me").await.status(),
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn the_limiter_fails_closed_when_redis_is_down() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.user_with_token("root", &["admin"]).await;
+    let (_, token) = app.user_with_token("ursula", &["developer"]).await;
+    let (_, key) = app.create_key(&token, json!({"name": "k"})).await;
+    let upstream = FakeUpstream::spawn(Behaviour::default());
+    let provider =
+        json!({"name": "fake", "base_url": upstream.base_url, "models": [{"model": "tiny"}]});
+    let created = app
+        .request(Method::POST, "/api/v1/providers")
+        .bearer_auth(&admin)
+        .json(&provider)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    // A replica that cannot reach Redis (nothing listens on port 1 of loopback).
+    let cut_off = app
+        .spawn_replica_with(|s| s.sections.redis.url = "redis://127.0.0.1:1/".to_owned().into())
+        .await;
+
+    // Calls that must be counted are refused, never let through uncounted. Today the refusal
+    // is a 500 `internal` (the identity context has no "dependency unavailable" error).
+    let started = std::time::Instant::now();
+    let resp = cut_off.get_as(&key, "/api/v1/me").await;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::INTERNAL_SERVER_ERROR, Some("internal")),
+        "{body}"
+    );
+    let chat = json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}]});
+    let resp = cut_off.post_as(&key, "/v1/chat/completions", &chat).await;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::INTERNAL_SERVER_ERROR, Some("internal")),
+        "{body}"
+    );
+    assert_eq!(
+        upstream.seen.requests.load(Ordering::SeqCst),
+        0,
+        "no call goes upstream unmetered"
+    );
+    // Both refusals come at once (a refused connection is not retried with back-off).
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused only after {:?}",
+        started.elapsed()
+    );
+    // Access tokens are not metered: they still work without Redis.
+    let me = cut_off.get_as(&token, "/api/v1/me").await;
+    assert_eq!(me.status(), StatusCode::OK);
+    // The healthy replica serves the same key and model.
+    let resp = app.post_as(&key, "/v1/chat/completions", &chat).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(upstream.seen.requests.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
@@ -172,10 +312,11 @@ async fn me_quota_reports_rules_and_usage() {
         &admin,
         rita,
         json!({"requests_per_hour": 40, "tokens_per_month_quota": 5000}),
+        &token,
+        &[],
     )
     .await;
     let (_, key) = app.create_key(&token, json!({"name": "k"})).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     for _ in 0..3 {
         assert_eq!(
             app.get_as(&key, "/api/v1/me").await.status(),
@@ -188,7 +329,38 @@ async fn me_quota_reports_rules_and_usage() {
         .json()
         .await
         .unwrap();
+    let now = SystemClock.now();
     let limits = body["limits"].as_array().unwrap();
+    let rules: Vec<(&str, u64)> = limits
+        .iter()
+        .map(|l| (l["name"].as_str().unwrap(), l["limit"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            ("user.requests_per_hour", 40),
+            ("user.requests_per_day", 200),
+            ("user.tokens_per_month_quota", 5000)
+        ],
+        "the key has no rules of its own; the unset per-minute default is off"
+    );
+    let resets_at = |limit: &Value| {
+        DateTime::parse_from_rfc3339(limit["resets_at"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    let hour_start = now
+        .date_naive()
+        .and_hms_opt(now.hour(), 0, 0)
+        .unwrap()
+        .and_utc();
+    let day_start = now.date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
+    let next_month = if now.month() == 12 {
+        Utc.with_ymd_and_hms(now.year() + 1, 1, 1, 0, 0, 0)
+    } else {
+        Utc.with_ymd_and_hms(now.year(), now.month() + 1, 1, 0, 0, 0)
+    }
+    .unwrap();
     let hourly = limits
         .iter()
         .find(|l| l["name"] == "user.requests_per_hour")
@@ -196,11 +368,15 @@ async fn me_quota_reports_rules_and_usage() {
     assert_eq!(hourly["limit"], 40);
     assert_eq!(hourly["used"], 4, "three calls plus this one: {body}");
     assert_eq!(hourly["quota"], false);
+    assert_eq!(hourly["remaining"], 36);
+    assert_eq!(resets_at(hourly), hour_start + chrono::Duration::hours(1));
     let daily = limits
         .iter()
         .find(|l| l["name"] == "user.requests_per_day")
         .unwrap();
     assert_eq!(daily["limit"], 200, "the platform default applies");
+    assert_eq!(daily["used"], 4);
+    assert_eq!(resets_at(daily), day_start + chrono::Duration::days(1));
     let monthly = limits
         .iter()
         .find(|l| l["name"] == "user.tokens_per_month_quota")
@@ -209,7 +385,7 @@ async fn me_quota_reports_rules_and_usage() {
         (monthly["used"].as_u64(), monthly["quota"].as_bool()),
         (Some(0), Some(true))
     );
-    assert!(monthly["resets_at"].is_string());
+    assert_eq!(resets_at(monthly), next_month);
 }
 
 #[tokio::test]
@@ -218,8 +394,19 @@ async fn the_token_gate_reserves_settles_and_releases_exactly() {
     let (_, admin) = app.user_with_token("root", &["admin"]).await;
     let (sam, token) = app.user_with_token("sam", &["developer"]).await;
     let (_, key) = app.create_key(&token, json!({"name": "k"})).await;
-    set_quota(&app, &admin, sam, json!({"tokens_per_day_quota": 1000})).await;
-    let identity = app.identity().await;
+    set_quota(
+        &app,
+        &admin,
+        sam,
+        json!({"tokens_per_day_quota": 1000}),
+        &token,
+        &[],
+    )
+    .await;
+    // A clock that stands still: the whole test runs inside one day's window, even at midnight.
+    let identity = app
+        .identity_with_clock(Arc::new(ManualClock::new(SystemClock.now())))
+        .await;
     let principal = identity
         .auth
         .authenticate(Credential::Bearer(&key))
@@ -232,12 +419,12 @@ async fn the_token_gate_reserves_settles_and_releases_exactly() {
     let results = join_all(racers).await;
     let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     assert_eq!(winners.len(), 1);
-    assert!(
-        results
-            .iter()
-            .filter_map(|r| r.as_ref().err())
-            .all(|e| e.to_string().contains("tokens_per_day_quota"))
-    );
+    // Every loser is refused by the daily token quota, with 400 of 1000 left.
+    let losers: Vec<&IdentityError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(losers.len(), 63);
+    for err in losers {
+        assert_eq!(quota_refusal(err), Some((1000, 400)), "{err:?}");
+    }
 
     // Settling with the real usage (150) frees the unused estimate; settling twice changes nothing.
     gate.settle(winners[0], 150).await.unwrap();
@@ -246,11 +433,11 @@ async fn the_token_gate_reserves_settles_and_releases_exactly() {
         .reserve(&principal, Demand { tokens: Some(850) })
         .await
         .unwrap();
-    assert!(
-        gate.reserve(&principal, Demand { tokens: Some(1) })
-            .await
-            .is_err(),
-        "1000 of 1000 are taken"
+    let full = gate.reserve(&principal, Demand { tokens: Some(1) }).await;
+    assert_eq!(
+        full.as_ref().err().and_then(quota_refusal),
+        Some((1000, 0)),
+        "1000 of 1000 are taken: {full:?}"
     );
     gate.release(&second).await.unwrap();
     gate.release(&second).await.unwrap();
@@ -259,10 +446,11 @@ async fn the_token_gate_reserves_settles_and_releases_exactly() {
         .await
         .unwrap();
     gate.settle(&third, 850).await.unwrap();
-    assert!(
-        gate.reserve(&principal, Demand { tokens: Some(1) })
-            .await
-            .is_err()
+    let full = gate.reserve(&principal, Demand { tokens: Some(1) }).await;
+    assert_eq!(
+        full.as_ref().err().and_then(quota_refusal),
+        Some((1000, 0)),
+        "150 + 850 settled: {full:?}"
     );
 
     // The ledger holds the settled usage durably (written in the background).
@@ -292,4 +480,13 @@ async fn the_token_gate_reserves_settles_and_releases_exactly() {
     })
     .await;
     assert_eq!(ledger, Some(1000), "two settled calls, 150 + 850 tokens");
+}
+
+/// `(limit, remaining)` when `err` is a refusal by the daily token quota, else `None`.
+fn quota_refusal(err: &IdentityError) -> Option<(u64, u64)> {
+    let IdentityError::QuotaExceeded(state) = err else {
+        return None;
+    };
+    (state.name == "user.tokens_per_day_quota" && state.reset_after.is_some())
+        .then_some((state.limit, state.remaining))
 }

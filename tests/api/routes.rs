@@ -1,7 +1,7 @@
 //! Routes that exist only in tests, mounted inside the real middleware stack through
 //! `ExtraRoutes`, to exercise request parsing the product's routes will rely on.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix_web::{HttpResponse, web};
 use maas_api::ExtraRoutes;
@@ -22,8 +22,29 @@ async fn echo(body: ValidatedJson<Echo>) -> HttpResponse {
     HttpResponse::Ok().json(body.into_inner())
 }
 
+/// `/_test/slow` requests that have started (the server runs in the test's process).
+static SLOW_STARTED: AtomicUsize = AtomicUsize::new(0);
+/// Each permit lets one `/_test/slow` request finish.
+static SLOW_RELEASE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+
+/// How many `/_test/slow` requests have reached the handler.
+pub fn slow_started() -> usize {
+    SLOW_STARTED.load(Ordering::SeqCst)
+}
+
+/// Lets one `/_test/slow` request answer.
+pub fn release_slow() {
+    SLOW_RELEASE.add_permits(1);
+}
+
+/// Holds the request until the test releases it: in flight for exactly as long as a test needs.
 async fn slow() -> HttpResponse {
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    SLOW_STARTED.fetch_add(1, Ordering::SeqCst);
+    SLOW_RELEASE
+        .acquire()
+        .await
+        .expect("the semaphore is never closed")
+        .forget();
     HttpResponse::Ok().body("finished")
 }
 

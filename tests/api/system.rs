@@ -1,5 +1,7 @@
 //! Liveness, readiness, metrics, request ids, OpenAPI and the Swagger UI.
 
+use std::time::Duration;
+
 use maas_api::ExtraRoutes;
 use maas_tests::TestApp;
 use reqwest::StatusCode;
@@ -50,6 +52,7 @@ async fn ready_is_503_naming_postgres_when_its_database_is_gone() {
     let resp = app.get("/ready").await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], "unavailable");
     assert_eq!(body["checks"]["postgres"]["status"], "down");
     assert_eq!(body["checks"]["redis"]["status"], "up");
 }
@@ -57,9 +60,14 @@ async fn ready_is_503_naming_postgres_when_its_database_is_gone() {
 #[tokio::test]
 async fn request_ids_are_generated_or_echoed() {
     let app = TestApp::spawn().await;
+    let generated_id = |resp: &reqwest::Response| {
+        let id = resp.headers()["x-request-id"].to_str().unwrap();
+        let parsed = uuid::Uuid::parse_str(id).unwrap_or_else(|_| panic!("not a UUID: {id}"));
+        assert_eq!(parsed.get_version_num(), 7, "{id}");
+        parsed
+    };
     let generated = app.get("/health").await;
-    let id = generated.headers()["x-request-id"].to_str().unwrap();
-    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    let first = generated_id(&generated);
 
     let echoed = app
         .request(reqwest::Method::GET, "/health")
@@ -75,11 +83,16 @@ async fn request_ids_are_generated_or_echoed() {
         .send()
         .await
         .unwrap();
-    assert_ne!(hostile.headers()["x-request-id"], "a b<script>");
+    // A hostile id is replaced by a fresh one.
+    assert_ne!(generated_id(&hostile), first);
 
     // Errors carry it too.
     let missing = app.get("/nope").await;
-    assert!(missing.headers().contains_key("x-request-id"));
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let missing_id = generated_id(&missing);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["code"], "not_found");
+    assert_ne!(missing_id, first);
 }
 
 #[tokio::test]
@@ -125,7 +138,8 @@ async fn openapi_document_is_served_and_matches_the_binary() {
 async fn swagger_ui_is_served_without_internet() {
     let app = TestApp::spawn().await;
     let redirect = app.get("/docs").await;
-    assert!(redirect.status().is_redirection(), "{}", redirect.status());
+    assert_eq!(redirect.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(redirect.headers()["location"], "/docs/");
     let page = app.get("/docs/").await;
     assert_eq!(page.status(), StatusCode::OK);
     assert!(page.text().await.unwrap().contains("swagger-ui"));
@@ -194,25 +208,59 @@ async fn cors_admits_only_configured_origins() {
 
 #[tokio::test]
 async fn graceful_stop_lets_in_flight_requests_finish() {
+    use crate::routes::{release_slow, slow_started};
     let app = TestApp::spawn_with(|_| {}, crate::routes::extra()).await;
     let client = app.client.clone();
     let url = format!("{}/api/v1/_test/slow", app.address);
     let in_flight = tokio::spawn(async move { client.get(url).send().await });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = maas_tests::eventually(Duration::from_secs(5), || async {
+        (slow_started() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        started,
+        Some(()),
+        "the slow request never reached its handler"
+    );
+
     let stopping = tokio::spawn(app.handle.stop(true));
+    // New connections are refused at once, while the request is still being served.
+    let probe = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let health = format!("{}/health", app.address);
+    let refused = maas_tests::eventually(Duration::from_secs(2), || async {
+        match probe.get(&health).send().await {
+            Err(err) if err.is_connect() => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(refused, Some(()), "the stopping server still accepts");
+    assert!(
+        !in_flight.is_finished(),
+        "the in-flight request was cut off"
+    );
+    assert!(
+        !stopping.is_finished(),
+        "stopped without waiting for the request"
+    );
+
+    release_slow();
     let resp = in_flight
         .await
         .unwrap()
         .expect("in-flight request completes");
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.text().await.unwrap(), "finished");
-    stopping.await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("the server stops once the request is done")
+        .unwrap();
+    let after = probe.get(&health).send().await;
     assert!(
-        app.client
-            .get(format!("{}/health", app.address))
-            .send()
-            .await
-            .is_err(),
-        "server still accepts"
+        after.as_ref().is_err_and(reqwest::Error::is_connect),
+        "server still accepts: {after:?}"
     );
 }

@@ -19,6 +19,7 @@ use maas_api::{Application, ExtraRoutes};
 use maas_migrations::{Migrator, MigratorTrait};
 pub use maas_platform::Settings;
 use maas_platform::{Platform, Role};
+use maas_shared::clock::{Clock, SystemClock};
 use maas_shared::kv::{Keyspace, RedisPool};
 use maas_user::app::Actor;
 use maas_user::app::accounts::NewAccount;
@@ -279,7 +280,14 @@ impl TestApp {
 
     /// Another API process on the same database and Redis prefix (a second replica).
     pub async fn spawn_replica(&self) -> Self {
-        let platform = Platform::connect(self.settings.clone(), Role::Server)
+        self.spawn_replica_with(|_| {}).await
+    }
+
+    /// A second replica whose settings `tweak` has adjusted (e.g. one that cannot reach Redis).
+    pub async fn spawn_replica_with(&self, tweak: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = self.settings.clone();
+        tweak(&mut settings);
+        let platform = Platform::connect(settings.clone(), Role::Server)
             .await
             .expect("connect the replica's platform");
         let app =
@@ -290,7 +298,7 @@ impl TestApp {
         Self {
             address: format!("http://127.0.0.1:{port}"),
             port,
-            settings: self.settings.clone(),
+            settings,
             keyspace: self.keyspace.clone(),
             client: self.client.clone(),
             handle,
@@ -314,11 +322,59 @@ impl TestApp {
     /// The identity services wired in-process against the app's database and Redis, acting as
     /// the operator's CLI would.
     pub async fn identity(&self) -> Identity {
+        self.identity_with_clock(Arc::new(SystemClock)).await
+    }
+
+    /// The identity services as [`TestApp::identity`] wires them, over `clock` instead of the
+    /// system clock (a [`maas_shared::clock::ManualClock`] keeps every window still).
+    pub async fn identity_with_clock(&self, clock: Arc<dyn Clock>) -> Identity {
         Platform::connect(self.settings.clone(), Role::Command)
             .await
             .expect("connect the platform")
+            .with_clock(clock)
             .identity()
             .expect("identity")
+    }
+
+    /// Waits (up to 2 s) until `GET /api/v1/me/quota` as `credential` lists, for every field of
+    /// `policy` (a quota policy as `PUT /users/{id}/quota` takes it), the rule `user.<field>`
+    /// with that cap: the app now admits this user's calls under the new policy.
+    ///
+    /// Calls with an access token cost nothing; calls with an API key count one request each
+    /// against the key's and the user's request limits.
+    ///
+    /// # Panics
+    /// When the policy is not seen in time (with the last answer).
+    pub async fn wait_for_user_policy(&self, credential: &str, policy: &serde_json::Value) {
+        let expected: Vec<(String, u64)> = policy
+            .as_object()
+            .expect("a policy is an object")
+            .iter()
+            .map(|(field, max)| (format!("user.{field}"), max.as_u64().expect("a cap")))
+            .collect();
+        let applies = |body: &serde_json::Value| {
+            let Some(limits) = body["limits"].as_array() else {
+                return false;
+            };
+            expected.iter().all(|(name, max)| {
+                limits
+                    .iter()
+                    .any(|l| l["name"] == name.as_str() && l["limit"] == *max)
+            })
+        };
+        let seen = eventually(std::time::Duration::from_secs(2), || async {
+            let resp = self.get_as(credential, "/api/v1/me/quota").await;
+            let body: serde_json::Value = resp.json().await.ok()?;
+            applies(&body).then_some(())
+        })
+        .await;
+        if seen.is_none() {
+            let body = self.get_as(credential, "/api/v1/me/quota").await;
+            panic!(
+                "policy {policy} not applied: {}",
+                body.text().await.unwrap_or_default()
+            );
+        }
     }
 
     /// Creates a user with `roles` and a fixed password; returns its id.

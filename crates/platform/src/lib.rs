@@ -90,6 +90,14 @@ impl Platform {
         })
     }
 
+    /// The same platform over another clock (tests hold time still with a manual one).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.audit = Arc::new(PgAuditLog::new(self.db.clone(), Arc::clone(&clock)));
+        self.clock = clock;
+        self
+    }
+
     /// The settings this process runs with.
     #[must_use]
     pub fn settings(&self) -> &Settings {

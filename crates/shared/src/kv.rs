@@ -30,7 +30,9 @@ impl Multiplexed {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2);
+            // No retries inside one call: redis' own backoff would hold a request for up to a
+            // minute while Redis is down; the next call connects again anyway.
+            .set_number_of_retries(0);
         Ok(Self {
             client,
             config,
