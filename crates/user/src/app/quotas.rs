@@ -1,8 +1,6 @@
 //! Quotas and rate limits: admins set policies; callers are admitted (rate limits + quota
 //! reservation in one atomic step), then settle with real usage or release.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::json;
