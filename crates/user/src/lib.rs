@@ -17,6 +17,9 @@ pub mod interface;
 #[cfg(feature = "http")]
 pub use interface::{UserApi, configure};
 
+#[cfg(feature = "test-support")]
+pub mod testing;
+
 /// What other contexts may depend on: who is calling and the metering gate.
 pub mod contract {
     pub use crate::app::auth::{Authenticator, Credential};

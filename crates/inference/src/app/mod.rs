@@ -8,3 +8,8 @@ pub mod metered;
 pub mod providers;
 pub mod settlement;
 pub mod usage;
+
+#[cfg(test)]
+pub(crate) mod fakes;
+#[cfg(test)]
+mod gateway_tests;
