@@ -44,8 +44,15 @@ pub struct Outcome {
 /// Runs with the complete answer's text (stores a conversation exchange).
 pub type OnAnswer = Box<dyn FnOnce(String) + Send>;
 
-/// Everything needed to settle one admitted call.
+/// Everything needed to settle one admitted call. It ends exactly once: through
+/// [`Settlement::finish`] or [`Settlement::abandon`], or, when the call's future is dropped
+/// before either (the client went away while the answer was on its way), on drop, as a call the
+/// client left ([`CLIENT_GONE`]) whose upstream did work at the estimate.
 pub struct Settlement {
+    parts: Option<Parts>,
+}
+
+struct Parts {
     quota: Arc<dyn QuotaGate>,
     usage: Arc<dyn UsageSink>,
     background: Arc<dyn Background>,
@@ -81,59 +88,111 @@ impl Settlement {
         at: chrono::DateTime<chrono::Utc>,
     ) -> Self {
         Self {
-            quota: Arc::clone(&ports.quota),
-            usage: Arc::clone(&ports.usage),
-            background: Arc::clone(&ports.background),
-            reservation,
-            record: UsageRecord {
-                id: uuid::Uuid::now_v7(),
-                user_id: principal.user_id().as_uuid(),
-                key_id: principal.key_id().map(|k| k.as_uuid()),
-                model: call.model().to_owned(),
-                upstream: String::new(),
-                endpoint: call.endpoint().name(),
-                usage: TokenUsage::default(),
-                estimated: false,
-                status: 0,
-                stream: call.stream(),
-                ttft_ms: None,
-                latency_ms: 0,
-                at,
-            },
-            prompt_estimate,
-            started,
-            in_flight: None,
-            on_answer: None,
+            parts: Some(Parts {
+                quota: Arc::clone(&ports.quota),
+                usage: Arc::clone(&ports.usage),
+                background: Arc::clone(&ports.background),
+                reservation,
+                record: UsageRecord {
+                    id: uuid::Uuid::now_v7(),
+                    user_id: principal.user_id().as_uuid(),
+                    key_id: principal.key_id().map(|k| k.as_uuid()),
+                    model: call.model().to_owned(),
+                    upstream: String::new(),
+                    endpoint: call.endpoint().name(),
+                    usage: TokenUsage::default(),
+                    estimated: false,
+                    status: 0,
+                    stream: call.stream(),
+                    ttft_ms: None,
+                    latency_ms: 0,
+                    at,
+                },
+                prompt_estimate,
+                started,
+                in_flight: None,
+                on_answer: None,
+            }),
         }
+    }
+
+    fn parts(&mut self) -> Option<&mut Parts> {
+        self.parts.as_mut()
     }
 
     /// The upstream that serves the call, kept counted as busy until the call ends.
     pub fn serve_from(&mut self, upstream: &str, in_flight: Option<InFlight>) {
-        upstream.clone_into(&mut self.record.upstream);
-        self.in_flight = in_flight;
+        if let Some(parts) = self.parts() {
+            upstream.clone_into(&mut parts.record.upstream);
+            parts.in_flight = in_flight;
+        }
     }
 
     /// Runs `hook` with the answer's text when the call completes normally.
     pub fn on_answer(&mut self, hook: Option<OnAnswer>) {
-        self.on_answer = hook;
+        if let Some(parts) = self.parts() {
+            parts.on_answer = hook;
+        }
     }
 
     /// When the call started (for time-to-first-byte).
     #[must_use]
     pub fn started(&self) -> Instant {
-        self.started
+        self.parts
+            .as_ref()
+            .map_or_else(Instant::now, |parts| parts.started)
     }
 
     /// The tightest limit after admission (for `x-ratelimit-*`).
     #[must_use]
     pub fn limit(&self) -> Option<maas_user::contract::LimitState> {
-        self.reservation.tightest.clone()
+        self.parts
+            .as_ref()
+            .and_then(|parts| parts.reservation.tightest.clone())
     }
 
     /// Ends the call: one usage record, and the reservation settled with the real (or
     /// estimated) usage when the upstream did work, released when it did not. Never blocks:
     /// the quota round trip runs in the background.
-    pub fn finish(self, outcome: Outcome) {
+    pub fn finish(mut self, outcome: Outcome) {
+        if let Some(parts) = self.parts.take() {
+            parts.finish(outcome);
+        }
+    }
+
+    /// Ends a call no upstream answered: nothing was consumed and nothing is recorded.
+    pub fn abandon(mut self) {
+        let Some(Parts {
+            quota,
+            background,
+            reservation,
+            ..
+        }) = self.parts.take()
+        else {
+            return;
+        };
+        background.spawn(Box::pin(async move {
+            if let Err(err) = quota.release(&reservation).await {
+                tracing::error!(error = %err, "could not release a reservation");
+            }
+        }));
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        if let Some(parts) = self.parts.take() {
+            parts.finish(Outcome {
+                status: CLIENT_GONE,
+                consumed: true,
+                ..Outcome::default()
+            });
+        }
+    }
+}
+
+impl Parts {
+    fn finish(self, outcome: Outcome) {
         let Self {
             quota,
             usage,
@@ -175,23 +234,6 @@ impl Settlement {
             };
             if let Err(err) = result {
                 tracing::error!(error = %err, consumed, "could not settle a reservation");
-            }
-        }));
-    }
-}
-
-impl Settlement {
-    /// Ends a call no upstream answered: nothing was consumed and nothing is recorded.
-    pub fn abandon(self) {
-        let Self {
-            quota,
-            background,
-            reservation,
-            ..
-        } = self;
-        background.spawn(Box::pin(async move {
-            if let Err(err) = quota.release(&reservation).await {
-                tracing::error!(error = %err, "could not release a reservation");
             }
         }));
     }
