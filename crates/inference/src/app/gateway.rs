@@ -243,7 +243,7 @@ impl GatewayService {
             _ => None,
         };
         if let (Some(cache), Some(key)) = (&self.ports.cache, &cache_key)
-            && let Some(hit) = cache.get(principal.user_id().as_uuid(), key).await
+            && let Some(hit) = cache.get(principal.user_id(), key).await
         {
             return self
                 .answer_from_cache(&principal, &call, hit, started, at)
@@ -258,9 +258,7 @@ impl GatewayService {
             if let ProxiedBody::Full(bytes) = &proxied.body
                 && (200..300).contains(&proxied.status)
             {
-                cache
-                    .put(principal.user_id().as_uuid(), &key, bytes.clone())
-                    .await;
+                cache.put(principal.user_id(), &key, bytes.clone()).await;
             }
         }
         Ok(proxied)

@@ -95,8 +95,8 @@ impl Settlement {
                 reservation,
                 record: UsageRecord {
                     id: uuid::Uuid::now_v7(),
-                    user_id: principal.user_id().as_uuid(),
-                    key_id: principal.key_id().map(|k| k.as_uuid()),
+                    user_id: principal.user_id(),
+                    key_id: principal.key_id(),
                     model: call.model().to_owned(),
                     upstream: String::new(),
                     endpoint: call.endpoint().name(),

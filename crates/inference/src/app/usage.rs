@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use maas_shared::clock::Clock;
-use maas_user::contract::{Permission, Principal};
+use maas_user::contract::{Permission, Principal, UserId};
 
 use crate::domain::errors::{InferenceError, InvalidValue};
 use crate::domain::ports::UsageReports;
@@ -23,7 +23,7 @@ pub struct ReportRequest {
     /// `day` (default), `model` or `key`.
     pub group_by: Option<String>,
     /// Another user (admins only).
-    pub user_id: Option<uuid::Uuid>,
+    pub user_id: Option<UserId>,
     /// Every user (admins only).
     pub all_users: bool,
 }
@@ -73,8 +73,8 @@ impl UsageService {
             return Err(InferenceError::Invalid(errors));
         };
         let user_id = match (req.user_id, req.all_users) {
-            (None, false) => Some(principal.user_id().as_uuid()),
-            (Some(id), _) if id == principal.user_id().as_uuid() => Some(id),
+            (None, false) => Some(principal.user_id()),
+            (Some(id), _) if id == principal.user_id() => Some(id),
             (other, _) => {
                 principal.require(Permission::ManageUsers)?;
                 other

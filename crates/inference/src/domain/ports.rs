@@ -111,10 +111,10 @@ pub trait UsageReports: Send + Sync + 'static {
 #[async_trait]
 pub trait ResponseCache: Send + Sync + 'static {
     /// The cached answer to exactly this request body of this user.
-    async fn get(&self, user: uuid::Uuid, request: &[u8]) -> Option<Bytes>;
+    async fn get(&self, user: UserId, request: &[u8]) -> Option<Bytes>;
 
     /// Stores an answer (failures are logged, never surfaced: the cache is an optimisation).
-    async fn put(&self, user: uuid::Uuid, request: &[u8], response: Bytes);
+    async fn put(&self, user: UserId, request: &[u8], response: Bytes);
 }
 
 /// Export filter: one user's messages, optionally one conversation, within a time range.

@@ -1,6 +1,7 @@
 //! One record per proxied request: who, which model, where, how many tokens, how fast.
 
 use chrono::{DateTime, Utc};
+use maas_user::contract::{ApiKeyId, UserId};
 use uuid::Uuid;
 
 /// Token counts of a call.
@@ -37,9 +38,9 @@ pub struct UsageRecord {
     /// Id.
     pub id: Uuid,
     /// Caller.
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// Key used, if any.
-    pub key_id: Option<Uuid>,
+    pub key_id: Option<ApiKeyId>,
     /// Public model name.
     pub model: String,
     /// Provider slug.
@@ -84,7 +85,7 @@ pub enum Grouping {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsageQuery {
     /// Only this user's calls; `None` for everyone's (admins only).
-    pub user_id: Option<Uuid>,
+    pub user_id: Option<UserId>,
     /// From (inclusive).
     pub from: DateTime<Utc>,
     /// To (exclusive).

@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use maas_shared::kv::{Keyspace, Multiplexed};
+use maas_user::contract::UserId;
 use sha2::{Digest, Sha256};
 
 use crate::domain::ports::ResponseCache;
@@ -23,7 +24,7 @@ impl RedisResponseCache {
         Self { conn, keys, ttl }
     }
 
-    fn key(&self, user: uuid::Uuid, request: &[u8]) -> String {
+    fn key(&self, user: UserId, request: &[u8]) -> String {
         let digest = hex::encode(Sha256::digest(request));
         self.keys.key(&format!("cache:{user}:{digest}"))
     }
@@ -31,7 +32,7 @@ impl RedisResponseCache {
 
 #[async_trait]
 impl ResponseCache for RedisResponseCache {
-    async fn get(&self, user: uuid::Uuid, request: &[u8]) -> Option<Bytes> {
+    async fn get(&self, user: UserId, request: &[u8]) -> Option<Bytes> {
         let mut conn = self.conn.get().await.ok()?;
         let found: Option<Vec<u8>> = redis::cmd("GET")
             .arg(self.key(user, request))
@@ -41,7 +42,7 @@ impl ResponseCache for RedisResponseCache {
         found.map(Bytes::from)
     }
 
-    async fn put(&self, user: uuid::Uuid, request: &[u8], response: Bytes) {
+    async fn put(&self, user: UserId, request: &[u8], response: Bytes) {
         let Ok(mut conn) = self.conn.get().await else {
             return;
         };

@@ -253,8 +253,8 @@ async fn write(db: &DatabaseConnection, batch: &[UsageRecord]) -> anyhow::Result
         .iter()
         .map(|r| UsageInsert {
             id: r.id,
-            user_id: r.user_id,
-            key_id: r.key_id,
+            user_id: r.user_id.as_uuid(),
+            key_id: r.key_id.map(|k| k.as_uuid()),
             model: &r.model,
             upstream: &r.upstream,
             endpoint: r.endpoint,
@@ -318,7 +318,7 @@ impl UsageReports for PgUsageReports {
         let mut values: Vec<Value> = vec![query.from.into(), query.to.into()];
         let user_filter = match query.user_id {
             Some(user) => {
-                values.push(user.into());
+                values.push(user.as_uuid().into());
                 " AND user_id = $3"
             }
             None => "",

@@ -3,7 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use maas_shared::http::{ApiError, OpenAiError, ValidatedJson};
-use maas_user::contract::{Authenticated, Caller, limit_headers};
+use maas_user::contract::{Authenticated, Caller, UserId, limit_headers};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -176,7 +176,7 @@ pub async fn usage_report(
         from: p.from,
         to: p.to,
         group_by: p.group_by,
-        user_id: p.user_id,
+        user_id: p.user_id.map(UserId::from_uuid),
         all_users: p.all,
     };
     let (query, rows) = usage.report(caller.principal(), request).await?;
@@ -189,7 +189,7 @@ pub async fn usage_report(
             Grouping::Key => "key",
         }
         .to_owned(),
-        user_id: query.user_id,
+        user_id: query.user_id.map(|u| u.as_uuid()),
         rows: rows
             .into_iter()
             .map(|r| UsageRowResponse {
