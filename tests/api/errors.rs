@@ -260,3 +260,100 @@ async fn validation_lists_every_bad_field() {
     .await;
     assert_eq!(body["error"]["param"], "count");
 }
+
+/// The management writes that take a JSON body, as (method, path) for `admin` acting on the
+/// user `user`, the key `key` and the conversation `conversation`.
+fn management_writes(user: &str, key: &str, conversation: &str) -> Vec<(Method, String)> {
+    [
+        (Method::POST, "/api/v1/auth/login".to_owned()),
+        (Method::POST, "/api/v1/auth/refresh".to_owned()),
+        (Method::POST, "/api/v1/auth/logout".to_owned()),
+        (Method::POST, "/api/v1/auth/register".to_owned()),
+        (Method::POST, "/api/v1/me/password".to_owned()),
+        (Method::POST, "/api/v1/me/keys".to_owned()),
+        (Method::POST, "/api/v1/users".to_owned()),
+        (Method::PUT, format!("/api/v1/users/{user}/roles")),
+        (Method::PUT, format!("/api/v1/users/{user}/quota")),
+        (Method::POST, format!("/api/v1/users/{user}/keys")),
+        (
+            Method::PUT,
+            format!("/api/v1/users/{user}/keys/{key}/quota"),
+        ),
+        (Method::POST, "/api/v1/providers".to_owned()),
+        (Method::POST, "/api/v1/conversations".to_owned()),
+        (
+            Method::PATCH,
+            format!("/api/v1/conversations/{conversation}"),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/conversations/{conversation}/messages"),
+        ),
+    ]
+    .into_iter()
+    .collect()
+}
+
+#[tokio::test]
+async fn non_object_bodies_are_422_on_every_management_write() {
+    let app = TestApp::spawn_with(|_| {}, extra()).await;
+    let (_, admin) = app.user_with_token("root", &["admin"]).await;
+    let (user, token) = app.user_with_token("vera", &["developer"]).await;
+    let (key, _) = app.create_key(&token, json!({"name": "k"})).await;
+    let conversation: Value = app
+        .post_as(&admin, "/api/v1/conversations", &json!({"title": "t"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let conversation = conversation["id"].as_str().unwrap().to_owned();
+    let writes = management_writes(&user.to_string(), &key.to_string(), &conversation);
+    for (method, path) in &writes {
+        for body in [
+            json!(["x", null]),
+            json!([]),
+            json!("text"),
+            json!(7),
+            json!(true),
+            Value::Null,
+        ] {
+            let resp = app
+                .request(method.clone(), path)
+                .bearer_auth(&admin)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let problem =
+                problem(resp, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+            assert_eq!(
+                problem["errors"],
+                json!([{"field": "body", "code": "type", "message": "the request body must be a JSON object"}]),
+                "{method} {path} with {body}"
+            );
+        }
+    }
+    // Nothing was written by the refusals: the admin's only conversation is still the one above.
+    let list: Value = app
+        .get_as(&admin, "/api/v1/conversations")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
+
+    let resp = app
+        .request(Method::POST, "/v1/_test/echo")
+        .json(&json!(["ok", 2]))
+        .send()
+        .await
+        .unwrap();
+    let body = openai(
+        resp,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+        "invalid_request_error",
+    )
+    .await;
+    assert_eq!(body["error"]["param"], "body");
+}
