@@ -18,6 +18,7 @@ use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 
 use super::error::{ApiError, ErrorFormat, OpenAi, Problem, kind_of_status};
 use crate::error::{Classify, ErrorKind, FieldError};
+use crate::text::nul_paths;
 
 /// JSON body extractor settings: size limit and error mapping in format `F`.
 #[must_use]
@@ -230,8 +231,8 @@ impl<T: DeserializeOwned + Validate + 'static> FromRequest for ValidatedJson<T> 
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     /// Reads the body as JSON (size, content type and syntax are checked by [`json_config`]),
-    /// refuses anything but an object (field `body`), then reads `T` from it and checks its
-    /// rules.
+    /// refuses anything but an object (field `body`) and any string holding a NUL character
+    /// (each such field by its path), then reads `T` from it and checks its rules.
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let json = web::Json::<Value>::from_request(req, payload);
         let openai = req.path().starts_with("/v1/");
@@ -245,6 +246,25 @@ impl<T: DeserializeOwned + Validate + 'static> FromRequest for ValidatedJson<T> 
                         "type",
                         "the request body must be a JSON object",
                     )]),
+                ));
+            }
+            // PostgreSQL cannot store NUL in text: refuse it here, naming each field, rather
+            // than fail the write later.
+            let nul = nul_paths(&value, "");
+            if !nul.is_empty() {
+                return Err(rejection(
+                    openai,
+                    InvalidRequest(
+                        nul.into_iter()
+                            .map(|field| {
+                                FieldError::new(
+                                    field,
+                                    "nul_character",
+                                    "must not contain the NUL character (U+0000)",
+                                )
+                            })
+                            .collect(),
+                    ),
                 ));
             }
             let value = serde_json::from_value::<T>(value)
