@@ -71,7 +71,8 @@ impl QuotaService {
     /// Sets the policy of a user (admin).
     ///
     /// # Errors
-    /// Forbidden; [`IdentityError::UserNotFound`].
+    /// Forbidden; [`IdentityError::UserNotFound`]; a cap above
+    /// [`MAX_LIMIT`](crate::domain::limits::MAX_LIMIT).
     #[tracing::instrument(name = "quotas.set_user_policy", skip_all, fields(user.id = %user))]
     pub async fn set_user_policy(
         &self,
@@ -92,7 +93,8 @@ impl QuotaService {
     /// Sets the policy of one key of `owner` (admin).
     ///
     /// # Errors
-    /// Forbidden; [`IdentityError::KeyNotFound`].
+    /// Forbidden; [`IdentityError::KeyNotFound`]; a cap above
+    /// [`MAX_LIMIT`](crate::domain::limits::MAX_LIMIT).
     #[tracing::instrument(name = "quotas.set_key_policy", skip_all, fields(user.id = %owner, key.id = %key))]
     pub async fn set_key_policy(
         &self,
@@ -117,6 +119,7 @@ impl QuotaService {
         owner: UserId,
         policy: QuotaPolicy,
     ) -> Result<(), IdentityError> {
+        policy.check()?;
         self.deps.policies.put(subject, &policy).await?;
         self.deps.user_changed(owner).await?;
         self.deps
