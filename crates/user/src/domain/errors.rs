@@ -54,6 +54,9 @@ pub enum IdentityError {
     /// Attempt to change one's own roles.
     #[error("you cannot change your own roles")]
     SelfRoleChange,
+    /// Attempt to disable or delete one's own account.
+    #[error("you cannot disable or delete your own account")]
+    SelfStatusChange,
     /// The change would leave the platform without an active admin.
     #[error("the platform must keep at least one active admin")]
     LastAdmin,
@@ -113,6 +116,7 @@ impl Classify for IdentityError {
             | Self::Forbidden(_)
             | Self::ScopeNotAllowed(_)
             | Self::SelfRoleChange
+            | Self::SelfStatusChange
             | Self::RegistrationClosed => ErrorKind::Forbidden,
             Self::LastAdmin | Self::UsernameTaken | Self::EmailTaken => ErrorKind::Conflict,
             Self::UserNotFound | Self::KeyNotFound => ErrorKind::NotFound,
@@ -134,6 +138,7 @@ impl Classify for IdentityError {
             Self::Forbidden(_) => "forbidden",
             Self::ScopeNotAllowed(_) => "scope_not_allowed",
             Self::SelfRoleChange => "self_role_change",
+            Self::SelfStatusChange => "self_status_change",
             Self::LastAdmin => "last_admin",
             Self::RegistrationClosed => "registration_closed",
             Self::UserNotFound => "user_not_found",
