@@ -3,7 +3,6 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::json;
 
 use super::{Actor, IdentityDeps};
 use crate::domain::api_key::ApiKeyId;
@@ -128,7 +127,7 @@ impl QuotaService {
                 "quota.set",
                 "quota",
                 Some(subject.tag()),
-                json!(format!("{policy:?}")),
+                policy_details(&policy),
             )
             .await
     }
@@ -175,6 +174,16 @@ impl QuotaService {
         self.settle(&reservation, 0).await?;
         Ok(reservation)
     }
+}
+
+/// The audit details of a policy: the fields it sets, by name (`{}` when it sets none).
+fn policy_details(policy: &QuotaPolicy) -> serde_json::Value {
+    let set: serde_json::Map<String, serde_json::Value> = policy
+        .fields()
+        .into_iter()
+        .filter_map(|(field, value)| value.map(|v| (field.to_owned(), v.into())))
+        .collect();
+    serde_json::Value::Object(set)
 }
 
 #[async_trait]
