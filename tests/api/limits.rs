@@ -261,25 +261,38 @@ async fn the_limiter_fails_closed_when_redis_is_down() {
         .spawn_replica_with(|s| s.sections.redis.url = "redis://127.0.0.1:1/".to_owned().into())
         .await;
 
-    // Calls that must be counted are refused, never let through uncounted. Today the refusal
-    // is a 500 `internal` (the identity context has no "dependency unavailable" error).
+    // Calls that must be counted are refused, never let through uncounted: 503
+    // `dependency_unavailable` with `Retry-After`, in each API's shape.
     let started = std::time::Instant::now();
     let resp = cut_off.get_as(&key, "/api/v1/me").await;
-    let status = resp.status();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
     let body: Value = resp.json().await.unwrap();
     assert_eq!(
-        (status, body["code"].as_str()),
-        (StatusCode::INTERNAL_SERVER_ERROR, Some("internal")),
-        "{body}"
+        body,
+        json!({
+            "type": "https://docs.maas.dev/errors#dependency_unavailable",
+            "title": "Service unavailable",
+            "status": 503,
+            "detail": "a platform dependency is unavailable; retry shortly",
+            "code": "dependency_unavailable",
+        })
     );
     let chat = json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}]});
     let resp = cut_off.post_as(&key, "/v1/chat/completions", &chat).await;
-    let status = resp.status();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(resp.headers()["content-type"], "application/json");
     let body: Value = resp.json().await.unwrap();
     assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::INTERNAL_SERVER_ERROR, Some("internal")),
-        "{body}"
+        body,
+        json!({"error": {
+            "message": "a platform dependency is unavailable; retry shortly",
+            "type": "api_error",
+            "code": "dependency_unavailable",
+            "param": null,
+        }})
     );
     assert_eq!(
         upstream.seen.requests.load(Ordering::SeqCst),

@@ -8,6 +8,9 @@ use super::values::{Permission, Scope};
 
 pub use maas_shared::error::InvalidValue;
 
+/// `Retry-After` of [`IdentityError::Unavailable`]: Redis reconnects on the next call.
+pub const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// Where a limit stands, for the `x-ratelimit-*` headers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LimitState {
@@ -84,6 +87,10 @@ pub enum IdentityError {
     /// A quota is spent for its period.
     #[error("quota `{}` exhausted for this period", .0.name)]
     QuotaExceeded(LimitState),
+    /// A dependency the call cannot do without (Redis, which meters calls and carries
+    /// invalidations) is down or timing out: refused, never let through unmetered; retry soon.
+    #[error("a platform dependency is unavailable; retry shortly")]
+    Unavailable(#[source] anyhow::Error),
     /// A storage or infrastructure failure.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -122,6 +129,7 @@ impl Classify for IdentityError {
             Self::UserNotFound | Self::KeyNotFound => ErrorKind::NotFound,
             Self::LoginThrottled(_) | Self::RateLimited(_) => ErrorKind::RateLimited,
             Self::QuotaExceeded(_) => ErrorKind::QuotaExceeded,
+            Self::Unavailable(_) => ErrorKind::Unavailable,
             Self::Unexpected(_) => ErrorKind::Internal,
         }
     }
@@ -148,6 +156,7 @@ impl Classify for IdentityError {
             Self::LoginThrottled(_) => "login_rate_limited",
             Self::RateLimited(_) => "rate_limited",
             Self::QuotaExceeded(_) => "quota_exceeded",
+            Self::Unavailable(_) => "dependency_unavailable",
             Self::Unexpected(_) => "internal",
         }
     }
@@ -155,6 +164,9 @@ impl Classify for IdentityError {
     fn retry_after(&self) -> Option<Duration> {
         if let Self::LoginThrottled(after) = self {
             return Some(*after);
+        }
+        if let Self::Unavailable(_) = self {
+            return Some(UNAVAILABLE_RETRY_AFTER);
         }
         self.limit_state().and_then(|state| state.reset_after)
     }

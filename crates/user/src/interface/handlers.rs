@@ -45,6 +45,7 @@ fn account(req: CreateUserRequest) -> NewAccount {
         (status = 401, description = "`invalid_credentials`", body = maas_shared::http::ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "`account_disabled`", body = maas_shared::http::ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "`login_rate_limited`", body = maas_shared::http::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "`dependency_unavailable`: the login throttle's Redis is unreachable (with `Retry-After`)", body = maas_shared::http::ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub async fn login(
