@@ -141,7 +141,8 @@ async fn admins_create_list_and_manage_users_and_every_action_is_audited() {
         "a deleted user's keys die"
     );
 
-    // The last active admin can neither leave nor be demoted.
+    // Nobody disables their own account (the last admin rule is checked in the use case's
+    // own tests, since only the operator can act on the last admin).
     let last = app
         .request(Method::POST, &format!("/api/v1/users/{admin_id}/disable"))
         .bearer_auth(&admin)
@@ -151,7 +152,7 @@ async fn admins_create_list_and_manage_users_and_every_action_is_audited() {
     let (status, last) = code(last).await;
     assert_eq!(
         (status, last["code"].as_str()),
-        (StatusCode::CONFLICT, Some("last_admin"))
+        (StatusCode::FORBIDDEN, Some("self_status_change"))
     );
 
     // Every admin action left one audit row, and none carries a secret.
@@ -183,7 +184,7 @@ async fn admins_create_list_and_manage_users_and_every_action_is_audited() {
     .into_iter()
     .map(|(action, actor)| (action.to_owned(), actor))
     .collect();
-    // Refused requests (duplicates, invalid input, the last admin) leave no row.
+    // Refused requests (duplicates, invalid input, disabling oneself) leave no row.
     assert_eq!(actions, expected);
     for row in &rows {
         let details: String = row.try_get("", "details").unwrap();
@@ -204,6 +205,116 @@ async fn admins_create_list_and_manage_users_and_every_action_is_audited() {
         })
         .collect();
     assert_eq!(with_request_id, [false, true, true, true, true, true, true]);
+}
+
+#[tokio::test]
+async fn admins_cannot_disable_or_delete_their_own_account() {
+    let app = TestApp::spawn().await;
+    let (root_id, root) = app.user_with_token("root", &["admin"]).await;
+    let (alice_id, alice) = app.user_with_token("alice", &["admin"]).await;
+    let send = |method: Method, path: String| app.request(method, &path).bearer_auth(&root).send();
+    let problem = |status: StatusCode, code: &str, body: &Value| {
+        assert_eq!(body["status"], status.as_u16(), "{body}");
+        assert_eq!(body["code"], code, "{body}");
+        assert_eq!(body["type"], format!("https://docs.maas.dev/errors#{code}"));
+    };
+
+    // Refused like a change of one's own roles: 403 with a stable code of its own.
+    let resp = send(Method::POST, format!("/api/v1/users/{root_id}/disable"))
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let (status, body) = code(resp).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    problem(status, "self_status_change", &body);
+    assert_eq!(
+        body["detail"],
+        "you cannot disable or delete your own account"
+    );
+    let (status, body) = code(
+        send(Method::DELETE, format!("/api/v1/users/{root_id}"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    problem(status, "self_status_change", &body);
+    let roles = app
+        .request(Method::PUT, &format!("/api/v1/users/{root_id}/roles"))
+        .bearer_auth(&root)
+        .json(&json!({"roles": ["user"]}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = code(roles).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    problem(status, "self_role_change", &body);
+    // Enabling oneself changes nothing and stays allowed.
+    let (status, me) = code(
+        send(Method::POST, format!("/api/v1/users/{root_id}/enable"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, me["status"].as_str()),
+        (StatusCode::OK, Some("active"))
+    );
+
+    // The account is untouched: still active, its token still works.
+    let (status, me) = code(app.get_as(&root, "/api/v1/me").await).await;
+    assert_eq!(
+        (status, me["status"].as_str()),
+        (StatusCode::OK, Some("active"))
+    );
+
+    // Another admin may be disabled and deleted as before.
+    let (status, body) = code(
+        send(Method::POST, format!("/api/v1/users/{alice_id}/disable"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("disabled"))
+    );
+    let deleted = send(Method::DELETE, format!("/api/v1/users/{alice_id}"))
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get_as(&alice, "/api/v1/me").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // The refusals left no audit row.
+    let db = app.db().await;
+    let rows = db
+        .query_all(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT action, target_id FROM audit_events WHERE actor_id IS NOT NULL ORDER BY id",
+        ))
+        .await
+        .unwrap();
+    let actions: Vec<(String, Option<String>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "action").unwrap(),
+                r.try_get("", "target_id").unwrap(),
+            )
+        })
+        .collect();
+    let alice_id = Some(alice_id.to_string());
+    assert_eq!(
+        actions,
+        [
+            ("user.enable".to_owned(), Some(root_id.to_string())),
+            ("user.disable".to_owned(), alice_id.clone()),
+            ("user.delete".to_owned(), alice_id),
+        ]
+    );
 }
 
 #[tokio::test]

@@ -107,3 +107,72 @@ async fn events_are_stored_and_listed_newest_first_with_paging_and_filters() {
     assert_eq!(found, [("user.disable", Some(bob))]);
     assert!(on_t2.next.is_none());
 }
+
+#[tokio::test]
+async fn quota_set_is_audited_with_the_fields_it_sets_as_json() {
+    let app = TestApp::spawn().await;
+    let (admin_id, admin) = app.user_with_token("root", &["admin"]).await;
+    let (wes, token) = app.user_with_token("wes", &["developer"]).await;
+    let (key, _) = app.create_key(&token, json!({"name": "k"})).await;
+    let put = |path: String, body: serde_json::Value| {
+        app.request(reqwest::Method::PUT, &path)
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+    };
+    let user_policy = json!({"requests_per_minute": 3, "tokens_per_day_quota": 1000, "requests_total_quota": null});
+    let resp = put(format!("/api/v1/users/{wes}/quota"), user_policy)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    let key_policy = json!({"tokens_total_quota": 9_223_372_036_854_775_807_u64});
+    let resp = put(format!("/api/v1/users/{wes}/keys/{key}/quota"), key_policy)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    // Clearing a policy sets nothing.
+    let resp = put(format!("/api/v1/users/{wes}/quota"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+
+    let page: serde_json::Value = app
+        .get_as(&admin, "/api/v1/audit?target_type=quota")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let events: Vec<(&str, &str, &serde_json::Value)> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["actor"], admin_id.to_string(), "{e}");
+            (
+                e["action"].as_str().unwrap(),
+                e["target_id"].as_str().unwrap(),
+                &e["details"],
+            )
+        })
+        .collect();
+    let user_target = format!("user:{wes}");
+    let key_target = format!("key:{key}");
+    // Newest first; exactly the fields set, as JSON numbers (unset and null fields absent).
+    assert_eq!(
+        events,
+        [
+            ("quota.set", user_target.as_str(), &json!({})),
+            (
+                "quota.set",
+                key_target.as_str(),
+                &json!({"tokens_total_quota": 9_223_372_036_854_775_807_u64})
+            ),
+            (
+                "quota.set",
+                user_target.as_str(),
+                &json!({"requests_per_minute": 3, "tokens_per_day_quota": 1000})
+            ),
+        ],
+        "{page}"
+    );
+}

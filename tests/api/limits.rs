@@ -261,25 +261,38 @@ async fn the_limiter_fails_closed_when_redis_is_down() {
         .spawn_replica_with(|s| s.sections.redis.url = "redis://127.0.0.1:1/".to_owned().into())
         .await;
 
-    // Calls that must be counted are refused, never let through uncounted. Today the refusal
-    // is a 500 `internal` (the identity context has no "dependency unavailable" error).
+    // Calls that must be counted are refused, never let through uncounted: 503
+    // `dependency_unavailable` with `Retry-After`, in each API's shape.
     let started = std::time::Instant::now();
     let resp = cut_off.get_as(&key, "/api/v1/me").await;
-    let status = resp.status();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
     let body: Value = resp.json().await.unwrap();
     assert_eq!(
-        (status, body["code"].as_str()),
-        (StatusCode::INTERNAL_SERVER_ERROR, Some("internal")),
-        "{body}"
+        body,
+        json!({
+            "type": "https://docs.maas.dev/errors#dependency_unavailable",
+            "title": "Service unavailable",
+            "status": 503,
+            "detail": "a platform dependency is unavailable; retry shortly",
+            "code": "dependency_unavailable",
+        })
     );
     let chat = json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}]});
     let resp = cut_off.post_as(&key, "/v1/chat/completions", &chat).await;
-    let status = resp.status();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(resp.headers()["content-type"], "application/json");
     let body: Value = resp.json().await.unwrap();
     assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::INTERNAL_SERVER_ERROR, Some("internal")),
-        "{body}"
+        body,
+        json!({"error": {
+            "message": "a platform dependency is unavailable; retry shortly",
+            "type": "api_error",
+            "code": "dependency_unavailable",
+            "param": null,
+        }})
     );
     assert_eq!(
         upstream.seen.requests.load(Ordering::SeqCst),
@@ -489,4 +502,140 @@ fn quota_refusal(err: &IdentityError) -> Option<(u64, u64)> {
     };
     (state.name == "user.tokens_per_day_quota" && state.reset_after.is_some())
         .then_some((state.limit, state.remaining))
+}
+
+#[tokio::test]
+async fn caps_beyond_what_a_bigint_holds_are_422_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.user_with_token("root", &["admin"]).await;
+    let (vic, token) = app.user_with_token("vic", &["developer"]).await;
+    let (key, _) = app.create_key(&token, json!({"name": "k"})).await;
+    let fields = |body: &Value| -> Vec<(String, String, String)> {
+        body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["field"].as_str().unwrap().to_owned(),
+                    e["code"].as_str().unwrap().to_owned(),
+                    e["message"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let refused =
+        |field: &str, message: &str| (field.to_owned(), "range".to_owned(), message.to_owned());
+    let at_most = "must be at most 9223372036854775807";
+    let put = |path: String, body: Value| {
+        app.request(Method::PUT, &path)
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+    };
+    let user_quota = format!("/api/v1/users/{vic}/quota");
+
+    // 2^64 − 1 and 2^63: refused, naming every field.
+    let resp = put(
+        user_quota.clone(),
+        json!({"tokens_total_quota": u64::MAX, "requests_per_minute": 1_u64 << 63, "requests_per_hour": 5}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "validation_failed", "{body}");
+    assert_eq!(
+        fields(&body),
+        [
+            refused(
+                "requests_per_minute",
+                "must be between 1 and 9223372036854775807"
+            ),
+            refused("tokens_total_quota", at_most),
+        ]
+    );
+    let resp = put(
+        format!("/api/v1/users/{vic}/keys/{key}/quota"),
+        json!({"requests_total_quota": u64::MAX}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(fields(&body), [refused("requests_total_quota", at_most)]);
+    // Beyond u64: no such number in the schema.
+    let resp = app
+        .request(Method::PUT, &user_quota)
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(r#"{"tokens_total_quota": 18446744073709551616}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "validation_failed", "{body}");
+
+    // Key limits at creation, by the owner and by an admin.
+    for (credential, path) in [
+        (&token, "/api/v1/me/keys".to_owned()),
+        (&admin, format!("/api/v1/users/{vic}/keys")),
+    ] {
+        let resp = app
+            .post_as(
+                credential,
+                &path,
+                &json!({"name": "big", "limits": {"requests_per_minute": u64::MAX, "tokens_per_minute": 10}}),
+            )
+            .await;
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "{path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "validation_failed", "{body}");
+        assert_eq!(
+            fields(&body),
+            [refused("limits.requests_per_minute", at_most)]
+        );
+    }
+    let keys: Value = app
+        .get_as(&token, "/api/v1/me/keys")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        keys["data"].as_array().unwrap().len(),
+        1,
+        "no key was made: {keys}"
+    );
+
+    // The largest cap is stored exactly and read back as it was set.
+    let max = json!({"tokens_total_quota": i64::MAX, "requests_per_hour": i64::MAX});
+    let resp = put(user_quota.clone(), max.clone()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let stored: Value = app.get_as(&admin, &user_quota).await.json().await.unwrap();
+    assert_eq!(stored["tokens_total_quota"], i64::MAX, "{stored}");
+    assert_eq!(stored["requests_per_hour"], i64::MAX, "{stored}");
+    app.create_key(
+        &token,
+        json!({"name": "max", "limits": {"tokens_per_minute": i64::MAX}}),
+    )
+    .await;
+    let me_keys: Value = app
+        .get_as(&token, "/api/v1/me/keys")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let max_key = me_keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "max")
+        .unwrap();
+    assert_eq!(
+        max_key["limits"]["tokens_per_minute"],
+        i64::MAX,
+        "{me_keys}"
+    );
 }

@@ -1,6 +1,6 @@
 //! The shared kernel every bounded context may use.
 //!
-//! The modules at the top (`id`, `error`, `clock`, `paging`, `audit`) hold no framework types and
+//! The modules at the top (`id`, `error`, `clock`, `paging`, `audit`, `text`) hold no framework types and
 //! no business rules, so a context's `domain` layer can depend on them. Framework-facing adapters sit
 //! behind features: `http` (actix-web error mapping, request ids, OpenAPI helpers) and `infra`
 //! (Redis key namespacing and the multiplexed connection, apalis job wiring, background tasks,
@@ -12,6 +12,7 @@ pub mod clock;
 pub mod error;
 pub mod id;
 pub mod paging;
+pub mod text;
 
 #[cfg(feature = "infra")]
 pub mod audit_pg;

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::domain::conversation::{
     Conversation, ConversationId, ExportRow, Message, MessageRole, parse_content, parse_title,
+    storable,
 };
 use crate::domain::errors::{InferenceError, InvalidValue};
 use crate::domain::ports::{ConversationRepository, ExportFilter};
@@ -249,7 +250,7 @@ impl ConversationService {
                 id: Uuid::now_v7(),
                 conversation_id: conversation.id(),
                 role: *role,
-                content: content
+                content: storable(content)
                     .chars()
                     .take(crate::domain::conversation::MAX_CONTENT)
                     .collect(),
@@ -260,7 +261,7 @@ impl ConversationService {
             id: Uuid::now_v7(),
             conversation_id: conversation.id(),
             role: MessageRole::Assistant,
-            content: answer.to_owned(),
+            content: storable(answer),
             created_at: now,
         });
         self.repo.append(conversation, &messages).await

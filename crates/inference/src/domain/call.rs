@@ -1,6 +1,7 @@
 //! One OpenAI call as the gateway sees it: parsed once, at the edge, into the few facts the
 //! gateway acts on, with the rest of the body kept for pass-through.
 
+use maas_shared::text::nul_paths;
 use serde_json::{Map, Value};
 
 use super::conversation::ConversationId;
@@ -113,6 +114,18 @@ impl Call {
                     InvalidValue::new("input", "an input string or array is required")
                 }
             }
+            .into());
+        }
+        // A conversation stores the call's messages, and PostgreSQL cannot store NUL in text.
+        if conversation.is_some()
+            && body
+                .get("messages")
+                .is_some_and(|m| !nul_paths(m, "messages").is_empty())
+        {
+            return Err(InvalidValue::new(
+                "messages",
+                "must not contain the NUL character (U+0000) when continuing a conversation",
+            )
             .into());
         }
         let stream =
@@ -332,6 +345,21 @@ mod tests {
         .unwrap();
         assert_eq!(call.conversation(), Some(id));
         assert!(!call.body().contains_key("conversation_id"));
+    }
+
+    #[test]
+    fn a_nul_in_messages_is_refused_only_when_a_conversation_would_store_it() {
+        let msgs = json!([{"role": "user", "content": "a\u{0}b"}]);
+        let id = ConversationId::new();
+        assert_eq!(
+            invalid_field(Call::parse(
+                Endpoint::Chat,
+                json!({"model": "m", "messages": msgs, "conversation_id": id.to_string()})
+            )),
+            "messages"
+        );
+        let plain = Call::parse(Endpoint::Chat, json!({"model": "m", "messages": msgs})).unwrap();
+        assert_eq!(plain.body()["messages"], msgs, "passed through as sent");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Conversations: a user's chat history, fed back to the model as context and exportable.
 
 use chrono::{DateTime, Utc};
+use maas_shared::text::has_nul;
 use maas_user::contract::UserId;
 use uuid::Uuid;
 
@@ -176,12 +177,25 @@ pub const MAX_TITLE: usize = 200;
 /// Longest stored message.
 pub const MAX_CONTENT: usize = 1_000_000;
 
-/// Validates a title (1–200 characters once trimmed).
+/// Why text with a NUL character is refused (PostgreSQL cannot store it).
+const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
+
+/// Text as it can be stored: a NUL character (which PostgreSQL refuses) becomes U+FFFD. For
+/// text the platform did not get from the caller (an upstream's answer), so cannot refuse.
+#[must_use]
+pub fn storable(text: &str) -> String {
+    text.replace(maas_shared::text::NUL, "\u{FFFD}")
+}
+
+/// Validates a title (1–200 characters once trimmed, no NUL).
 ///
 /// # Errors
 /// [`InvalidValue`] naming `title`.
 pub fn parse_title(raw: &str) -> Result<String, InvalidValue> {
     let title = raw.trim();
+    if has_nul(title) {
+        return Err(InvalidValue::new("title", NUL_MESSAGE));
+    }
     if (1..=MAX_TITLE).contains(&title.chars().count()) {
         Ok(title.to_owned())
     } else {
@@ -189,14 +203,31 @@ pub fn parse_title(raw: &str) -> Result<String, InvalidValue> {
     }
 }
 
-/// Validates message content (at most 1,000,000 bytes).
+/// Validates message content (at most 1,000,000 bytes, no NUL).
 ///
 /// # Errors
 /// [`InvalidValue`] naming `content`.
 pub fn parse_content(raw: &str) -> Result<String, InvalidValue> {
+    if has_nul(raw) {
+        return Err(InvalidValue::new("content", NUL_MESSAGE));
+    }
     if raw.len() <= MAX_CONTENT {
         Ok(raw.to_owned())
     } else {
         Err(InvalidValue::new("content", "at most 1,000,000 bytes"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_with_a_nul_is_refused_from_callers_and_replaced_from_upstreams() {
+        assert_eq!(parse_title("a\u{0}b").unwrap_err().field, "title");
+        assert_eq!(parse_content("a\u{0}b").unwrap_err().field, "content");
+        assert_eq!(parse_content("fine").unwrap(), "fine");
+        assert_eq!(storable("a\u{0}b"), "a\u{FFFD}b");
+        assert_eq!(storable("plain"), "plain");
     }
 }

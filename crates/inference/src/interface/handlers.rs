@@ -72,7 +72,7 @@ pub async fn list_models(
 /// OpenAI parameter is passed through. The call is admitted against the key's and user's rate
 /// limits and quotas first (429 when spent) and settled with the upstream's real usage.
 #[utoipa::path(post, path = "/chat/completions", tag = "openai", request_body = Object,
-    responses((status = 200, description = "OpenAI chat completion (JSON or text/event-stream)"), (status = 404, description = "`model_not_found`"), (status = 429, description = "`rate_limited` or `quota_exceeded`"), (status = 503, description = "`upstream_unavailable`")),
+    responses((status = 200, description = "OpenAI chat completion (JSON or text/event-stream)"), (status = 404, description = "`model_not_found`"), (status = 429, description = "`rate_limited` or `quota_exceeded`"), (status = 503, description = "`upstream_unavailable` (no upstream answered) or `dependency_unavailable` (the limiter's Redis is unreachable; with `Retry-After`)")),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn chat_completions(
     auth: Authenticated,

@@ -142,7 +142,9 @@ where
             fields: err.field_errors(),
             retry_after: err.retry_after(),
             headers: err.headers(),
-            source: (kind == ErrorKind::Internal).then(|| anyhow::Error::new(err)),
+            // Kept for the log: the cause of a bug, or of a dependency being unavailable.
+            source: matches!(kind, ErrorKind::Internal | ErrorKind::Unavailable)
+                .then(|| anyhow::Error::new(err)),
             format: PhantomData,
         }
     }
@@ -174,6 +176,9 @@ impl<F: ErrorFormat> ResponseError for ApiError<F> {
         if self.kind == ErrorKind::Internal {
             // Logged once, here, with the whole cause chain; the client only sees a generic text.
             tracing::error!(error.code = %self.code, error.cause_chain = ?self.source, "{}", self.detail);
+        } else if self.kind == ErrorKind::Unavailable {
+            // The client is told to retry; the operator needs to know which dependency failed.
+            tracing::warn!(error.code = %self.code, error.cause_chain = ?self.source, "{}", self.detail);
         }
         let mut builder = HttpResponse::build(self.status_code());
         if let Some(after) = self.retry_after {

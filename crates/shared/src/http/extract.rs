@@ -13,10 +13,12 @@ use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{FromRequest, HttpRequest, ResponseError, web};
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 
 use super::error::{ApiError, ErrorFormat, OpenAi, Problem, kind_of_status};
 use crate::error::{Classify, ErrorKind, FieldError};
+use crate::text::nul_paths;
 
 /// JSON body extractor settings: size limit and error mapping in format `F`.
 #[must_use]
@@ -195,6 +197,17 @@ impl Classify for InvalidRequest {
     }
 }
 
+/// A JSON object that does not fit the request type (wrong types, unknown or missing fields).
+#[derive(Debug, thiserror::Error)]
+#[error("request body does not match the schema: {0}")]
+struct SchemaMismatch(serde_json::Error);
+
+impl Classify for SchemaMismatch {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Invalid
+    }
+}
+
 /// A JSON body that has passed its `validator` rules; failures list every bad field.
 #[derive(Debug)]
 pub struct ValidatedJson<T>(pub T);
@@ -217,23 +230,65 @@ impl<T: DeserializeOwned + Validate + 'static> FromRequest for ValidatedJson<T> 
     type Error = actix_web::Error;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
+    /// Reads the body as JSON (size, content type and syntax are checked by [`json_config`]),
+    /// refuses anything but an object (field `body`) and any string holding a NUL character
+    /// (each such field by its path), then reads `T` from it and checks its rules.
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let json = web::Json::<T>::from_request(req, payload);
+        let json = web::Json::<Value>::from_request(req, payload);
         let openai = req.path().starts_with("/v1/");
         Box::pin(async move {
             let value = json.await?.into_inner();
+            if !value.is_object() {
+                return Err(rejection(
+                    openai,
+                    InvalidRequest(vec![FieldError::new(
+                        "body",
+                        "type",
+                        "the request body must be a JSON object",
+                    )]),
+                ));
+            }
+            // PostgreSQL cannot store NUL in text: refuse it here, naming each field, rather
+            // than fail the write later.
+            let nul = nul_paths(&value, "");
+            if !nul.is_empty() {
+                return Err(rejection(
+                    openai,
+                    InvalidRequest(
+                        nul.into_iter()
+                            .map(|field| {
+                                FieldError::new(
+                                    field,
+                                    "nul_character",
+                                    "must not contain the NUL character (U+0000)",
+                                )
+                            })
+                            .collect(),
+                    ),
+                ));
+            }
+            let value = serde_json::from_value::<T>(value)
+                .map_err(|e| rejection(openai, SchemaMismatch(e)))?;
             match value.validate() {
                 Ok(()) => Ok(Self(value)),
-                Err(errors) => {
-                    let err = InvalidRequest(validation_fields(&errors));
-                    Err(if openai {
-                        ApiError::<OpenAi>::from(err).into()
-                    } else {
-                        ApiError::<Problem>::from(err).into()
-                    })
-                }
+                Err(errors) => Err(rejection(
+                    openai,
+                    InvalidRequest(validation_fields(&errors)),
+                )),
             }
         })
+    }
+}
+
+/// `err` in the error format of the request's API.
+fn rejection<E>(openai: bool, err: E) -> actix_web::Error
+where
+    E: Classify + std::error::Error + Send + Sync + 'static,
+{
+    if openai {
+        ApiError::<OpenAi>::from(err).into()
+    } else {
+        ApiError::<Problem>::from(err).into()
     }
 }
 

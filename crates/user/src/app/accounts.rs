@@ -197,9 +197,10 @@ impl AccountService {
     }
 
     /// Disables or re-enables an account; disabling ends its sessions and stops its keys at once.
+    /// Nobody disables their own account.
     ///
     /// # Errors
-    /// Forbidden; not found; [`IdentityError::LastAdmin`].
+    /// Forbidden; [`IdentityError::SelfStatusChange`]; not found; [`IdentityError::LastAdmin`].
     #[tracing::instrument(name = "accounts.set_enabled", skip_all, fields(user.id = %id, enabled))]
     pub async fn set_enabled(
         &self,
@@ -208,6 +209,9 @@ impl AccountService {
         enabled: bool,
     ) -> Result<User, IdentityError> {
         actor.require(Permission::ManageUsers)?;
+        if !enabled && actor.user_id() == Some(id) {
+            return Err(IdentityError::SelfStatusChange);
+        }
         let mut user = self.find_live(id).await?;
         let now = self.deps.clock.now();
         if enabled {
@@ -232,13 +236,17 @@ impl AccountService {
         Ok(user)
     }
 
-    /// Deletes an account: final; its keys are revoked and its sessions end.
+    /// Deletes an account: final; its keys are revoked and its sessions end. Nobody deletes
+    /// their own account.
     ///
     /// # Errors
-    /// Forbidden; not found; [`IdentityError::LastAdmin`].
+    /// Forbidden; [`IdentityError::SelfStatusChange`]; not found; [`IdentityError::LastAdmin`].
     #[tracing::instrument(name = "accounts.delete", skip_all, fields(user.id = %id))]
     pub async fn delete(&self, actor: Actor<'_>, id: UserId) -> Result<(), IdentityError> {
         actor.require(Permission::ManageUsers)?;
+        if actor.user_id() == Some(id) {
+            return Err(IdentityError::SelfStatusChange);
+        }
         let mut user = self.find_live(id).await?;
         if self.would_orphan_admins(&user).await? {
             return Err(IdentityError::LastAdmin);
@@ -438,6 +446,16 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(own, IdentityError::SelfRoleChange), "{own:?}");
+        let own = service
+            .set_enabled(Actor::Caller(&me, &ctx), root.id(), false)
+            .await
+            .unwrap_err();
+        assert!(matches!(own, IdentityError::SelfStatusChange), "{own:?}");
+        let own = service
+            .delete(Actor::Caller(&me, &ctx), root.id())
+            .await
+            .unwrap_err();
+        assert!(matches!(own, IdentityError::SelfStatusChange), "{own:?}");
 
         let demote = service
             .set_roles(Actor::System, root.id(), &["developer".to_owned()])

@@ -9,6 +9,7 @@ use serde_json::json;
 use super::{Actor, IdentityDeps};
 use crate::domain::api_key::{ApiKey, ApiKeyId, KeyLimits, KeyName, KeySpec};
 use crate::domain::errors::{IdentityError, InvalidValue};
+use crate::domain::limits::{MAX_LIMIT, MAX_LIMIT_MESSAGE};
 use crate::domain::user::{User, UserId, UserStatus};
 use crate::domain::values::{Permission, Scope, may_grant};
 
@@ -114,6 +115,14 @@ impl ApiKeyService {
         }
         if [req.limits.requests_per_minute, req.limits.tokens_per_minute].contains(&Some(0)) {
             errors.push(InvalidValue::new("limits", "limits must be positive"));
+        }
+        for (field, value) in [
+            ("limits.requests_per_minute", req.limits.requests_per_minute),
+            ("limits.tokens_per_minute", req.limits.tokens_per_minute),
+        ] {
+            if value.is_some_and(|v| v > MAX_LIMIT) {
+                errors.push(InvalidValue::new(field, MAX_LIMIT_MESSAGE));
+            }
         }
         let Some(name) = name.filter(|_| errors.is_empty()) else {
             return Err(IdentityError::Invalid(errors));

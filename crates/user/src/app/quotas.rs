@@ -3,7 +3,6 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::json;
 
 use super::{Actor, IdentityDeps};
 use crate::domain::api_key::ApiKeyId;
@@ -71,7 +70,8 @@ impl QuotaService {
     /// Sets the policy of a user (admin).
     ///
     /// # Errors
-    /// Forbidden; [`IdentityError::UserNotFound`].
+    /// Forbidden; [`IdentityError::UserNotFound`]; a cap above
+    /// [`MAX_LIMIT`](crate::domain::limits::MAX_LIMIT).
     #[tracing::instrument(name = "quotas.set_user_policy", skip_all, fields(user.id = %user))]
     pub async fn set_user_policy(
         &self,
@@ -92,7 +92,8 @@ impl QuotaService {
     /// Sets the policy of one key of `owner` (admin).
     ///
     /// # Errors
-    /// Forbidden; [`IdentityError::KeyNotFound`].
+    /// Forbidden; [`IdentityError::KeyNotFound`]; a cap above
+    /// [`MAX_LIMIT`](crate::domain::limits::MAX_LIMIT).
     #[tracing::instrument(name = "quotas.set_key_policy", skip_all, fields(user.id = %owner, key.id = %key))]
     pub async fn set_key_policy(
         &self,
@@ -117,6 +118,7 @@ impl QuotaService {
         owner: UserId,
         policy: QuotaPolicy,
     ) -> Result<(), IdentityError> {
+        policy.check()?;
         self.deps.policies.put(subject, &policy).await?;
         self.deps.user_changed(owner).await?;
         self.deps
@@ -125,7 +127,7 @@ impl QuotaService {
                 "quota.set",
                 "quota",
                 Some(subject.tag()),
-                json!(format!("{policy:?}")),
+                policy_details(&policy),
             )
             .await
     }
@@ -172,6 +174,16 @@ impl QuotaService {
         self.settle(&reservation, 0).await?;
         Ok(reservation)
     }
+}
+
+/// The audit details of a policy: the fields it sets, by name (`{}` when it sets none).
+fn policy_details(policy: &QuotaPolicy) -> serde_json::Value {
+    let set: serde_json::Map<String, serde_json::Value> = policy
+        .fields()
+        .into_iter()
+        .filter_map(|(field, value)| value.map(|v| (field.to_owned(), v.into())))
+        .collect();
+    serde_json::Value::Object(set)
 }
 
 #[async_trait]

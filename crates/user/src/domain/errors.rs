@@ -8,6 +8,9 @@ use super::values::{Permission, Scope};
 
 pub use maas_shared::error::InvalidValue;
 
+/// `Retry-After` of [`IdentityError::Unavailable`]: Redis reconnects on the next call.
+pub const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// Where a limit stands, for the `x-ratelimit-*` headers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LimitState {
@@ -54,6 +57,9 @@ pub enum IdentityError {
     /// Attempt to change one's own roles.
     #[error("you cannot change your own roles")]
     SelfRoleChange,
+    /// Attempt to disable or delete one's own account.
+    #[error("you cannot disable or delete your own account")]
+    SelfStatusChange,
     /// The change would leave the platform without an active admin.
     #[error("the platform must keep at least one active admin")]
     LastAdmin,
@@ -81,6 +87,10 @@ pub enum IdentityError {
     /// A quota is spent for its period.
     #[error("quota `{}` exhausted for this period", .0.name)]
     QuotaExceeded(LimitState),
+    /// A dependency the call cannot do without (Redis, which meters calls and carries
+    /// invalidations) is down or timing out: refused, never let through unmetered; retry soon.
+    #[error("a platform dependency is unavailable; retry shortly")]
+    Unavailable(#[source] anyhow::Error),
     /// A storage or infrastructure failure.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -113,11 +123,13 @@ impl Classify for IdentityError {
             | Self::Forbidden(_)
             | Self::ScopeNotAllowed(_)
             | Self::SelfRoleChange
+            | Self::SelfStatusChange
             | Self::RegistrationClosed => ErrorKind::Forbidden,
             Self::LastAdmin | Self::UsernameTaken | Self::EmailTaken => ErrorKind::Conflict,
             Self::UserNotFound | Self::KeyNotFound => ErrorKind::NotFound,
             Self::LoginThrottled(_) | Self::RateLimited(_) => ErrorKind::RateLimited,
             Self::QuotaExceeded(_) => ErrorKind::QuotaExceeded,
+            Self::Unavailable(_) => ErrorKind::Unavailable,
             Self::Unexpected(_) => ErrorKind::Internal,
         }
     }
@@ -134,6 +146,7 @@ impl Classify for IdentityError {
             Self::Forbidden(_) => "forbidden",
             Self::ScopeNotAllowed(_) => "scope_not_allowed",
             Self::SelfRoleChange => "self_role_change",
+            Self::SelfStatusChange => "self_status_change",
             Self::LastAdmin => "last_admin",
             Self::RegistrationClosed => "registration_closed",
             Self::UserNotFound => "user_not_found",
@@ -143,6 +156,7 @@ impl Classify for IdentityError {
             Self::LoginThrottled(_) => "login_rate_limited",
             Self::RateLimited(_) => "rate_limited",
             Self::QuotaExceeded(_) => "quota_exceeded",
+            Self::Unavailable(_) => "dependency_unavailable",
             Self::Unexpected(_) => "internal",
         }
     }
@@ -150,6 +164,9 @@ impl Classify for IdentityError {
     fn retry_after(&self) -> Option<Duration> {
         if let Self::LoginThrottled(after) = self {
             return Some(*after);
+        }
+        if let Self::Unavailable(_) = self {
+            return Some(UNAVAILABLE_RETRY_AFTER);
         }
         self.limit_state().and_then(|state| state.reset_after)
     }

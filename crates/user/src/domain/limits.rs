@@ -5,6 +5,7 @@
 use chrono::{DateTime, Datelike, Duration, TimeZone, Timelike, Utc};
 
 use super::api_key::ApiKeyId;
+use super::errors::InvalidValue;
 use super::user::UserId;
 
 /// Whose consumption a rule counts.
@@ -154,6 +155,12 @@ impl LimitRule {
     }
 }
 
+/// The largest cap a rule may have: caps are stored as PostgreSQL `BIGINT` (`i64`).
+pub const MAX_LIMIT: u64 = i64::MAX.unsigned_abs();
+
+/// Why a cap above [`MAX_LIMIT`] is refused.
+pub const MAX_LIMIT_MESSAGE: &str = "must be at most 9223372036854775807";
+
 /// The caps an admin sets on a user or a key. `None` means: the platform default for rate limits,
 /// unlimited for quotas.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -192,6 +199,40 @@ pub struct LimitDefaults {
 }
 
 impl QuotaPolicy {
+    /// Every field by its name, set or not, in declaration order.
+    #[must_use]
+    pub fn fields(&self) -> [(&'static str, Option<u64>); 9] {
+        [
+            ("requests_per_minute", self.requests_per_minute),
+            ("tokens_per_minute", self.tokens_per_minute),
+            ("requests_per_hour", self.requests_per_hour),
+            ("requests_per_day", self.requests_per_day),
+            ("tokens_per_day_quota", self.tokens_per_day_quota),
+            ("tokens_per_month_quota", self.tokens_per_month_quota),
+            ("tokens_total_quota", self.tokens_total_quota),
+            ("requests_per_month_quota", self.requests_per_month_quota),
+            ("requests_total_quota", self.requests_total_quota),
+        ]
+    }
+
+    /// Checks that every cap can be stored.
+    ///
+    /// # Errors
+    /// One [`InvalidValue`] per field above [`MAX_LIMIT`].
+    pub fn check(&self) -> Result<(), Vec<InvalidValue>> {
+        let errors: Vec<InvalidValue> = self
+            .fields()
+            .into_iter()
+            .filter(|(_, value)| value.is_some_and(|v| v > MAX_LIMIT))
+            .map(|(field, _)| InvalidValue::new(field, MAX_LIMIT_MESSAGE))
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
     /// The rules this policy imposes on `subject`; `defaults` fill unset rate limits.
     #[must_use]
     pub fn rules(&self, subject: Subject, defaults: Option<&LimitDefaults>) -> Vec<LimitRule> {
@@ -297,6 +338,28 @@ mod tests {
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn caps_above_a_bigint_are_refused_by_field() {
+        let fits = QuotaPolicy {
+            tokens_total_quota: Some(MAX_LIMIT),
+            ..QuotaPolicy::default()
+        };
+        assert_eq!(fits.check(), Ok(()));
+        let too_big = QuotaPolicy {
+            requests_per_minute: Some(MAX_LIMIT + 1),
+            tokens_total_quota: Some(u64::MAX),
+            requests_per_hour: Some(5),
+            ..QuotaPolicy::default()
+        };
+        let fields: Vec<&str> = too_big
+            .check()
+            .unwrap_err()
+            .iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(fields, ["requests_per_minute", "tokens_total_quota"]);
     }
 
     #[test]

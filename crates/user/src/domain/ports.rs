@@ -238,7 +238,7 @@ pub trait LimitStore: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`IdentityError::RateLimited`] / [`IdentityError::QuotaExceeded`] naming the rule that
-    /// refused; [`IdentityError::Unexpected`] when the store is unreachable.
+    /// refused; [`IdentityError::Unavailable`] when the store is unreachable or timing out.
     async fn admit(
         &self,
         principal: &Principal,
@@ -250,7 +250,7 @@ pub trait LimitStore: Send + Sync + 'static {
     /// Replaces the token estimate with `actual` (idempotent per reservation).
     ///
     /// # Errors
-    /// [`IdentityError::Unexpected`] when the store is unreachable.
+    /// [`IdentityError::Unavailable`] when the store is unreachable or timing out.
     async fn settle(
         &self,
         reservation: &Reservation,
@@ -260,13 +260,13 @@ pub trait LimitStore: Send + Sync + 'static {
     /// Gives back everything the reservation charged (idempotent).
     ///
     /// # Errors
-    /// [`IdentityError::Unexpected`] when the store is unreachable.
+    /// [`IdentityError::Unavailable`] when the store is unreachable or timing out.
     async fn release(&self, reservation: &Reservation) -> Result<bool, IdentityError>;
 
     /// Current counts of the principal's rules in their windows at `now`, in rule order.
     ///
     /// # Errors
-    /// [`IdentityError::Unexpected`] when the store is unreachable.
+    /// [`IdentityError::Unavailable`] when the store is unreachable or timing out.
     async fn current(
         &self,
         principal: &Principal,
@@ -277,7 +277,7 @@ pub trait LimitStore: Send + Sync + 'static {
     /// whether it stayed within `max` per `window`; when not, how long until it resets.
     ///
     /// # Errors
-    /// [`IdentityError::Unexpected`] when the store is unreachable.
+    /// [`IdentityError::Unavailable`] when the store is unreachable or timing out.
     async fn hit(
         &self,
         name: &str,
@@ -383,13 +383,13 @@ pub trait InvalidationBus: Send + Sync + 'static {
     /// Broadcasts that a user's principal changed (status, roles, limits).
     ///
     /// # Errors
-    /// [`IdentityError::Unexpected`] when the bus is unreachable.
+    /// [`IdentityError::Unavailable`] when the bus is unreachable or timing out.
     async fn user_changed(&self, user_id: UserId) -> Result<(), IdentityError>;
 
     /// Broadcasts that a key stopped working or changed.
     ///
     /// # Errors
-    /// [`IdentityError::Unexpected`] when the bus is unreachable.
+    /// [`IdentityError::Unavailable`] when the bus is unreachable or timing out.
     async fn key_changed(&self, digest: SecretDigest) -> Result<(), IdentityError>;
 }
 

@@ -13,6 +13,7 @@ use maas_shared::kv::{Keyspace, Multiplexed};
 use maas_shared::tasks::Tasks;
 use moka::sync::Cache;
 
+use super::{redis_connection, redis_failure};
 use crate::domain::api_key::SecretDigest;
 use crate::domain::errors::IdentityError;
 use crate::domain::ports::{CachedAuth, InvalidationBus, PrincipalCache, PrincipalKey};
@@ -96,13 +97,13 @@ impl RedisInvalidationBus {
     }
 
     async fn publish(&self, message: String) -> Result<(), IdentityError> {
-        let mut conn = self.conn.get().await?;
+        let mut conn = redis_connection(&self.conn).await?;
         let _: i64 = redis::cmd("PUBLISH")
             .arg(&self.channel)
             .arg(message)
             .query_async(&mut conn)
             .await
-            .context("publishing an invalidation")?;
+            .map_err(redis_failure("publishing an invalidation"))?;
         Ok(())
     }
 }

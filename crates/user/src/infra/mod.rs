@@ -24,6 +24,31 @@ use crate::app::keys::ApiKeyService;
 use crate::app::quotas::QuotaService;
 use crate::app::sessions::SessionService;
 use crate::app::{IdentityConfig, IdentityDeps};
+use crate::domain::errors::IdentityError;
+
+/// The shared Redis connection, connecting first if needed; failing to connect means Redis is
+/// [`IdentityError::Unavailable`].
+pub(crate) async fn redis_connection(
+    conn: &maas_shared::kv::Multiplexed,
+) -> Result<redis::aio::ConnectionManager, IdentityError> {
+    conn.get().await.map_err(IdentityError::Unavailable)
+}
+
+/// A failed Redis command (`what`) as an identity error: Redis down, timing out or asking to
+/// retry is [`IdentityError::Unavailable`] (503 with `Retry-After`); a failure that no retry can
+/// fix (an unexpected reply type, a script error) is a bug, [`IdentityError::Unexpected`].
+pub(crate) fn redis_failure(what: &'static str) -> impl FnOnce(redis::RedisError) -> IdentityError {
+    move |err| {
+        let transient =
+            err.is_io_error() || !matches!(err.retry_method(), redis::RetryMethod::NoRetry);
+        let err = anyhow::Error::new(err).context(what);
+        if transient {
+            IdentityError::Unavailable(err)
+        } else {
+            IdentityError::Unexpected(err)
+        }
+    }
+}
 
 /// What [`Identity::build`] needs: ready adapters and this context's typed config, never the
 /// platform's settings (the composition root, `maas-platform`, maps those).
@@ -120,5 +145,39 @@ impl Identity {
             auth: AuthService::new(deps.clone()),
             quotas: QuotaService::new(deps),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use maas_shared::error::{Classify as _, ErrorKind};
+
+    use super::*;
+
+    #[test]
+    fn redis_down_or_slow_is_unavailable_and_a_bad_reply_is_a_bug() {
+        for cause in [
+            io::Error::from(io::ErrorKind::TimedOut),
+            io::Error::from(io::ErrorKind::ConnectionRefused),
+            io::Error::from(io::ErrorKind::ConnectionReset),
+        ] {
+            let err = redis_failure("running a script")(cause.into());
+            assert!(matches!(err, IdentityError::Unavailable(_)), "{err:?}");
+            assert_eq!(err.kind(), ErrorKind::Unavailable);
+            assert_eq!(err.code(), "dependency_unavailable");
+            assert_eq!(err.retry_after(), Some(Duration::from_secs(1)));
+            assert_eq!(
+                err.to_string(),
+                "a platform dependency is unavailable; retry shortly",
+                "the cause is for the log only"
+            );
+        }
+        let bug = redis_failure("reading a counter")(
+            (redis::ErrorKind::UnexpectedReturnType, "not an integer").into(),
+        );
+        assert!(matches!(bug, IdentityError::Unexpected(_)), "{bug:?}");
+        assert_eq!(bug.kind(), ErrorKind::Internal);
     }
 }

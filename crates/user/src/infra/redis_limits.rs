@@ -14,6 +14,7 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
+use super::{redis_connection, redis_failure};
 use crate::domain::errors::{IdentityError, LimitState};
 use crate::domain::limits::{Demand, LimitRule, Metric, Window};
 use crate::domain::ports::{LimitStore, Reservation, UsageLedger};
@@ -64,7 +65,7 @@ impl RedisLimitStore {
     }
 
     async fn conn(&self) -> Result<ConnectionManager, IdentityError> {
-        Ok(self.conn.get().await?)
+        redis_connection(&self.conn).await
     }
 
     /// Rebuilds a lapsed durable counter from the ledger (only if still missing).
@@ -91,7 +92,7 @@ impl RedisLimitStore {
             .arg("NX")
             .query_async(&mut conn)
             .await
-            .context("rebuilding a quota counter")?;
+            .map_err(redis_failure("rebuilding a quota counter"))?;
         Ok(())
     }
 }
@@ -152,7 +153,7 @@ impl LimitStore for RedisLimitStore {
             let (status, index, value): (u8, usize, i64) = invocation
                 .invoke_async(&mut conn)
                 .await
-                .context("running the admission script")?;
+                .map_err(redis_failure("running the admission script"))?;
             drop(conn);
             let rule_at = |i: usize| i.checked_sub(1).and_then(|i| active.get(i).copied());
             match status {
@@ -231,7 +232,7 @@ impl LimitStore for RedisLimitStore {
                 .arg(&key)
                 .query_async(&mut conn)
                 .await
-                .context("reading a counter")?;
+                .map_err(redis_failure("reading a counter"))?;
             let value = match value {
                 Some(v) => v,
                 None if rule.durable => {
@@ -268,7 +269,7 @@ impl LimitStore for RedisLimitStore {
             .arg(millis(window))
             .invoke_async(&mut conn)
             .await
-            .context("running the throttle script")?;
+            .map_err(redis_failure("running the throttle script"))?;
         Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms)))
     }
 }
@@ -297,7 +298,7 @@ impl RedisLimitStore {
         let done: u8 = invocation
             .invoke_async(&mut conn)
             .await
-            .context("running the settle script")?;
+            .map_err(redis_failure("running the settle script"))?;
         Ok(done == 1)
     }
 }

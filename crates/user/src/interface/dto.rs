@@ -10,7 +10,7 @@ use crate::app::keys::{IssuedKey, NewKey};
 use crate::app::quotas::RuleUsage;
 use crate::app::sessions::SessionTokens;
 use crate::domain::api_key::{ApiKey, KeyLimits};
-use crate::domain::limits::{Metric, QuotaPolicy};
+use crate::domain::limits::{MAX_LIMIT, Metric, QuotaPolicy};
 use crate::domain::user::User;
 
 /// Log in with a username or e-mail and a password.
@@ -137,13 +137,17 @@ pub struct ChangePasswordRequest {
     pub new_password: String,
 }
 
-/// Rate limits of a key.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, ToSchema)]
+/// Rate limits of a key (each at most 9223372036854775807, i.e. 2^63 − 1).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyLimitsDto {
     /// Requests per minute through this key.
+    #[validate(range(max = MAX_LIMIT, message = "must be at most 9223372036854775807"))]
+    #[schema(maximum = 9_223_372_036_854_775_807_u64)]
     pub requests_per_minute: Option<u64>,
     /// Tokens per minute through this key.
+    #[validate(range(max = MAX_LIMIT, message = "must be at most 9223372036854775807"))]
+    #[schema(maximum = 9_223_372_036_854_775_807_u64)]
     pub tokens_per_minute: Option<u64>,
 }
 
@@ -163,6 +167,7 @@ pub struct CreateKeyRequest {
     pub allowed_models: Vec<String>,
     /// The key's own rate limits.
     #[serde(default)]
+    #[validate(nested)]
     pub limits: KeyLimitsDto,
     /// When the key stops working.
     pub expires_at: Option<DateTime<Utc>>,
@@ -251,31 +256,45 @@ impl From<IssuedKey> for CreatedKeyResponse {
 }
 
 /// Limits and quotas of a user or key. Unset rate limits fall back to the platform defaults;
-/// unset quotas are unlimited.
+/// unset quotas are unlimited. Every cap is at most 9223372036854775807 (2^63 − 1).
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaPolicyDto {
     /// Rate limit: requests per minute.
-    #[validate(range(min = 1))]
+    #[validate(range(min = 1, max = MAX_LIMIT, message = "must be between 1 and 9223372036854775807"))]
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_u64)]
     pub requests_per_minute: Option<u64>,
     /// Rate limit: tokens per minute.
-    #[validate(range(min = 1))]
+    #[validate(range(min = 1, max = MAX_LIMIT, message = "must be between 1 and 9223372036854775807"))]
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_u64)]
     pub tokens_per_minute: Option<u64>,
     /// Rate limit: requests per hour.
-    #[validate(range(min = 1))]
+    #[validate(range(min = 1, max = MAX_LIMIT, message = "must be between 1 and 9223372036854775807"))]
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_u64)]
     pub requests_per_hour: Option<u64>,
     /// Rate limit: requests per UTC day.
-    #[validate(range(min = 1))]
+    #[validate(range(min = 1, max = MAX_LIMIT, message = "must be between 1 and 9223372036854775807"))]
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_u64)]
     pub requests_per_day: Option<u64>,
     /// Quota: tokens per UTC day.
+    #[validate(range(max = MAX_LIMIT, message = "must be at most 9223372036854775807"))]
+    #[schema(maximum = 9_223_372_036_854_775_807_u64)]
     pub tokens_per_day_quota: Option<u64>,
     /// Quota: tokens per calendar month.
+    #[validate(range(max = MAX_LIMIT, message = "must be at most 9223372036854775807"))]
+    #[schema(maximum = 9_223_372_036_854_775_807_u64)]
     pub tokens_per_month_quota: Option<u64>,
     /// Quota: tokens in total.
+    #[validate(range(max = MAX_LIMIT, message = "must be at most 9223372036854775807"))]
+    #[schema(maximum = 9_223_372_036_854_775_807_u64)]
     pub tokens_total_quota: Option<u64>,
     /// Quota: requests per calendar month.
+    #[validate(range(max = MAX_LIMIT, message = "must be at most 9223372036854775807"))]
+    #[schema(maximum = 9_223_372_036_854_775_807_u64)]
     pub requests_per_month_quota: Option<u64>,
     /// Quota: requests in total.
+    #[validate(range(max = MAX_LIMIT, message = "must be at most 9223372036854775807"))]
+    #[schema(maximum = 9_223_372_036_854_775_807_u64)]
     pub requests_total_quota: Option<u64>,
 }
 

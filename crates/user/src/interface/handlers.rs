@@ -45,6 +45,7 @@ fn account(req: CreateUserRequest) -> NewAccount {
         (status = 401, description = "`invalid_credentials`", body = maas_shared::http::ProblemBody, content_type = "application/problem+json"),
         (status = 403, description = "`account_disabled`", body = maas_shared::http::ProblemBody, content_type = "application/problem+json"),
         (status = 429, description = "`login_rate_limited`", body = maas_shared::http::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "`dependency_unavailable`: the login throttle's Redis is unreachable (with `Retry-After`)", body = maas_shared::http::ProblemBody, content_type = "application/problem+json"),
     )
 )]
 pub async fn login(
@@ -288,9 +289,15 @@ pub async fn get_user(
 
 /// Delete a user (admin)
 ///
-/// Final: the account's keys are revoked and its sessions end. The last active admin cannot be
-/// deleted (409 `last_admin`).
-#[utoipa::path(delete, path = "/users/{user_id}", tag = "users", params(("user_id" = Uuid, Path)), responses((status = 204)), security(("bearer" = [])))]
+/// Final: the account's keys are revoked and its sessions end. Nobody deletes their own account
+/// (403 `self_status_change`), and the last active admin cannot be deleted (409 `last_admin`).
+#[utoipa::path(delete, path = "/users/{user_id}", tag = "users", params(("user_id" = Uuid, Path)),
+    responses(
+        (status = 204),
+        (status = 403, description = "`self_status_change` (your own account) or `forbidden`", body = maas_shared::http::ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "`last_admin`", body = maas_shared::http::ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
 pub async fn delete_user(
     req: HttpRequest,
     caller: Authorized<ManageUsers>,
@@ -327,8 +334,16 @@ async fn set_enabled(
 
 /// Disable a user (admin)
 ///
-/// The user's sessions end and keys stop working on every replica within a second.
-#[utoipa::path(post, path = "/users/{user_id}/disable", tag = "users", params(("user_id" = Uuid, Path)), responses((status = 200, body = UserResponse)), security(("bearer" = [])))]
+/// The user's sessions end and keys stop working on every replica within a second. Nobody
+/// disables their own account (403 `self_status_change`), and the last active admin cannot be
+/// disabled (409 `last_admin`).
+#[utoipa::path(post, path = "/users/{user_id}/disable", tag = "users", params(("user_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = UserResponse),
+        (status = 403, description = "`self_status_change` (your own account) or `forbidden`", body = maas_shared::http::ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "`last_admin`", body = maas_shared::http::ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
 pub async fn disable_user(
     req: HttpRequest,
     caller: Authorized<ManageUsers>,
@@ -352,7 +367,13 @@ pub async fn enable_user(
 /// Set a user's roles (admin)
 ///
 /// Nobody changes their own roles (403 `self_role_change`).
-#[utoipa::path(put, path = "/users/{user_id}/roles", tag = "users", params(("user_id" = Uuid, Path)), request_body = SetRolesRequest, responses((status = 200, body = UserResponse)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/users/{user_id}/roles", tag = "users", params(("user_id" = Uuid, Path)), request_body = SetRolesRequest,
+    responses(
+        (status = 200, body = UserResponse),
+        (status = 403, description = "`self_role_change` (your own roles) or `forbidden`", body = maas_shared::http::ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "`last_admin`", body = maas_shared::http::ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
 pub async fn set_roles(
     req: HttpRequest,
     caller: Authorized<ManageUsers>,
