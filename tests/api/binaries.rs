@@ -1,10 +1,11 @@
 //! The binaries as operators run them: `maas` (migrations, config), `maas-worker` (jobs, SIGTERM)
 //! and `maas-api` (refusing insecure production settings, SIGTERM).
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use maas_shared::jobs::DiagnosticPing;
+use maas_tests::process::{exit_within, free_port, sigterm, wait_ready};
 use maas_tests::{TestApp, TestDatabase, eventually, platform_command};
 use sea_orm::{ConnectionTrait, Database};
 
@@ -34,26 +35,6 @@ async fn has_table(url: &str, table: &str) -> bool {
         .unwrap();
     db.close().await.unwrap();
     row.is_some()
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let found = eventually(within, || {
-        let status = child.try_wait().unwrap();
-        async move { status }
-    })
-    .await;
-    found.unwrap_or_else(|| {
-        let _ = child.kill();
-        panic!("process did not exit within {within:?}")
-    })
 }
 
 #[tokio::test]
@@ -127,31 +108,19 @@ async fn api_refuses_to_start_in_production_with_default_secrets() {
 #[tokio::test]
 async fn api_binary_serves_and_stops_cleanly_on_sigterm() {
     let db = TestDatabase::migrated().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut child = command("maas-api", &db.url, "test:bin:")
         .env("MAAS__SERVER__PORT", port.to_string())
         .env("MAAS__SERVER__WORKERS", "1")
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let url = format!("http://127.0.0.1:{port}/ready");
-    let ready = eventually(Duration::from_secs(20), || {
-        let url = url.clone();
-        async move {
-            reqwest::get(url)
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-        }
-    })
-    .await;
-    assert!(ready.is_some(), "maas-api never became ready");
+    assert!(
+        wait_ready(&format!("http://127.0.0.1:{port}")).await,
+        "maas-api never became ready"
+    );
     sigterm(&child);
-    let status = wait_exit(&mut child, Duration::from_secs(15)).await;
+    let (status, _) = exit_within(&mut child, Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}");
 }
 
@@ -220,7 +189,7 @@ async fn worker_process_completes_jobs_pushed_by_the_api_side() {
         "the slow job never started"
     );
     sigterm(&worker);
-    let status = wait_exit(&mut worker, Duration::from_secs(20)).await;
+    let (status, _) = exit_within(&mut worker, Duration::from_secs(20)).await;
     assert!(status.success(), "{status:?}");
     let mut conn = redis.get().await.unwrap();
     let pong: Option<String> = redis::cmd("GET")

@@ -4,50 +4,18 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use maas_shared::jobs::DiagnosticPing;
 use maas_tests::fake_upstream::{Behaviour, FakeUpstream};
+use maas_tests::process::{exit_within, free_port, sigterm, wait_ready};
 use maas_tests::{TestApp, eventually, platform_command};
 use reqwest::StatusCode;
 use sea_orm::ConnectionTrait as _;
 use serde_json::{Value, json};
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-/// Waits for `child` to exit; returns its status and how long it took.
-async fn exit_within(child: &mut Child, within: Duration) -> (std::process::ExitStatus, Duration) {
-    let asked = Instant::now();
-    let status = eventually(within, || {
-        let status = child.try_wait().unwrap();
-        async move { status }
-    })
-    .await;
-    match status {
-        Some(status) => (status, asked.elapsed()),
-        None => {
-            let _ = child.kill();
-            panic!("process did not exit within {within:?} of SIGTERM")
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn count(app: &TestApp, sql: &str) -> i64 {
     let db = app.db().await;
@@ -97,17 +65,7 @@ async fn api_sigterm_under_load_answers_in_flight_calls_and_flushes_every_usage_
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let ready = eventually(Duration::from_secs(20), || {
-        let url = format!("{base}/ready");
-        async move {
-            reqwest::get(url)
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-        }
-    })
-    .await;
-    assert!(ready.is_some(), "maas-api never became ready");
+    assert!(wait_ready(&base).await, "maas-api never became ready");
 
     let answered = Arc::new(AtomicUsize::new(0));
     let started = Arc::new(AtomicUsize::new(0));

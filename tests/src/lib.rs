@@ -550,3 +550,63 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Driving the platform's binaries as an orchestrator would: ports, readiness, signals, exits.
+pub mod process {
+    use std::process::{Child, Command, ExitStatus};
+    use std::time::{Duration, Instant};
+
+    use super::eventually;
+
+    /// A free loopback port for a binary to bind.
+    #[must_use]
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// Waits up to 20 s for `GET {base}/ready` to answer 2xx.
+    pub async fn wait_ready(base: &str) -> bool {
+        eventually(Duration::from_secs(20), || {
+            let url = format!("{base}/ready");
+            async move {
+                reqwest::get(url)
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            }
+        })
+        .await
+        .is_some()
+    }
+
+    /// Sends SIGTERM, as an orchestrator stopping the process does.
+    pub fn sigterm(child: &Child) {
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for `child` to exit; returns its status and how long that took. Kills it and fails
+    /// the test when it is still running after `within`.
+    pub async fn exit_within(child: &mut Child, within: Duration) -> (ExitStatus, Duration) {
+        let asked = Instant::now();
+        let status = eventually(within, || {
+            let status = child.try_wait().unwrap();
+            async move { status }
+        })
+        .await;
+        match status {
+            Some(status) => (status, asked.elapsed()),
+            None => {
+                let _ = child.kill();
+                panic!("process did not exit within {within:?}")
+            }
+        }
+    }
+}
