@@ -63,11 +63,12 @@ if [ "$(psql_su -tAc "SELECT 1 FROM pg_database WHERE datname='$PG_DB'")" != 1 ]
   psql_su -c "CREATE DATABASE \"$PG_DB\" OWNER \"$PG_USER\""
 fi
 
-# 3. Redis (as root is fine; no persistence, loopback only)
+# 3. Redis (as root is fine; loopback only). The settlement stream lives here until the worker
+#    drains it, so the append-only file is on and fsynced every second.
 if ! redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes \
     --dir "$RDIR" --pidfile "$RDIR/redis.pid" --logfile "$RDIR/redis.log" \
-    --save "" --appendonly no
+    --save "" --appendonly yes --appendfsync everysec
 fi
 for _ in $(seq 1 50); do
   [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && break; sleep 0.1

@@ -8,6 +8,7 @@ mod m20261123_000001_shared_audit_events;
 mod m20261123_000002_user_identity;
 mod m20261123_000003_inference_gateway;
 mod m20261123_000004_inference_conversations;
+mod m20261202_000001_user_durable_ledger;
 
 /// The platform's migrator.
 #[derive(Debug)]
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_user_identity::Migration),
             Box::new(m20261123_000003_inference_gateway::Migration),
             Box::new(m20261123_000004_inference_conversations::Migration),
+            Box::new(m20261202_000001_user_durable_ledger::Migration),
         ]
     }
 }

@@ -166,13 +166,13 @@ async fn a_rate_limit_admits_exactly_its_limit_across_two_replicas() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    // One counter per request rule (the hourly limit and the default daily one); no leftover
-    // reservation markers, since every admitted call settled.
+    // One counter per request rule (`rl:{shard}:<user>:<rule>:...`: the hourly limit and the
+    // default daily one); no leftover reservation markers, since every admitted call settled.
     let mut rules: Vec<&str> = keys
         .iter()
         .map(|k| {
             k.strip_prefix(app.keyspace.prefix())
-                .and_then(|k| k.split(':').nth(2))
+                .and_then(|k| k.split(':').nth(3))
                 .unwrap_or(k)
         })
         .collect();
@@ -440,8 +440,8 @@ async fn the_token_gate_reserves_settles_and_releases_exactly() {
     }
 
     // Settling with the real usage (150) frees the unused estimate; settling twice changes nothing.
-    gate.settle(winners[0], 150).await.unwrap();
-    gate.settle(winners[0], 150).await.unwrap();
+    gate.settle(winners[0], 150, None).await.unwrap();
+    gate.settle(winners[0], 150, None).await.unwrap();
     let second = gate
         .reserve(&principal, Demand { tokens: Some(850) })
         .await
@@ -452,13 +452,13 @@ async fn the_token_gate_reserves_settles_and_releases_exactly() {
         Some((1000, 0)),
         "1000 of 1000 are taken: {full:?}"
     );
-    gate.release(&second).await.unwrap();
-    gate.release(&second).await.unwrap();
+    gate.release(&second, None).await.unwrap();
+    gate.release(&second, None).await.unwrap();
     let third = gate
         .reserve(&principal, Demand { tokens: Some(850) })
         .await
         .unwrap();
-    gate.settle(&third, 850).await.unwrap();
+    gate.settle(&third, 850, None).await.unwrap();
     let full = gate.reserve(&principal, Demand { tokens: Some(1) }).await;
     assert_eq!(
         full.as_ref().err().and_then(quota_refusal),

@@ -12,6 +12,7 @@ mod engine;
 mod errors;
 mod gateway;
 mod keys;
+mod ledger;
 mod legacy;
 mod limits;
 mod routes;

@@ -6,29 +6,15 @@ use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use maas_shared::jobs::DiagnosticPing;
 use maas_tests::fake_upstream::{Behaviour, FakeUpstream};
+use maas_tests::load::Load;
 use maas_tests::process::{exit_within, free_port, sigterm, wait_ready};
 use maas_tests::{TestApp, eventually, platform_command};
 use reqwest::StatusCode;
-use sea_orm::ConnectionTrait as _;
 use serde_json::{Value, json};
-
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    let db = app.db().await;
-    let row = db
-        .query_one(sea_orm::Statement::from_string(
-            sea_orm::DatabaseBackend::Postgres,
-            sql.to_owned(),
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    row.try_get_by_index::<i64>(0).unwrap()
-}
 
 #[tokio::test]
 async fn api_sigterm_under_load_answers_in_flight_calls_and_flushes_every_usage_row() {
@@ -67,85 +53,36 @@ async fn api_sigterm_under_load_answers_in_flight_calls_and_flushes_every_usage_
     let base = format!("http://127.0.0.1:{port}");
     assert!(wait_ready(&base).await, "maas-api never became ready");
 
-    let answered = Arc::new(AtomicUsize::new(0));
-    let started = Arc::new(AtomicUsize::new(0));
-    let refused_status = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = reqwest::Client::new();
-    let mut clients = Vec::new();
-    for i in 0..CLIENTS {
-        let (answered, started, refused_status, stop) = (
-            Arc::clone(&answered),
-            Arc::clone(&started),
-            Arc::clone(&refused_status),
-            Arc::clone(&stop),
-        );
-        let (client, key, url) = (
-            client.clone(),
-            key.clone(),
-            format!("{base}/v1/chat/completions"),
-        );
-        clients.push(tokio::spawn(async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while !stop.load(Ordering::SeqCst)
-                && Instant::now() < deadline
-                && started.fetch_add(1, Ordering::SeqCst) < MAX_CALLS
-            {
-                let body = json!({"model": "m", "stream": i % 2 == 0,
-                                  "messages": [{"role": "user", "content": "hi"}]});
-                let Ok(resp) = client.post(&url).bearer_auth(&key).json(&body).send().await else {
-                    // Intake has stopped: the connection was refused or closed.
-                    continue;
-                };
-                let status = resp.status();
-                // A call counts as answered once its whole body arrived.
-                let Ok(text) = resp.text().await else {
-                    continue;
-                };
-                if status == StatusCode::OK && (i % 2 == 1 || text.contains("[DONE]")) {
-                    answered.fetch_add(1, Ordering::SeqCst);
-                } else {
-                    refused_status.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        }));
-    }
+    let load = Load::start(&base, &vec![key; CLIENTS], MAX_CALLS);
     let warmed = eventually(Duration::from_secs(30), || {
-        let answered = answered.load(Ordering::SeqCst);
+        let answered = load.answered();
         async move { (answered >= 200).then_some(()) }
     })
     .await;
     assert!(warmed.is_some(), "the load never got going");
     sigterm(&api);
     let (status, took) = exit_within(&mut api, Duration::from_secs(15)).await;
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.await.unwrap();
-    }
+    let seen = load.stop().await;
     assert!(status.success(), "maas-api exited with {status:?}");
     assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    assert_eq!(seen.refused, 0, "no call got an error status");
+    // Every answered call was settled into the durable stream before its answer went out, and
+    // drained from there: none is lost with the process, and none is written twice.
+    let answered = seen.total();
+    let rows = eventually(Duration::from_secs(10), || async {
+        let rows = app.count("SELECT count(*) FROM usage_records").await;
+        (rows == answered).then_some(rows)
+    })
+    .await;
+    assert_eq!(rows, Some(answered));
     assert_eq!(
-        refused_status.load(Ordering::SeqCst),
-        0,
-        "no call got an error status"
-    );
-    // Every answered call's usage row was written before the process exited: none is waiting
-    // in a buffer that died with it, and none was written twice.
-    let answered = i64::try_from(answered.load(Ordering::SeqCst)).unwrap();
-    assert_eq!(
-        count(&app, "SELECT count(*) FROM usage_records").await,
+        app.count("SELECT count(DISTINCT id) FROM usage_records")
+            .await,
         answered
     );
     assert_eq!(
-        count(&app, "SELECT count(DISTINCT id) FROM usage_records").await,
-        answered
-    );
-    assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM usage_records WHERE status <> 200"
-        )
-        .await,
+        app.count("SELECT count(*) FROM usage_records WHERE status <> 200")
+            .await,
         0
     );
     // And the process is gone: nothing listens any more.

@@ -10,6 +10,7 @@
 
 pub mod engine;
 pub mod fake_upstream;
+pub mod load;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
@@ -229,6 +230,16 @@ impl TestApp {
 
     /// Spawns the API after `tweak` has adjusted the settings, with extra routes.
     pub async fn spawn_with(tweak: impl FnOnce(&mut Settings), extra: ExtraRoutes) -> Self {
+        Self::start(tweak, extra, true).await
+    }
+
+    /// Spawns the API without the in-process drain of the settlement stream: settlements stay
+    /// in Redis until a `maas-worker` drains them.
+    pub async fn spawn_undrained(tweak: impl FnOnce(&mut Settings)) -> Self {
+        Self::start(tweak, ExtraRoutes::default(), false).await
+    }
+
+    async fn start(tweak: impl FnOnce(&mut Settings), extra: ExtraRoutes, drain: bool) -> Self {
         init_test_logs();
         let db = Arc::new(TestDatabase::migrated().await);
         let mut settings = test_settings(&db.url);
@@ -237,6 +248,12 @@ impl TestApp {
             .await
             .expect("connect the platform");
         let app = Application::build_with(&platform, extra).expect("build app");
+        // The worker's drain of the settlement stream, in-process: usage rows and ledger
+        // entries reach PostgreSQL as they do in production, through the stream.
+        if drain {
+            let identity = platform.identity().expect("identity");
+            platform.start_ledger_drain(&identity);
+        }
         let port = app.port();
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
@@ -276,6 +293,21 @@ impl TestApp {
     /// A connection to the app's own database.
     pub async fn db(&self) -> DatabaseConnection {
         connect_one(&self.db.url).await
+    }
+
+    /// The one `bigint` value `sql` selects from the app's database (a count, a sum).
+    pub async fn count(&self, sql: &str) -> i64 {
+        use sea_orm::ConnectionTrait as _;
+        let db = self.db().await;
+        let row = db
+            .query_one(sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                sql.to_owned(),
+            ))
+            .await
+            .expect("query")
+            .expect("one row");
+        row.try_get_by_index::<i64>(0).expect("a bigint")
     }
 
     /// Another API process on the same database and Redis prefix (a second replica).

@@ -97,7 +97,7 @@ fn main() {
                 .reserve(&p, Demand { tokens: Some(100) })
                 .await
                 .unwrap();
-            identity.quotas.settle(&r, 80).await.unwrap();
+            identity.quotas.settle(&r, 80, None).await.unwrap();
         }
 
         let mut before_upstream = Vec::with_capacity(ITERATIONS);
@@ -116,7 +116,7 @@ fn main() {
                 .await
                 .unwrap();
             before_upstream.push(t.elapsed());
-            identity.quotas.settle(&r, 80).await.unwrap();
+            identity.quotas.settle(&r, 80, None).await.unwrap();
             whole.push(t.elapsed());
         }
         let elapsed = started.elapsed();

@@ -58,6 +58,9 @@ impl Application {
     pub fn build_with(platform: &Platform, extra: ExtraRoutes) -> anyhow::Result<Self> {
         let settings = platform.settings();
         let ApiServices { identity, gateway } = platform.api()?;
+        let metrics = metrics()?;
+        let gauges = SettlementGauges::register(&metrics.registry)?;
+        platform.watch_settlements(&identity, move |stats| gauges.set(stats));
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| {
                 format!("binding {}:{}", settings.server.host, settings.server.port)
@@ -65,6 +68,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let server = serve(
             listener,
+            metrics,
             &settings.server,
             Dependencies {
                 db: platform.db().clone(),
@@ -113,6 +117,77 @@ fn metrics() -> anyhow::Result<PrometheusMetrics> {
         .map_err(|e| anyhow::anyhow!("building metrics: {e}"))
 }
 
+/// The settlement stream's state in `/metrics`: how far the worker's drain into PostgreSQL is
+/// behind, and what it wrote or failed to write (all workers together).
+struct SettlementGauges {
+    backlog: prometheus::IntGauge,
+    pending: prometheus::IntGauge,
+    lag: prometheus::Gauge,
+    drained: prometheus::IntGauge,
+    failed: prometheus::IntGauge,
+}
+
+impl SettlementGauges {
+    fn register(registry: &prometheus::Registry) -> anyhow::Result<Self> {
+        fn add<G: prometheus::core::Collector + Clone + 'static>(
+            registry: &prometheus::Registry,
+            gauge: prometheus::Result<G>,
+        ) -> anyhow::Result<G> {
+            let gauge = gauge.context("defining a settlement gauge")?;
+            registry
+                .register(Box::new(gauge.clone()))
+                .context("registering a settlement gauge")?;
+            Ok(gauge)
+        }
+        Ok(Self {
+            backlog: add(
+                registry,
+                prometheus::IntGauge::new(
+                    "maas_settlement_stream_backlog",
+                    "Settlements in the stream not yet written to PostgreSQL",
+                ),
+            )?,
+            pending: add(
+                registry,
+                prometheus::IntGauge::new(
+                    "maas_settlement_stream_pending",
+                    "Settlements delivered to a worker and not yet acknowledged",
+                ),
+            )?,
+            lag: add(
+                registry,
+                prometheus::Gauge::new(
+                    "maas_settlement_stream_lag_seconds",
+                    "Age of the oldest settlement not yet written to PostgreSQL",
+                ),
+            )?,
+            drained: add(
+                registry,
+                prometheus::IntGauge::new(
+                    "maas_settlements_drained_total",
+                    "Settlements written to PostgreSQL by all workers",
+                ),
+            )?,
+            failed: add(
+                registry,
+                prometheus::IntGauge::new(
+                    "maas_settlements_failed_total",
+                    "Settlement writes that failed (retried) or entries set aside as unreadable",
+                ),
+            )?,
+        })
+    }
+
+    fn set(&self, stats: &maas_user::domain::ports::StreamStats) {
+        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.backlog.set(int(stats.backlog));
+        self.pending.set(int(stats.pending));
+        self.lag.set(stats.lag_seconds);
+        self.drained.set(int(stats.drained));
+        self.failed.set(int(stats.failed));
+    }
+}
+
 fn cors(origins: &[String]) -> Cors {
     let cors = Cors::default()
         .allow_any_method()
@@ -145,12 +220,12 @@ struct Services {
 
 fn serve(
     listener: TcpListener,
+    metrics: PrometheusMetrics,
     settings: &ServerSettings,
     deps: Dependencies,
     services: Services,
     extra: ExtraRoutes,
 ) -> anyhow::Result<Server> {
-    let metrics = metrics()?;
     let deps = web::Data::new(deps);
     let authenticator: web::Data<Arc<dyn Authenticator>> =
         web::Data::new(Arc::new(services.identity.auth.clone()));

@@ -23,6 +23,8 @@ use maas_shared::tasks::{ShutdownReport, Tasks};
 use maas_user::app::IdentityConfig;
 use maas_user::contract::QuotaGate;
 use maas_user::domain::limits::LimitDefaults;
+use maas_user::domain::ports::StreamStats;
+use maas_user::infra::drain::DrainConfig;
 use maas_user::infra::{Identity, IdentityParams};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use secrecy::ExposeSecret as _;
@@ -169,6 +171,8 @@ impl Platform {
             access_ttl: seconds(id.access_token_ttl_secs),
             platform_key: s.crypto.key_bytes()?,
             cache_ttl: Duration::from_secs(id.principal_cache_ttl_secs.max(1)),
+            reservation_hold: Duration::from_millis(s.gateway.total_timeout_ms)
+                + Duration::from_secs(id.reservation_margin_secs),
             config: IdentityConfig {
                 refresh_ttl: seconds(id.refresh_token_ttl_secs),
                 allow_self_registration: id.allow_self_registration,
@@ -245,6 +249,49 @@ impl Platform {
         let quota: Arc<dyn QuotaGate> = Arc::new(identity.quotas.clone());
         let gateway = self.gateway(quota)?;
         Ok(ApiServices { identity, gateway })
+    }
+
+    /// Starts the drain of the settlement stream into the ledger and the usage table (and the
+    /// usage table's partition upkeep): `maas-worker`'s background loops.
+    pub fn start_ledger_drain(&self, identity: &Identity) {
+        let l = &self.settings.ledger;
+        let records = maas_inference::infra::usage_records(self.db.clone(), &self.tasks);
+        maas_user::infra::drain::start(
+            identity.ledger_drain(records),
+            DrainConfig {
+                batch: l.batch.max(1),
+                claim_idle: Duration::from_millis(l.claim_idle_ms.max(1)),
+                idle_wait: Duration::from_millis(l.idle_wait_ms.max(1)),
+            },
+            &self.tasks,
+        );
+    }
+
+    /// Reports the settlement stream's backlog, lag and counts to `report` every
+    /// `ledger.metrics_every_secs` (for `maas-api`'s `/metrics`), until shutdown.
+    pub fn watch_settlements(
+        &self,
+        identity: &Identity,
+        report: impl Fn(&StreamStats) + Send + Sync + 'static,
+    ) {
+        let identity = identity.clone();
+        let every = Duration::from_secs(self.settings.ledger.metrics_every_secs.max(1));
+        self.tasks
+            .spawn_loop("identity.settlement_gauges", move |shutdown| async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        () = shutdown.requested() => return,
+                    }
+                    match identity.settlement_stats().await {
+                        Ok(stats) => report(&stats),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "could not read the settlement stream's state");
+                        }
+                    }
+                }
+            });
     }
 
     /// Lets background work finish, flushes and stops every loop, then closes the pool, all

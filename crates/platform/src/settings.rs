@@ -99,6 +99,8 @@ pub struct Sections {
     pub worker: WorkerSettings,
     /// Vector store.
     pub qdrant: QdrantSettings,
+    /// Settlement stream drain.
+    pub ledger: LedgerSettings,
 }
 
 /// `[server]`
@@ -187,6 +189,11 @@ pub struct IdentitySettings {
     pub default_requests_per_hour: u64,
     /// Default requests per day of a user without their own limit (0: none).
     pub default_requests_per_day: u64,
+    /// Seconds past the longest a call may take (`gateway.total_timeout_ms`) before a
+    /// reservation nobody settled (its process died) is released by the sweeper.
+    pub reservation_margin_secs: u64,
+    /// When the reservation sweeper runs (cron with seconds: sec min hour day month weekday).
+    pub reservation_sweep_schedule: String,
 }
 
 /// `[gateway]`
@@ -282,6 +289,21 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     /// Seconds to let running jobs finish on SIGTERM.
     pub shutdown_timeout_secs: u64,
+}
+
+/// `[ledger]`: the drain of the settlement stream into PostgreSQL (in `maas-worker`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSettings {
+    /// Entries written per batch.
+    pub batch: usize,
+    /// Milliseconds an entry may stay unacknowledged by its reader (a worker that died) before
+    /// another worker claims it.
+    pub claim_idle_ms: u64,
+    /// Milliseconds between reads while the stream is empty.
+    pub idle_wait_ms: u64,
+    /// Seconds between refreshes of the stream's gauges in `maas-api`'s `/metrics`.
+    pub metrics_every_secs: u64,
 }
 
 /// `[qdrant]`

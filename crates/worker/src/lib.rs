@@ -9,6 +9,7 @@
 
 mod conversations;
 mod diagnostics;
+mod quotas;
 mod schedule;
 
 use std::str::FromStr as _;
@@ -20,6 +21,7 @@ use apalis::prelude::{BackendExt as _, Monitor, WorkerBuilder, WorkerBuilderExt 
 use maas_inference::jobs::ConversationExpiryJob;
 use maas_platform::{Platform, Role, Settings};
 use maas_shared::jobs::{self, DiagnosticPing, Job, JobProducer, POLL_INTERVAL};
+use maas_user::jobs::ReservationSweepJob;
 
 /// How often a failed job is retried in process before it is left dead.
 pub const RETRIES: usize = 5;
@@ -32,14 +34,17 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let expiry_schedule = cron::Schedule::from_str(&settings.conversations.expiry_schedule)
-        .with_context(|| {
-            format!(
-                "conversations.expiry_schedule `{}` is not a cron expression (sec min hour day month weekday)",
-                settings.conversations.expiry_schedule
-            )
-        })?;
+    let expiry_schedule = schedule(
+        "conversations.expiry_schedule",
+        &settings.conversations.expiry_schedule,
+    )?;
+    let sweep_schedule = schedule(
+        "identity.reservation_sweep_schedule",
+        &settings.identity.reservation_sweep_schedule,
+    )?;
     let platform = Platform::connect(settings, Role::Server).await?;
+    let identity = platform.identity()?;
+    platform.start_ledger_drain(&identity);
     let conn = platform.multiplexed().get().await?;
     let keyspace = platform.keyspace().clone();
     let concurrency = platform.settings().worker.concurrency;
@@ -53,10 +58,15 @@ pub async fn run(
     let ping_storage = jobs::storage::<DiagnosticPing>(conn.clone(), &keyspace);
     let expiry_storage = jobs::storage::<ConversationExpiryJob>(conn.clone(), &keyspace);
     let expiry_producer = JobProducer::<ConversationExpiryJob>::new(conn.clone(), &keyspace);
+    let sweep_storage = jobs::storage::<ReservationSweepJob>(conn.clone(), &keyspace);
+    let sweep_producer = JobProducer::<ReservationSweepJob>::new(conn.clone(), &keyspace);
+    let quotas = identity.quotas.clone();
 
     let ping_name = jobs::worker_name(DiagnosticPing::QUEUE);
     let expiry_name = jobs::worker_name(ConversationExpiryJob::QUEUE);
     let schedule_name = jobs::worker_name("schedule.conversation_expiry");
+    let sweep_name = jobs::worker_name(ReservationSweepJob::QUEUE);
+    let sweep_schedule_name = jobs::worker_name("schedule.reservation_sweep");
     let monitor = Monitor::new()
         .register(move |_| {
             WorkerBuilder::new(ping_name.clone())
@@ -85,9 +95,26 @@ pub async fn run(
                 .enable_tracing()
                 .build(schedule::push_tick::<ConversationExpiryJob>)
         })
+        .register(move |_| {
+            WorkerBuilder::new(sweep_name.clone())
+                .backend(sweep_storage.clone().poll_with_interval(POLL_INTERVAL))
+                .data(quotas.clone())
+                .concurrency(1)
+                .retry(RetryPolicy::retries(RETRIES))
+                .enable_tracing()
+                .catch_panic()
+                .build(quotas::sweep)
+        })
+        .register(move |_| {
+            WorkerBuilder::new(sweep_schedule_name.clone())
+                .backend(apalis_cron::CronScheduler::new(sweep_schedule.clone()))
+                .data(sweep_producer.clone())
+                .enable_tracing()
+                .build(schedule::push_tick::<ReservationSweepJob>)
+        })
         .shutdown_timeout(drain_timeout);
     tracing::info!(
-        queues = ?[DiagnosticPing::QUEUE, ConversationExpiryJob::QUEUE],
+        queues = ?[DiagnosticPing::QUEUE, ConversationExpiryJob::QUEUE, ReservationSweepJob::QUEUE],
         concurrency,
         "maas-worker running"
     );
@@ -105,6 +132,13 @@ pub async fn run(
         "background tasks still running at the shutdown deadline: {report:?}"
     );
     Ok(())
+}
+
+/// The cron schedule of setting `name`.
+fn schedule(name: &str, expression: &str) -> anyhow::Result<cron::Schedule> {
+    cron::Schedule::from_str(expression).with_context(|| {
+        format!("{name} `{expression}` is not a cron expression (sec min hour day month weekday)")
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

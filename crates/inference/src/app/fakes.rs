@@ -17,7 +17,6 @@ use tokio::task::JoinHandle;
 use crate::domain::errors::InferenceError;
 use crate::domain::ports::{
     KeySealer, ProviderRepository, Upstream, UpstreamFailure, UpstreamRequest, UpstreamResponse,
-    UsageSink,
 };
 use crate::domain::provider::{BaseUrl, ModelRoute, Provider, ProviderId, ProviderName};
 use crate::domain::usage::UsageRecord;
@@ -278,25 +277,6 @@ impl Upstream for FakeUpstream {
     }
 }
 
-/// Keeps every usage record.
-#[derive(Default)]
-pub(crate) struct RecordingUsage {
-    records: Mutex<Vec<UsageRecord>>,
-}
-
-impl RecordingUsage {
-    /// The records so far, in order.
-    pub(crate) fn records(&self) -> Vec<UsageRecord> {
-        lock(&self.records).clone()
-    }
-}
-
-impl UsageSink for RecordingUsage {
-    fn record(&self, record: UsageRecord) {
-        lock(&self.records).push(record);
-    }
-}
-
 /// A call the quota gate received.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum QuotaCall {
@@ -325,6 +305,7 @@ struct Budget {
     spent: u64,
     outstanding: HashMap<uuid::Uuid, u64>,
     calls: Vec<QuotaCall>,
+    records: Vec<UsageRecord>,
 }
 
 /// A faithful token quota over one budget: `reserve` refuses with
@@ -352,6 +333,11 @@ impl FakeQuota {
     /// Every call so far, in order.
     pub(crate) fn calls(&self) -> Vec<QuotaCall> {
         lock(&self.budget).calls.clone()
+    }
+
+    /// The usage records that travelled with settlements and releases, in order.
+    pub(crate) fn records(&self) -> Vec<UsageRecord> {
+        lock(&self.budget).records.clone()
     }
 
     /// Tokens spent.
@@ -406,8 +392,12 @@ impl QuotaGate for FakeQuota {
         &self,
         reservation: &Reservation,
         actual_tokens: u64,
+        record: Option<Vec<u8>>,
     ) -> Result<(), IdentityError> {
         let mut budget = lock(&self.budget);
+        budget
+            .records
+            .extend(record.map(|r| UsageRecord::decode(&r).expect("a usage record")));
         budget.calls.push(QuotaCall::Settle {
             id: reservation.id,
             estimate: reservation.estimate,
@@ -419,8 +409,15 @@ impl QuotaGate for FakeQuota {
         Ok(())
     }
 
-    async fn release(&self, reservation: &Reservation) -> Result<(), IdentityError> {
+    async fn release(
+        &self,
+        reservation: &Reservation,
+        record: Option<Vec<u8>>,
+    ) -> Result<(), IdentityError> {
         let mut budget = lock(&self.budget);
+        budget
+            .records
+            .extend(record.map(|r| UsageRecord::decode(&r).expect("a usage record")));
         budget.calls.push(QuotaCall::Release {
             id: reservation.id,
             estimate: reservation.estimate,

@@ -24,7 +24,6 @@ use crate::domain::conversation::{Conversation, MessageRole};
 use crate::domain::errors::InferenceError;
 use crate::domain::ports::{
     KeySealer, ProviderRepository, ResponseCache, Upstream, UpstreamRequest, UpstreamResponse,
-    UsageSink,
 };
 use crate::domain::provider::{Provider, Target};
 use crate::domain::usage::{TokenUsage, estimate_tokens};
@@ -82,15 +81,13 @@ pub struct GatewayPorts {
     pub sealer: Arc<dyn KeySealer>,
     /// HTTP to upstreams.
     pub upstream: Arc<dyn Upstream>,
-    /// Where usage records go.
-    pub usage: Arc<dyn UsageSink>,
     /// The identity context's metering gate.
     pub quota: Arc<dyn QuotaGate>,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// The exact-match response cache, when enabled.
     pub cache: Option<Arc<dyn ResponseCache>>,
-    /// Where settlements and conversation writes finish after the answer went out.
+    /// Where conversation writes (and settlements of calls whose client left) finish.
     pub background: Arc<dyn Background>,
 }
 
@@ -129,7 +126,6 @@ impl GatewayService {
     pub fn new(ports: GatewayPorts, config: GatewayConfig) -> Self {
         let settlement = SettlementPorts {
             quota: Arc::clone(&ports.quota),
-            usage: Arc::clone(&ports.usage),
             background: Arc::clone(&ports.background),
         };
         Self {
@@ -461,7 +457,7 @@ impl GatewayService {
                     (response.status, content_type, bytes, outcome)
                 }
             };
-        settlement.finish(outcome);
+        settlement.finish(outcome).await;
         Proxied {
             status,
             content_type,
@@ -496,14 +492,16 @@ impl GatewayService {
             at,
         );
         settlement.serve_from("cache", None);
-        settlement.finish(Outcome {
-            status: 200,
-            consumed: true,
-            reported: Some(TokenUsage::default()),
-            completion_bytes: 0,
-            first_byte_ms: Some(elapsed_ms(started)),
-            answer: None,
-        });
+        settlement
+            .finish(Outcome {
+                status: 200,
+                consumed: true,
+                reported: Some(TokenUsage::default()),
+                completion_bytes: 0,
+                first_byte_ms: Some(elapsed_ms(started)),
+                answer: None,
+            })
+            .await;
         Ok(Proxied {
             status: 200,
             content_type: "application/json".into(),

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::fakes::{
     FakeProviders, FakeQuota, FakeSealer, FakeUpstream, JoinedBackground, QUOTA_RULE, QuotaCall,
-    RecordingUsage, Reply, provider, signed_in,
+    Reply, provider, signed_in,
 };
 use super::gateway::{
     Call, Endpoint, GatewayConfig, GatewayPorts, GatewayService, Proxied, ProxiedBody,
@@ -40,7 +40,6 @@ fn started_at() -> DateTime<Utc> {
 struct Gateway {
     service: GatewayService,
     upstream: Arc<FakeUpstream>,
-    usage: Arc<RecordingUsage>,
     quota: Arc<FakeQuota>,
     background: Arc<JoinedBackground>,
 }
@@ -48,7 +47,6 @@ struct Gateway {
 impl Gateway {
     fn new(quota: u64) -> Self {
         let upstream = Arc::new(FakeUpstream::default());
-        let usage = Arc::new(RecordingUsage::default());
         let quota = Arc::new(FakeQuota::new(quota));
         let background = Arc::new(JoinedBackground::default());
         let providers = FakeProviders::new(vec![
@@ -59,7 +57,6 @@ impl Gateway {
             providers: Arc::new(providers),
             sealer: Arc::new(FakeSealer),
             upstream: Arc::clone(&upstream) as _,
-            usage: Arc::clone(&usage) as _,
             quota: Arc::clone(&quota) as _,
             clock: Arc::new(ManualClock::new(started_at())),
             cache: None,
@@ -73,7 +70,6 @@ impl Gateway {
         Self {
             service: GatewayService::new(ports, config),
             upstream,
-            usage,
             quota,
             background,
         }
@@ -96,7 +92,7 @@ impl Gateway {
     /// The one usage record, once background work finished.
     async fn only_record(&self) -> UsageRecord {
         self.background.settled().await;
-        let mut records = self.usage.records();
+        let mut records = self.quota.records();
         assert_eq!(records.len(), 1, "exactly one usage record: {records:?}");
         records.remove(0)
     }
@@ -201,7 +197,7 @@ async fn a_call_whose_reservation_exceeds_what_is_left_is_refused_before_any_ups
         gateway.quota.calls().last(),
         Some(&QuotaCall::Reserve(Some(PROMPT_ESTIMATE + 50)))
     );
-    assert_eq!(gateway.usage.records().len(), 1);
+    assert_eq!(gateway.quota.records().len(), 1);
     assert_eq!(gateway.quota.reserved(), 0);
     assert_eq!(gateway.quota.spent(), 12);
 }
@@ -312,7 +308,7 @@ async fn a_key_restricted_to_other_models_gets_model_not_found_and_no_reservatio
     gateway.background.settled().await;
     assert_eq!(gateway.quota.calls(), Vec::new());
     assert_eq!(gateway.upstream.received(), Vec::new());
-    assert_eq!(gateway.usage.records(), Vec::new());
+    assert_eq!(gateway.quota.records(), Vec::new());
 }
 
 #[tokio::test]
@@ -565,7 +561,7 @@ async fn when_every_upstream_fails_the_reservation_is_released_once_and_nothing_
         matches!(calls[1], QuotaCall::Release { estimate, .. } if estimate == PROMPT_ESTIMATE + DEFAULT_MAX_TOKENS),
         "{calls:?}"
     );
-    assert_eq!(gateway.usage.records(), Vec::new());
+    assert_eq!(gateway.quota.records(), Vec::new());
     assert_eq!(gateway.quota.reserved(), 0);
     assert_eq!(gateway.quota.spent(), 0);
 }
@@ -737,7 +733,7 @@ async fn a_client_that_leaves_mid_stream_is_settled_exactly_once_as_499() {
     assert_eq!(first, Ok(Bytes::from_static(EVENT_HEL.as_bytes())));
     gateway.background.settled().await;
     assert_eq!(
-        gateway.usage.records(),
+        gateway.quota.records(),
         Vec::new(),
         "not settled before the end"
     );

@@ -1,9 +1,11 @@
 //! A streamed answer passing through the gateway: bytes go out as they come in; the `usage`
 //! event is read (and dropped when the client did not ask for it); when the stream ends, breaks
-//! or the client goes away, the call's [`Settlement`] finishes exactly once.
+//! or the client goes away, the call's [`Settlement`] finishes exactly once. The stream's end
+//! (the `[DONE]` event and the close) goes out only after the settlement is durable.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -11,7 +13,7 @@ use bytes::Bytes;
 use futures_util::stream::{BoxStream, Stream, StreamExt as _};
 use serde_json::Value;
 
-use super::settlement::{CLIENT_GONE, Outcome, Settlement, elapsed_ms, openai_error};
+use super::settlement::{CLIENT_GONE, Closing, Outcome, Settlement, elapsed_ms, openai_error};
 use crate::domain::ports::UpstreamFailure;
 use crate::domain::sse::{Event, EventSplitter};
 use crate::domain::usage::TokenUsage;
@@ -22,6 +24,10 @@ pub struct MeteredStream {
     splitter: EventSplitter,
     pending: VecDeque<Bytes>,
     settlement: Option<Settlement>,
+    /// The settlement under way; the end waits for it.
+    closing: Option<Closing>,
+    /// The `[DONE]` event, held back until the settlement is durable.
+    done_event: Option<Bytes>,
     reported: Option<TokenUsage>,
     completion_chars: usize,
     answer: String,
@@ -43,6 +49,8 @@ impl MeteredStream {
             splitter: EventSplitter::default(),
             pending: VecDeque::new(),
             settlement: Some(settlement),
+            closing: None,
+            done_event: None,
             reported: None,
             completion_chars: 0,
             answer: String::new(),
@@ -53,6 +61,10 @@ impl MeteredStream {
     }
 
     fn handle(&mut self, event: Event) {
+        if event.raw.len() <= 64 && event.is_done() {
+            self.done_event = Some(Bytes::from(event.raw));
+            return;
+        }
         if let Some(mut json) = event.json() {
             if let Some(usage) = json
                 .get("usage")
@@ -103,14 +115,17 @@ impl MeteredStream {
         let Some(settlement) = self.settlement.take() else {
             return;
         };
-        settlement.finish(Outcome {
+        self.closing = Some(settlement.finish(Outcome {
             status,
             consumed: true,
             reported: self.reported,
             completion_bytes: self.completion_chars,
             first_byte_ms: self.first_byte_ms,
             answer: (status == 200).then(|| std::mem::take(&mut self.answer)),
-        });
+        }));
+        if let Some(done) = self.done_event.take() {
+            self.pending.push_back(done);
+        }
     }
 }
 
@@ -119,6 +134,12 @@ impl Stream for MeteredStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
+            if let Some(closing) = self.closing.as_mut() {
+                match Pin::new(closing).poll(cx) {
+                    Poll::Ready(()) => self.closing = None,
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
             if let Some(bytes) = self.pending.pop_front() {
                 return Poll::Ready(Some(Ok(bytes)));
             }
@@ -167,7 +188,8 @@ impl Stream for MeteredStream {
 
 impl Drop for MeteredStream {
     fn drop(&mut self) {
-        // The client went away mid-stream: dropping `inner` cancels the upstream call.
+        // The client went away mid-stream: dropping `inner` cancels the upstream call; the
+        // settlement (and one under way) completes in the background.
         self.finish(CLIENT_GONE);
     }
 }

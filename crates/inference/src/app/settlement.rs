@@ -1,16 +1,21 @@
 //! How an admitted call ends, streamed or not: one [`Settlement`] turns what came back into
-//! exactly one usage record and one settled (or released) reservation.
+//! exactly one usage record and one settled (or released) reservation. The record travels with
+//! the settlement into the identity context's durable stream, in the same atomic step, and the
+//! answer's end goes out only once that step is done: a call the client saw answered is never
+//! lost, whichever process dies next.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use maas_shared::tasks::Background;
+use maas_shared::tasks::{Background, BackgroundFuture};
 use maas_user::contract::{Principal, QuotaGate, Reservation};
 
 use super::balance::InFlight;
 use crate::domain::call::Call;
-use crate::domain::ports::UsageSink;
 use crate::domain::usage::{TokenUsage, UsageRecord, estimate_tokens};
 
 /// The status recorded when the client went away before the answer was complete.
@@ -54,7 +59,6 @@ pub struct Settlement {
 
 struct Parts {
     quota: Arc<dyn QuotaGate>,
-    usage: Arc<dyn UsageSink>,
     background: Arc<dyn Background>,
     reservation: Reservation,
     record: UsageRecord,
@@ -67,11 +71,9 @@ struct Parts {
 /// The ports a settlement reports to.
 #[derive(Clone)]
 pub struct SettlementPorts {
-    /// The identity context's metering gate.
+    /// The identity context's metering gate (usage records travel with its settlements).
     pub quota: Arc<dyn QuotaGate>,
-    /// Where usage records go.
-    pub usage: Arc<dyn UsageSink>,
-    /// Where settling runs once the answer went out.
+    /// Where settling runs when the caller went away before it could be awaited.
     pub background: Arc<dyn Background>,
 }
 
@@ -87,14 +89,14 @@ impl Settlement {
         started: Instant,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Self {
+        let request_id = reservation.id;
         Self {
             parts: Some(Parts {
                 quota: Arc::clone(&ports.quota),
-                usage: Arc::clone(&ports.usage),
                 background: Arc::clone(&ports.background),
                 reservation,
                 record: UsageRecord {
-                    id: uuid::Uuid::now_v7(),
+                    id: request_id,
                     user_id: principal.user_id(),
                     key_id: principal.key_id(),
                     model: call.model().to_owned(),
@@ -152,11 +154,14 @@ impl Settlement {
     }
 
     /// Ends the call: one usage record, and the reservation settled with the real (or
-    /// estimated) usage when the upstream did work, released when it did not. Never blocks:
-    /// the quota round trip runs in the background.
-    pub fn finish(mut self, outcome: Outcome) {
-        if let Some(parts) = self.parts.take() {
-            parts.finish(outcome);
+    /// estimated) usage when the upstream did work, released when it did not, in one atomic
+    /// step. Await the returned [`Closing`] before the answer's end goes out; dropped before it
+    /// completes, it finishes in the background.
+    #[must_use = "await the closing before the answer's end goes out"]
+    pub fn finish(mut self, outcome: Outcome) -> Closing {
+        match self.parts.take() {
+            Some(parts) => parts.close(outcome),
+            None => Closing::done(),
         }
     }
 
@@ -172,7 +177,7 @@ impl Settlement {
             return;
         };
         background.spawn(Box::pin(async move {
-            if let Err(err) = quota.release(&reservation).await {
+            if let Err(err) = quota.release(&reservation, None).await {
                 tracing::error!(error = %err, "could not release a reservation");
             }
         }));
@@ -182,20 +187,61 @@ impl Settlement {
 impl Drop for Settlement {
     fn drop(&mut self) {
         if let Some(parts) = self.parts.take() {
-            parts.finish(Outcome {
+            // Nobody waits for this one: the client is gone.
+            drop(parts.close(Outcome {
                 status: CLIENT_GONE,
                 consumed: true,
                 ..Outcome::default()
-            });
+            }));
+        }
+    }
+}
+
+/// A settlement on its way to the durable stream. Await it; dropped before it completes (the
+/// client went away meanwhile), it runs to the end in the background.
+pub struct Closing {
+    work: Option<BackgroundFuture>,
+    background: Option<Arc<dyn Background>>,
+}
+
+impl Closing {
+    fn done() -> Self {
+        Self {
+            work: None,
+            background: None,
+        }
+    }
+}
+
+impl Future for Closing {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(work) = self.work.as_mut() else {
+            return Poll::Ready(());
+        };
+        match work.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.work = None;
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if let (Some(work), Some(background)) = (self.work.take(), self.background.take()) {
+            background.spawn(work);
         }
     }
 }
 
 impl Parts {
-    fn finish(self, outcome: Outcome) {
+    fn close(self, outcome: Outcome) -> Closing {
         let Self {
             quota,
-            usage,
             background,
             reservation,
             mut record,
@@ -224,18 +270,24 @@ impl Parts {
         record.status = outcome.status;
         record.ttft_ms = outcome.first_byte_ms;
         record.latency_ms = elapsed_ms(started);
-        usage.record(record);
+        let encoded = record.encode();
         let consumed = outcome.consumed;
-        background.spawn(Box::pin(async move {
+        let work: BackgroundFuture = Box::pin(async move {
             let result = if consumed {
-                quota.settle(&reservation, tokens.total()).await
+                quota
+                    .settle(&reservation, tokens.total(), Some(encoded))
+                    .await
             } else {
-                quota.release(&reservation).await
+                quota.release(&reservation, Some(encoded)).await
             };
             if let Err(err) = result {
-                tracing::error!(error = %err, consumed, "could not settle a reservation");
+                tracing::error!(error = %err, consumed, request = %reservation.id, "could not settle a reservation; its usage is not recorded");
             }
-        }));
+        });
+        Closing {
+            work: Some(work),
+            background: Some(background),
+        }
     }
 }
 

@@ -39,6 +39,14 @@ impl Endpoint {
         }
     }
 
+    /// The endpoint recorded under `name` (see [`Endpoint::name`]).
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Chat, Self::Completions, Self::Embeddings]
+            .into_iter()
+            .find(|e| e.name() == name)
+    }
+
     /// The field holding the input.
     #[must_use]
     pub fn input_field(self) -> &'static str {

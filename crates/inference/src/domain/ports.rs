@@ -10,7 +10,7 @@ use maas_user::contract::UserId;
 use super::conversation::{Conversation, ConversationId, ExportRow, Message};
 use super::errors::InferenceError;
 use super::provider::{Provider, ProviderId};
-use super::usage::{UsageQuery, UsageRecord, UsageRow};
+use super::usage::{UsageQuery, UsageRow};
 
 /// Persistence of providers.
 #[async_trait]
@@ -89,12 +89,6 @@ pub trait Upstream: Send + Sync + 'static {
     /// # Errors
     /// [`UpstreamFailure`] when no response arrived.
     async fn post(&self, request: UpstreamRequest) -> Result<UpstreamResponse, UpstreamFailure>;
-}
-
-/// Where usage records go (batched; never blocks the request).
-pub trait UsageSink: Send + Sync + 'static {
-    /// Queues one record.
-    fn record(&self, record: UsageRecord);
 }
 
 /// Reading usage back.

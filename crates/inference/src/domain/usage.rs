@@ -17,7 +17,7 @@ impl TokenUsage {
     /// Prompt + completion.
     #[must_use]
     pub fn total(&self) -> u64 {
-        self.prompt + self.completion
+        self.prompt.saturating_add(self.completion)
     }
 
     /// Reads an OpenAI `usage` object.
@@ -61,6 +61,80 @@ pub struct UsageRecord {
     pub latency_ms: u64,
     /// When the request started.
     pub at: DateTime<Utc>,
+}
+
+/// A usage record as it travels with its settlement (through the identity context's durable
+/// stream, opaque there) to the worker that stores it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WireRecord {
+    id: Uuid,
+    user_id: UserId,
+    key_id: Option<ApiKeyId>,
+    model: String,
+    upstream: String,
+    endpoint: String,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    estimated: bool,
+    status: u16,
+    stream: bool,
+    ttft_ms: Option<u64>,
+    latency_ms: u64,
+    at: DateTime<Utc>,
+}
+
+impl UsageRecord {
+    /// The record as bytes (JSON), for [`UsageRecord::decode`].
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let wire = WireRecord {
+            id: self.id,
+            user_id: self.user_id,
+            key_id: self.key_id,
+            model: self.model.clone(),
+            upstream: self.upstream.clone(),
+            endpoint: self.endpoint.to_owned(),
+            prompt_tokens: self.usage.prompt,
+            completion_tokens: self.usage.completion,
+            estimated: self.estimated,
+            status: self.status,
+            stream: self.stream,
+            ttft_ms: self.ttft_ms,
+            latency_ms: self.latency_ms,
+            at: self.at,
+        };
+        // Serializing plain fields to JSON cannot fail.
+        serde_json::to_vec(&wire).unwrap_or_default()
+    }
+
+    /// A record from [`UsageRecord::encode`]'s bytes.
+    ///
+    /// # Errors
+    /// When the bytes are not such a record (or name an unknown endpoint).
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let wire: WireRecord =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a usage record: {e}"))?;
+        let endpoint = crate::domain::call::Endpoint::from_name(&wire.endpoint)
+            .ok_or_else(|| format!("unknown endpoint `{}`", wire.endpoint))?;
+        Ok(Self {
+            id: wire.id,
+            user_id: wire.user_id,
+            key_id: wire.key_id,
+            model: wire.model,
+            upstream: wire.upstream,
+            endpoint: endpoint.name(),
+            usage: TokenUsage {
+                prompt: wire.prompt_tokens,
+                completion: wire.completion_tokens,
+            },
+            estimated: wire.estimated,
+            status: wire.status,
+            stream: wire.stream,
+            ttft_ms: wire.ttft_ms,
+            latency_ms: wire.latency_ms,
+            at: wire.at,
+        })
+    }
 }
 
 /// A rough token count for text (about four characters per token), used for reservations and

@@ -14,7 +14,7 @@ use maas_shared::clock::Clock;
 use maas_shared::kv::{Keyspace, Multiplexed};
 use maas_shared::seal::Sealer;
 use maas_shared::tasks::{Background, Tasks};
-use maas_user::contract::QuotaGate;
+use maas_user::contract::{QuotaGate, SettledRecords};
 use sea_orm::DatabaseConnection;
 
 use crate::app::conversations::{ConversationConfig, ConversationService};
@@ -64,7 +64,8 @@ pub struct GatewayParams {
     pub audit: Arc<dyn AuditLog>,
     /// Time.
     pub clock: Arc<dyn Clock>,
-    /// The process's background work (usage writer, partition upkeep, settlements).
+    /// The process's background work (settlements of calls whose client left, conversation
+    /// writes).
     pub tasks: Tasks,
 }
 
@@ -82,8 +83,7 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the adapters and services; registers the usage writer and the partition upkeep
-    /// with the process's tasks. Must run inside a Tokio runtime.
+    /// Builds the adapters and services. Must run inside a Tokio runtime.
     ///
     /// # Errors
     /// When the HTTP client cannot be built.
@@ -91,7 +91,6 @@ impl Gateway {
         let sealer: Arc<dyn KeySealer> = Arc::new(PlatformSealer(Sealer::new(&p.platform_key)));
         let repo = Arc::new(postgres::PgProviderRepository::new(p.db.clone()));
         let upstream = Arc::new(upstream::HttpUpstream::new(p.timeouts)?);
-        let usage = Arc::new(postgres::BatchedUsage::start(p.db.clone(), &p.tasks));
         let response_cache: Option<Arc<dyn crate::domain::ports::ResponseCache>> =
             p.cache_ttl.map(|ttl| {
                 Arc::new(cache::RedisResponseCache::new(
@@ -111,7 +110,6 @@ impl Gateway {
                 providers: repo.clone(),
                 sealer: Arc::clone(&sealer),
                 upstream,
-                usage,
                 quota: p.quota,
                 clock: Arc::clone(&p.clock),
                 cache: response_cache,
@@ -128,6 +126,14 @@ impl Gateway {
             conversations,
         })
     }
+}
+
+/// Where the worker stores the usage records that travel with settlements; it also keeps the
+/// usage table's partitions created ahead of time (a loop registered with `tasks`).
+#[must_use]
+pub fn usage_records(db: DatabaseConnection, tasks: &Tasks) -> Arc<dyn SettledRecords> {
+    postgres::keep_usage_partitions(db.clone(), tasks);
+    Arc::new(postgres::PgUsageRecords::new(db))
 }
 
 /// The conversation service alone (the worker's expiry job needs nothing else).

@@ -1,22 +1,21 @@
-//! PostgreSQL adapters: providers with their routes, and the batched usage writer.
+//! PostgreSQL adapters: providers with their routes, usage rows (written by the worker from the
+//! settlement stream) and usage reports.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use backon::Retryable as _;
 use chrono::{DateTime, Utc};
 use maas_shared::tasks::Tasks;
+use maas_user::contract::SettledRecords;
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, TransactionTrait,
     Value,
 };
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::domain::errors::InferenceError;
-use crate::domain::ports::{ProviderRepository, UsageReports, UsageSink};
+use crate::domain::ports::{ProviderRepository, UsageReports};
 use crate::domain::provider::{BaseUrl, ModelRoute, Provider, ProviderId, ProviderName};
 use crate::domain::usage::{Grouping, UsageQuery, UsageRecord, UsageRow};
 
@@ -151,68 +150,60 @@ fn provider_from_row(row: ProviderRow) -> Result<Provider, InferenceError> {
     ))
 }
 
-const BATCH: usize = 500;
-
-/// Usage records written in batches by a background task; `record` never blocks the request.
-pub struct BatchedUsage {
-    tx: mpsc::UnboundedSender<UsageRecord>,
+/// Keeps this and next month's partitions of the usage table created ahead of time
+/// (idempotent, so every replica may run it): registered with `tasks` by the process that
+/// writes usage rows, `maas-worker`.
+pub fn keep_usage_partitions(db: DatabaseConnection, tasks: &Tasks) {
+    tasks.spawn_loop("inference.usage_partitions", move |shutdown| async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(6 * 3600));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.requested() => return,
+            }
+            let sql = "SELECT usage_records_ensure_partition(current_date), \
+                       usage_records_ensure_partition((current_date + interval '1 month')::date)";
+            if let Err(err) = db.execute_unprepared(sql).await {
+                // Another replica may have created it at the same moment; the next run checks again.
+                tracing::warn!(error = %err, "could not ensure usage partitions");
+            }
+        }
+    });
 }
 
-impl BatchedUsage {
-    /// Registers the writer loop (flushed on shutdown) and a loop that keeps this and next
-    /// month's partitions of the usage table created ahead of time (idempotent, so every replica
-    /// may run it) with `tasks`.
+/// Stores the usage records that travel with settlements (the identity context's drain hands
+/// them over): one statement per batch, a record already stored is skipped.
+#[derive(Clone, Debug)]
+pub struct PgUsageRecords {
+    db: DatabaseConnection,
+}
+
+impl PgUsageRecords {
+    /// An adapter over the pool.
     #[must_use]
-    pub fn start(db: DatabaseConnection, tasks: &Tasks) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel::<UsageRecord>();
-        let db = Arc::new(db);
-        let maintenance = Arc::clone(&db);
-        tasks.spawn_loop("inference.usage_partitions", move |shutdown| async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(6 * 3600));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    () = shutdown.requested() => return,
-                }
-                let sql = "SELECT usage_records_ensure_partition(current_date), \
-                           usage_records_ensure_partition((current_date + interval '1 month')::date)";
-                if let Err(err) = maintenance.execute_unprepared(sql).await {
-                    // Another replica may have created it at the same moment; the next run checks again.
-                    tracing::warn!(error = %err, "could not ensure usage partitions");
-                }
-            }
-        });
-        tasks.spawn_loop("inference.usage_writer", move |shutdown| {
-            maas_shared::batch::drain(
-                rx,
-                Duration::from_millis(100),
-                BATCH,
-                move |batch: Vec<UsageRecord>| {
-                    let db = Arc::clone(&db);
-                    async move {
-                        let written = (|| write(&db, &batch))
-                            .retry(maas_shared::retry::write_backoff())
-                            .notify(|err, delay| {
-                                tracing::warn!(records = batch.len(), error = %err, retry_in = ?delay, "usage write failed; retrying");
-                            })
-                            .await;
-                        if let Err(err) = written {
-                            tracing::error!(records = batch.len(), error = ?err, "usage write failed for good; records lost");
-                        }
-                    }
-                },
-                shutdown,
-            )
-        });
-        Self { tx }
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
     }
 }
 
-impl UsageSink for BatchedUsage {
-    fn record(&self, record: UsageRecord) {
-        if self.tx.send(record).is_err() {
-            tracing::error!("usage writer stopped; a usage record was lost");
+#[async_trait]
+impl SettledRecords for PgUsageRecords {
+    #[tracing::instrument(name = "usage.store", skip_all, fields(records = records.len()))]
+    async fn store(&self, records: &[Vec<u8>]) -> anyhow::Result<()> {
+        let mut batch = Vec::with_capacity(records.len());
+        for bytes in records {
+            match UsageRecord::decode(bytes) {
+                Ok(record) => batch.push(record),
+                // Written by this platform, so never expected; kept in the log rather than
+                // retried forever.
+                Err(why) => tracing::error!(
+                    why,
+                    bytes = bytes.len(),
+                    "skipping an unreadable usage record"
+                ),
+            }
         }
+        write(&self.db, &batch).await
     }
 }
 
@@ -243,7 +234,8 @@ const INSERT_USAGE: &str = "INSERT INTO usage_records (id, user_id, key_id, mode
      estimated, status, stream, ttft_ms, latency_ms, at \
      FROM json_to_recordset($1::json) AS r(id uuid, user_id uuid, key_id uuid, model text, \
      upstream text, endpoint text, prompt_tokens bigint, completion_tokens bigint, estimated boolean, \
-     status integer, stream boolean, ttft_ms bigint, latency_ms bigint, at timestamptz)";
+     status integer, stream boolean, ttft_ms bigint, latency_ms bigint, at timestamptz) \
+     ON CONFLICT (id, at) DO NOTHING";
 
 async fn write(db: &DatabaseConnection, batch: &[UsageRecord]) -> anyhow::Result<()> {
     if batch.is_empty() {

@@ -23,7 +23,7 @@ use crate::domain::api_key::{ApiKey, ApiKeyId, MintedSecret, SecretDigest};
 use crate::domain::errors::{IdentityError, LimitState};
 use crate::domain::limits::{Demand, LimitDefaults, LimitRule, Metric, QuotaPolicy, Subject};
 use crate::domain::ports::{
-    ApiKeyRepository, CachedAuth, InvalidationBus, KeyUseRecorder, LedgerEntry, LimitStore,
+    ApiKeyRepository, CachedAuth, Ended, InvalidationBus, KeyUseRecorder, LedgerEntry, LimitStore,
     PasswordHasher, PrincipalCache, PrincipalKey, QuotaPolicyRepository, RefreshTokenRepository,
     Reservation, Secrets, TokenCodec, UsageLedger, UserRepository,
 };
@@ -414,6 +414,14 @@ impl FakeLedger {
         lock(&self.entries).clone()
     }
 
+    /// Appends one entry unless its request is stored already (as the real ledger does).
+    pub(crate) fn push(&self, entry: LedgerEntry) {
+        let mut entries = lock(&self.entries);
+        if !entries.iter().any(|e| e.request_id == entry.request_id) {
+            entries.push(entry);
+        }
+    }
+
     fn sums(&self, subject: Subject, since: DateTime<Utc>) -> (u64, u64) {
         lock(&self.entries)
             .iter()
@@ -431,7 +439,9 @@ impl FakeLedger {
 #[async_trait]
 impl UsageLedger for FakeLedger {
     async fn append(&self, entries: &[LedgerEntry]) -> Result<(), IdentityError> {
-        lock(&self.entries).extend_from_slice(entries);
+        for entry in entries {
+            self.push(entry.clone());
+        }
         Ok(())
     }
 
@@ -466,14 +476,21 @@ impl Counter {
 #[derive(Default)]
 struct LimitsInner {
     counters: HashMap<String, Counter>,
-    live: HashSet<Uuid>,
+    /// Live reservations and their deadlines.
+    live: HashMap<Uuid, (Reservation, DateTime<Utc>)>,
+    /// Reservations the sweeper released.
+    swept: HashSet<Uuid>,
+    /// Records that ended with a settlement or release, in order.
+    records: Vec<Vec<u8>>,
     hits: HashMap<String, (DateTime<Utc>, u64)>,
 }
 
 /// Counters in memory, with the admission semantics of the Redis scripts: every rule is checked
 /// (spent + reserved + demand, a zero-cost check needing one unit of headroom) and only if all
 /// pass are they all charged; settle and release apply once per reservation; durable counters
-/// missing from the store are rebuilt from the ledger.
+/// missing from the store are rebuilt from the ledger. Settling appends the ledger entry at once
+/// (the real store appends it to a stream the worker drains); a reservation not ended within
+/// [`FakeLimits::HOLD`] is released by a sweep.
 pub(crate) struct FakeLimits {
     clock: Arc<dyn Clock>,
     ledger: Arc<FakeLedger>,
@@ -497,9 +514,41 @@ impl FakeLimits {
         lock(&self.state).counters.get(key).copied()
     }
 
+    /// How long a reservation is held before a sweep may release it.
+    pub(crate) const HOLD: chrono::Duration = chrono::Duration::minutes(10);
+
     /// How many reservations are neither settled nor released.
     pub(crate) fn live_reservations(&self) -> usize {
         lock(&self.state).live.len()
+    }
+
+    /// Every record that ended with a settlement or release, in order.
+    pub(crate) fn records(&self) -> Vec<Vec<u8>> {
+        lock(&self.state).records.clone()
+    }
+}
+
+/// Ends reservation `id`: whether it was held, swept or already gone.
+fn end(state: &mut LimitsInner, id: Uuid) -> Ended {
+    if state.live.remove(&id).is_some() {
+        Ended::Held
+    } else if state.swept.remove(&id) {
+        Ended::Swept
+    } else {
+        Ended::Gone
+    }
+}
+
+fn release_counters(state: &mut LimitsInner, reservation: &Reservation) {
+    for key in &reservation.token_counters {
+        if let Some(counter) = state.counters.get_mut(key) {
+            counter.reserved = counter.reserved.saturating_sub(reservation.estimate);
+        }
+    }
+    for key in &reservation.request_counters {
+        if let Some(counter) = state.counters.get_mut(key) {
+            counter.reserved = counter.reserved.saturating_sub(1);
+        }
     }
 }
 
@@ -583,8 +632,7 @@ impl LimitStore for FakeLimits {
             }
         }
         let id = Uuid::now_v7();
-        state.live.insert(id);
-        Ok(Reservation {
+        let reservation = Reservation {
             id,
             user_id: user,
             key_id: principal.key_id(),
@@ -592,49 +640,86 @@ impl LimitStore for FakeLimits {
             token_counters,
             request_counters,
             tightest: tightest.map(|(rule, left)| limit_state(rule, rule.max - left, now)),
-        })
+        };
+        state
+            .live
+            .insert(id, (reservation.clone(), now + Self::HOLD));
+        Ok(reservation)
     }
 
     async fn settle(
         &self,
         reservation: &Reservation,
         actual_tokens: u64,
-    ) -> Result<bool, IdentityError> {
+        at: DateTime<Utc>,
+        record: Option<&[u8]>,
+    ) -> Result<Ended, IdentityError> {
         let mut state = lock(&self.state);
-        if !state.live.remove(&reservation.id) {
-            return Ok(false);
+        let ended = end(&mut state, reservation.id);
+        if ended == Ended::Gone {
+            return Ok(ended);
         }
+        let held = ended == Ended::Held;
         for key in &reservation.token_counters {
             if let Some(counter) = state.counters.get_mut(key) {
-                counter.reserved = counter.reserved.saturating_sub(reservation.estimate);
+                if held {
+                    counter.reserved = counter.reserved.saturating_sub(reservation.estimate);
+                }
                 counter.spent += actual_tokens;
             }
         }
         for key in &reservation.request_counters {
             if let Some(counter) = state.counters.get_mut(key) {
-                counter.reserved = counter.reserved.saturating_sub(1);
+                if held {
+                    counter.reserved = counter.reserved.saturating_sub(1);
+                }
                 counter.spent += 1;
             }
         }
-        Ok(true)
+        state.records.extend(record.map(<[u8]>::to_vec));
+        drop(state);
+        self.ledger.push(LedgerEntry {
+            request_id: reservation.id,
+            user_id: reservation.user_id,
+            key_id: reservation.key_id,
+            tokens: actual_tokens,
+            requests: 1,
+            at,
+        });
+        Ok(ended)
     }
 
-    async fn release(&self, reservation: &Reservation) -> Result<bool, IdentityError> {
+    async fn release(
+        &self,
+        reservation: &Reservation,
+        record: Option<&[u8]>,
+    ) -> Result<Ended, IdentityError> {
         let mut state = lock(&self.state);
-        if !state.live.remove(&reservation.id) {
-            return Ok(false);
+        let ended = end(&mut state, reservation.id);
+        if ended == Ended::Gone {
+            return Ok(ended);
         }
-        for key in &reservation.token_counters {
-            if let Some(counter) = state.counters.get_mut(key) {
-                counter.reserved = counter.reserved.saturating_sub(reservation.estimate);
-            }
+        if ended == Ended::Held {
+            release_counters(&mut state, reservation);
         }
-        for key in &reservation.request_counters {
-            if let Some(counter) = state.counters.get_mut(key) {
-                counter.reserved = counter.reserved.saturating_sub(1);
-            }
+        state.records.extend(record.map(<[u8]>::to_vec));
+        Ok(ended)
+    }
+
+    async fn sweep(&self, now: DateTime<Utc>) -> Result<u64, IdentityError> {
+        let mut state = lock(&self.state);
+        let due: Vec<Reservation> = state
+            .live
+            .values()
+            .filter(|(_, deadline)| *deadline < now)
+            .map(|(reservation, _)| reservation.clone())
+            .collect();
+        for reservation in &due {
+            state.live.remove(&reservation.id);
+            state.swept.insert(reservation.id);
+            release_counters(&mut state, reservation);
         }
-        Ok(true)
+        Ok(due.len() as u64)
     }
 
     async fn current(

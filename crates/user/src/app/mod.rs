@@ -5,6 +5,7 @@ pub mod auth;
 #[cfg(test)]
 pub(crate) mod fakes;
 pub mod keys;
+pub mod ledger;
 pub mod quotas;
 pub mod sessions;
 

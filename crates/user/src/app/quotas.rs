@@ -8,7 +8,7 @@ use super::{Actor, IdentityDeps};
 use crate::domain::api_key::ApiKeyId;
 use crate::domain::errors::IdentityError;
 use crate::domain::limits::{Demand, LimitRule, QuotaPolicy, Subject};
-use crate::domain::ports::{LedgerEntry, Reservation};
+use crate::domain::ports::{Ended, Reservation};
 use crate::domain::principal::Principal;
 use crate::domain::user::{UserId, UserStatus};
 use crate::domain::values::Permission;
@@ -26,21 +26,29 @@ pub trait QuotaGate: Send + Sync + 'static {
         demand: Demand,
     ) -> Result<Reservation, IdentityError>;
 
-    /// Replaces the reserved token estimate with the real usage and records it durably.
+    /// Replaces the reserved token estimate with the real usage and records it durably, with
+    /// `record` (the caller's own record of the call, stored by the worker with the ledger
+    /// entry), in one atomic step: once this returns, neither is lost by a crash.
     ///
     /// # Errors
-    /// Infrastructure failures.
+    /// Infrastructure failures (then nothing was recorded).
     async fn settle(
         &self,
         reservation: &Reservation,
         actual_tokens: u64,
+        record: Option<Vec<u8>>,
     ) -> Result<(), IdentityError>;
 
-    /// Gives the reservation back (the call did not happen).
+    /// Gives the reservation back (the call consumed nothing); `record`, when given, is still
+    /// stored.
     ///
     /// # Errors
     /// Infrastructure failures.
-    async fn release(&self, reservation: &Reservation) -> Result<(), IdentityError>;
+    async fn release(
+        &self,
+        reservation: &Reservation,
+        record: Option<Vec<u8>>,
+    ) -> Result<(), IdentityError>;
 }
 
 /// One rule with its current consumption.
@@ -171,8 +179,18 @@ impl QuotaService {
     /// As [`QuotaGate::reserve`].
     pub async fn admit_request(&self, principal: &Principal) -> Result<Reservation, IdentityError> {
         let reservation = self.reserve(principal, Demand { tokens: None }).await?;
-        self.settle(&reservation, 0).await?;
+        self.settle(&reservation, 0, None).await?;
         Ok(reservation)
+    }
+
+    /// Releases the reservations whose process died before settling them (their deadline
+    /// passed); the scheduled sweeper runs this. Returns how many were released.
+    ///
+    /// # Errors
+    /// Infrastructure failures.
+    #[tracing::instrument(name = "quotas.sweep", skip_all)]
+    pub async fn sweep_reservations(&self) -> Result<u64, IdentityError> {
+        self.deps.limits.sweep(self.deps.clock.now()).await
     }
 }
 
@@ -203,25 +221,34 @@ impl QuotaGate for QuotaService {
         &self,
         reservation: &Reservation,
         actual_tokens: u64,
+        record: Option<Vec<u8>>,
     ) -> Result<(), IdentityError> {
-        if self.deps.limits.settle(reservation, actual_tokens).await? {
-            let entry = LedgerEntry {
-                user_id: reservation.user_id,
-                key_id: reservation.key_id,
-                tokens: actual_tokens,
-                requests: 1,
-                at: self.deps.clock.now(),
-            };
-            self.deps
-                .ledger
-                .append(std::slice::from_ref(&entry))
-                .await?;
+        let ended = self
+            .deps
+            .limits
+            .settle(
+                reservation,
+                actual_tokens,
+                self.deps.clock.now(),
+                record.as_deref(),
+            )
+            .await?;
+        if ended == Ended::Swept {
+            tracing::warn!(reservation = %reservation.id, "settled a reservation the sweeper had already released; charged in full");
         }
         Ok(())
     }
 
-    async fn release(&self, reservation: &Reservation) -> Result<(), IdentityError> {
-        self.deps.limits.release(reservation).await.map(|_| ())
+    async fn release(
+        &self,
+        reservation: &Reservation,
+        record: Option<Vec<u8>>,
+    ) -> Result<(), IdentityError> {
+        self.deps
+            .limits
+            .release(reservation, record.as_deref())
+            .await
+            .map(|_| ())
     }
 }
 
@@ -238,6 +265,7 @@ mod tests {
     use crate::app::fakes::{self, BusMessage, Counter, FakeLimits, Handles};
     use crate::app::sessions::SessionService;
     use crate::domain::errors::LimitState;
+    use crate::domain::ports::LedgerEntry;
 
     const PASSWORD: &str = "correct horse battery";
     const MINUTE: Option<StdDuration> = Some(StdDuration::from_secs(60));
@@ -383,9 +411,13 @@ mod tests {
     async fn settling_moves_the_reservation_to_spent_and_records_the_real_usage_once() {
         let f = fixture().await;
         let reservation = f.reserve(600).await.unwrap();
-        f.quotas.settle(&reservation, 450).await.unwrap();
+        f.quotas
+            .settle(&reservation, 450, Some(b"usage row".to_vec()))
+            .await
+            .unwrap();
         assert_eq!(f.counters(), (counter(1, 0), counter(450, 0)));
         let entry = LedgerEntry {
+            request_id: reservation.id,
             user_id: f.caller.user_id(),
             key_id: None,
             tokens: 450,
@@ -396,10 +428,11 @@ mod tests {
         assert_eq!(f.handles.limits.live_reservations(), 0);
 
         // Settling (or releasing) the same reservation again changes nothing.
-        f.quotas.settle(&reservation, 450).await.unwrap();
-        f.quotas.release(&reservation).await.unwrap();
+        f.quotas.settle(&reservation, 450, None).await.unwrap();
+        f.quotas.release(&reservation, None).await.unwrap();
         assert_eq!(f.counters(), (counter(1, 0), counter(450, 0)));
         assert_eq!(f.handles.ledger.entries(), [entry]);
+        assert_eq!(f.handles.limits.records(), [b"usage row".to_vec()]);
 
         // What was settled is what counts against the quota: 450 + 550 = 1000 fits, one more not.
         let rest = f.reserve(550).await.unwrap();
@@ -419,7 +452,7 @@ mod tests {
         assert_eq!(used, [2, 1000]);
 
         // Usage above the estimate is recorded as it was.
-        f.quotas.settle(&rest, 700).await.unwrap();
+        f.quotas.settle(&rest, 700, None).await.unwrap();
         assert_eq!(f.counters(), (counter(2, 0), counter(1150, 0)));
         let tokens: Vec<u64> = f
             .handles
@@ -435,12 +468,12 @@ mod tests {
     async fn releasing_gives_the_whole_reservation_back_and_records_nothing() {
         let f = fixture().await;
         let reservation = f.reserve(600).await.unwrap();
-        f.quotas.release(&reservation).await.unwrap();
+        f.quotas.release(&reservation, None).await.unwrap();
         assert_eq!(f.counters(), (counter(0, 0), counter(0, 0)));
         assert_eq!(f.handles.limits.live_reservations(), 0);
 
         // A released reservation cannot be settled afterwards.
-        f.quotas.settle(&reservation, 600).await.unwrap();
+        f.quotas.settle(&reservation, 600, None).await.unwrap();
         assert_eq!(f.counters(), (counter(0, 0), counter(0, 0)));
         assert_eq!(f.handles.ledger.entries(), []);
 
@@ -448,6 +481,54 @@ mod tests {
         let all = f.reserve(1000).await.unwrap();
         assert_eq!(all.tightest, Some(quota_state(0)));
         assert_eq!(f.counters(), (counter(0, 1), counter(0, 1000)));
+    }
+
+    #[tokio::test]
+    async fn a_release_stores_its_record_but_no_ledger_entry() {
+        let f = fixture().await;
+        let reservation = f.reserve(600).await.unwrap();
+        f.quotas
+            .release(&reservation, Some(b"refused upstream".to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(f.counters(), (counter(0, 0), counter(0, 0)));
+        assert_eq!(f.handles.ledger.entries(), []);
+        assert_eq!(f.handles.limits.records(), [b"refused upstream".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_releases_reservations_past_their_deadline_and_a_late_settlement_charges_in_full()
+     {
+        let f = fixture().await;
+        let dead = f.reserve(600).await.unwrap();
+        f.handles.clock.advance(Duration::minutes(5));
+        let alive = f.reserve(100).await.unwrap();
+        // The minute's request counter holds only the first call (the second is in another
+        // minute); the daily token counter holds both.
+        assert_eq!(f.counters(), (counter(0, 1), counter(0, 700)));
+
+        // Not yet past any deadline: nothing is released.
+        assert_eq!(f.quotas.sweep_reservations().await.unwrap(), 0);
+        f.handles.clock.advance(Duration::minutes(6));
+        assert_eq!(f.quotas.sweep_reservations().await.unwrap(), 1);
+        assert_eq!(f.counters(), (counter(0, 0), counter(0, 100)));
+        assert_eq!(f.handles.limits.live_reservations(), 1);
+        assert_eq!(f.quotas.sweep_reservations().await.unwrap(), 0, "once");
+
+        // The swept call did finish after all: it is charged what it used, once.
+        f.quotas.settle(&dead, 250, None).await.unwrap();
+        f.quotas.settle(&dead, 250, None).await.unwrap();
+        assert_eq!(f.counters(), (counter(1, 0), counter(250, 100)));
+        f.quotas.settle(&alive, 80, None).await.unwrap();
+        assert_eq!(f.counters(), (counter(1, 0), counter(330, 0)));
+        let tokens: Vec<u64> = f
+            .handles
+            .ledger
+            .entries()
+            .iter()
+            .map(|e| e.tokens)
+            .collect();
+        assert_eq!(tokens, [250, 80]);
     }
 
     #[tokio::test]
@@ -472,17 +553,15 @@ mod tests {
                 reset_after: MINUTE,
             }
         );
-        let entry = LedgerEntry {
-            user_id: f.caller.user_id(),
-            key_id: None,
-            tokens: 0,
-            requests: 1,
-            at: fakes::start(),
-        };
-        assert_eq!(
-            f.handles.ledger.entries(),
-            [entry.clone(), entry.clone(), entry]
-        );
+        let entries: Vec<_> = f
+            .handles
+            .ledger
+            .entries()
+            .iter()
+            .map(|e| (e.user_id, e.key_id, e.tokens, e.requests, e.at))
+            .collect();
+        let entry = (f.caller.user_id(), None, 0, 1, fakes::start());
+        assert_eq!(entries, [entry, entry, entry]);
 
         f.handles.clock.advance(Duration::minutes(1));
         f.quotas.admit_request(&f.caller).await.unwrap();

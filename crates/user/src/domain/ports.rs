@@ -179,6 +179,8 @@ pub trait QuotaPolicyRepository: Send + Sync + 'static {
 /// One settled consumption, for the durable ledger.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerEntry {
+    /// The settled reservation (one entry per request: a redelivered entry is written once).
+    pub request_id: Uuid,
     /// Who.
     pub user_id: UserId,
     /// Through which key.
@@ -194,7 +196,8 @@ pub struct LedgerEntry {
 /// The durable record of consumption that quotas are rebuilt from.
 #[async_trait]
 pub trait UsageLedger: Send + Sync + 'static {
-    /// Appends entries (one statement).
+    /// Appends entries (one statement); an entry whose `request_id` is already stored is
+    /// skipped, so appending the same entries again changes nothing.
     ///
     /// # Errors
     /// [`IdentityError::Unexpected`] on storage failure.
@@ -230,6 +233,17 @@ pub struct Reservation {
     pub tightest: Option<super::errors::LimitState>,
 }
 
+/// What ending a reservation found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// It was held: ended now.
+    Held,
+    /// The sweeper had released it (its process was thought dead): ended now, charged in full.
+    Swept,
+    /// It had been ended already: nothing changed.
+    Gone,
+}
+
 /// Counters in a shared store (Redis): atomic check-and-charge of many rules at once.
 #[async_trait]
 pub trait LimitStore: Send + Sync + 'static {
@@ -247,7 +261,10 @@ pub trait LimitStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Reservation, IdentityError>;
 
-    /// Replaces the token estimate with `actual` (idempotent per reservation).
+    /// Replaces the token estimate with `actual_tokens` and, in the same atomic step, appends
+    /// the [`LedgerEntry`] (and `record`, the caller's own usage record) to the durable
+    /// settlement stream. A reservation the sweeper already released is charged in full
+    /// instead, so counters and ledger still agree; one already ended changes nothing.
     ///
     /// # Errors
     /// [`IdentityError::Unavailable`] when the store is unreachable or timing out.
@@ -255,13 +272,27 @@ pub trait LimitStore: Send + Sync + 'static {
         &self,
         reservation: &Reservation,
         actual_tokens: u64,
-    ) -> Result<bool, IdentityError>;
+        at: DateTime<Utc>,
+        record: Option<&[u8]>,
+    ) -> Result<Ended, IdentityError>;
 
-    /// Gives back everything the reservation charged (idempotent).
+    /// Gives back everything the reservation charged (idempotent) and appends `record`, when
+    /// given, to the settlement stream (a call that consumed nothing is still recorded).
     ///
     /// # Errors
     /// [`IdentityError::Unavailable`] when the store is unreachable or timing out.
-    async fn release(&self, reservation: &Reservation) -> Result<bool, IdentityError>;
+    async fn release(
+        &self,
+        reservation: &Reservation,
+        record: Option<&[u8]>,
+    ) -> Result<Ended, IdentityError>;
+
+    /// Releases every reservation whose deadline passed before `now` (its process died before
+    /// settling); returns how many.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unavailable`] when the store is unreachable or timing out.
+    async fn sweep(&self, now: DateTime<Utc>) -> Result<u64, IdentityError>;
 
     /// Current counts of the principal's rules in their windows at `now`, in rule order.
     ///
@@ -284,6 +315,95 @@ pub trait LimitStore: Send + Sync + 'static {
         max: u64,
         window: std::time::Duration,
     ) -> Result<Option<std::time::Duration>, IdentityError>;
+}
+
+/// One entry of the settlement stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settled {
+    /// Where it sits in the stream (acknowledged with it).
+    pub position: StreamPosition,
+    /// The ledger entry, when the call consumed anything.
+    pub entry: Option<LedgerEntry>,
+    /// The caller context's own record of the call (the gateway's usage row), opaque here.
+    pub record: Option<Vec<u8>>,
+}
+
+/// An entry's place in the sharded settlement stream.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StreamPosition {
+    /// Shard.
+    pub shard: u16,
+    /// Entry id in that shard's stream.
+    pub id: String,
+}
+
+/// How far the stream's readers are behind, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StreamStats {
+    /// Entries not yet written to PostgreSQL (new and delivered-but-unacknowledged).
+    pub backlog: u64,
+    /// Entries delivered to a reader and not acknowledged yet.
+    pub pending: u64,
+    /// Age of the oldest entry not yet written, in seconds (0 when none).
+    pub lag_seconds: f64,
+    /// Entries written to PostgreSQL so far (all readers, since the stream began).
+    pub drained: u64,
+    /// Entries that failed to be written (retried later) or could not be read (set aside).
+    pub failed: u64,
+}
+
+/// The durable stream of settlements (written atomically with the counters by
+/// [`LimitStore::settle`]) as its readers see it: a consumer group, so each entry is handled
+/// by one reader, and one that died has its entries claimed by another.
+#[async_trait]
+pub trait SettlementStream: Send + Sync + 'static {
+    /// Up to `max` entries never delivered before, for `consumer`. Entries that cannot be
+    /// read are set aside (out of the stream, counted as failed) and not returned.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unavailable`] when the store is unreachable.
+    async fn read(&self, consumer: &str, max: usize) -> Result<Vec<Settled>, IdentityError>;
+
+    /// Up to `max` entries delivered to some reader (possibly dead) more than `idle` ago and
+    /// never acknowledged, now delivered to `consumer`.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unavailable`] when the store is unreachable.
+    async fn claim(
+        &self,
+        consumer: &str,
+        idle: std::time::Duration,
+        max: usize,
+    ) -> Result<Vec<Settled>, IdentityError>;
+
+    /// Acknowledges (and removes) entries whose effects are committed.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unavailable`] when the store is unreachable.
+    async fn ack(&self, positions: &[StreamPosition]) -> Result<(), IdentityError>;
+
+    /// Counts entries written and entries that failed, for [`SettlementStream::stats`].
+    ///
+    /// # Errors
+    /// [`IdentityError::Unavailable`] when the store is unreachable.
+    async fn count(&self, drained: u64, failed: u64) -> Result<(), IdentityError>;
+
+    /// Backlog, lag and counts.
+    ///
+    /// # Errors
+    /// [`IdentityError::Unavailable`] when the store is unreachable.
+    async fn stats(&self, now: DateTime<Utc>) -> Result<StreamStats, IdentityError>;
+}
+
+/// Where the records that travel with settlements are stored (another context's table: the
+/// gateway's usage rows). Storing the same record twice must store it once.
+#[async_trait]
+pub trait SettledRecords: Send + Sync + 'static {
+    /// Stores `records` (one batch, idempotent per record).
+    ///
+    /// # Errors
+    /// Storage failures (the entries are retried).
+    async fn store(&self, records: &[Vec<u8>]) -> anyhow::Result<()>;
 }
 
 /// Argon2id hashing (CPU-heavy: implementations run it off the async threads).

@@ -1,10 +1,14 @@
 -- Atomic admission: check every rule, then charge them all, or charge nothing.
--- KEYS[1..n]: counters; KEYS[n+1]: the reservation marker.
--- ARGV: for each counter i: max, cost, ttl_ms, durable (1/0); then the marker's ttl_ms.
+-- KEYS[1..n]: counters; KEYS[n+1]: the reservation marker; KEYS[n+2]: the shard's deadlines.
+-- ARGV: for each counter i: max, cost, ttl_ms, durable (1/0); then the marker's ttl_ms, the
+-- reservation's deadline (Unix ms), its id, its token estimate and how many of the counters
+-- (the first ones) count tokens.
+-- The marker is a hash of what to give back if the reservation is never settled (`s` = 'h':
+-- held): the sweeper releases it once its deadline in the shard's sorted set has passed.
 -- Returns {0, tightest_index, tightest_remaining} when admitted,
 --         {1, index, current} when rule `index` refuses,
 --         {2, index, 0} when durable counter `index` must first be rebuilt from the ledger.
-local n = #KEYS - 1
+local n = #KEYS - 2
 for i = 1, n do
   local base = (i - 1) * 4
   local max = tonumber(ARGV[base + 1])
@@ -37,5 +41,13 @@ for i = 1, n do
     tightest, remaining = i, left
   end
 end
-redis.call('SET', KEYS[n + 1], '1', 'PX', ARGV[n * 4 + 1])
+local at = n * 4
+local marker = {'s', 'h', 'e', ARGV[at + 4], 't', ARGV[at + 5], 'n', n}
+for i = 1, n do
+  marker[#marker + 1] = 'c' .. i
+  marker[#marker + 1] = KEYS[i]
+end
+redis.call('HSET', KEYS[n + 1], unpack(marker))
+redis.call('PEXPIRE', KEYS[n + 1], ARGV[at + 1])
+redis.call('ZADD', KEYS[n + 2], ARGV[at + 2], ARGV[at + 3])
 return {0, tightest, remaining}

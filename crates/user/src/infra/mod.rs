@@ -5,8 +5,11 @@
 pub mod batch;
 pub mod cache;
 pub mod crypto;
+pub mod drain;
 pub mod postgres;
 pub mod redis_limits;
+pub mod shards;
+pub mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +24,12 @@ use secrecy::SecretString;
 use crate::app::accounts::AccountService;
 use crate::app::auth::AuthService;
 use crate::app::keys::ApiKeyService;
+use crate::app::ledger::LedgerDrain;
 use crate::app::quotas::QuotaService;
 use crate::app::sessions::SessionService;
 use crate::app::{IdentityConfig, IdentityDeps};
 use crate::domain::errors::IdentityError;
+use crate::domain::ports::{SettledRecords, SettlementStream, StreamStats, UsageLedger};
 
 /// The shared Redis connection, connecting first if needed; failing to connect means Redis is
 /// [`IdentityError::Unavailable`].
@@ -70,6 +75,9 @@ pub struct IdentityParams {
     pub platform_key: [u8; 32],
     /// How long a cached principal may be served without a fresh look-up.
     pub cache_ttl: Duration,
+    /// How long a reservation may stay unsettled before the sweeper releases it (the longest a
+    /// call can take, plus a margin).
+    pub reservation_hold: Duration,
     /// Tunables.
     pub config: IdentityConfig,
     /// Audit trail.
@@ -93,6 +101,9 @@ pub struct Identity {
     pub auth: AuthService,
     /// Quotas and limits.
     pub quotas: QuotaService,
+    stream: Arc<dyn SettlementStream>,
+    ledger: Arc<dyn UsageLedger>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Identity {
@@ -104,11 +115,11 @@ impl Identity {
     pub fn build(p: IdentityParams) -> anyhow::Result<Self> {
         let keys_repo: Arc<dyn crate::domain::ports::ApiKeyRepository> =
             Arc::new(postgres::PgApiKeyRepository::new(p.db.clone()));
-        let ledger: Arc<dyn crate::domain::ports::UsageLedger> =
-            Arc::new(batch::BatchedLedger::start(
-                Arc::new(postgres::PgUsageLedger::new(p.db.clone())),
-                &p.tasks,
-            ));
+        let ledger: Arc<dyn UsageLedger> = Arc::new(postgres::PgUsageLedger::new(p.db.clone()));
+        let stream: Arc<dyn SettlementStream> = Arc::new(stream::RedisSettlementStream::new(
+            p.redis.clone(),
+            p.keys.clone(),
+        ));
         let cache = Arc::new(cache::MokaPrincipalCache::new(100_000, p.cache_ttl));
         if let Some(client) = p.invalidations {
             cache::listen_for_invalidations(client, &p.keys, Arc::clone(&cache), &p.tasks);
@@ -122,7 +133,8 @@ impl Identity {
             limits: Arc::new(redis_limits::RedisLimitStore::new(
                 p.redis.clone(),
                 p.keys.clone(),
-                ledger,
+                Arc::clone(&ledger),
+                p.reservation_hold,
             )),
             hasher: Arc::new(crypto::Argon2Hasher),
             tokens: Arc::new(crypto::JwtCodec::new(&p.jwt_secret, p.access_ttl)),
@@ -135,7 +147,7 @@ impl Identity {
                 &p.tasks,
             )),
             audit: p.audit,
-            clock: p.clock,
+            clock: Arc::clone(&p.clock),
             config: p.config,
         };
         Ok(Self {
@@ -144,7 +156,25 @@ impl Identity {
             keys: ApiKeyService::new(deps.clone()),
             auth: AuthService::new(deps.clone()),
             quotas: QuotaService::new(deps),
+            stream,
+            ledger,
+            clock: p.clock,
         })
+    }
+
+    /// The drain of the settlement stream into the ledger, storing each entry's record with
+    /// `records` (the worker runs it: see [`drain::start`]).
+    #[must_use]
+    pub fn ledger_drain(&self, records: Arc<dyn SettledRecords>) -> LedgerDrain {
+        LedgerDrain::new(Arc::clone(&self.stream), Arc::clone(&self.ledger), records)
+    }
+
+    /// Backlog, lag and counts of the settlement stream (for `/metrics`).
+    ///
+    /// # Errors
+    /// When Redis is unreachable.
+    pub async fn settlement_stats(&self) -> Result<StreamStats, IdentityError> {
+        self.stream.stats(self.clock.now()).await
     }
 }
 

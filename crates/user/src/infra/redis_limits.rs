@@ -1,7 +1,11 @@
 //! [`LimitStore`] on Redis: one Lua call checks and charges every rule of a request atomically,
-//! so limits hold exactly across replicas and under concurrency. Counters of a request share
-//! one hash tag (the user id), so the script also runs on Redis Cluster. Durable counters
-//! (quotas) missing from Redis are rebuilt from the PostgreSQL ledger before admission.
+//! so limits hold exactly across replicas and under concurrency; one Lua call settles it and
+//! appends its ledger entry to the settlement stream, so a settlement that happened is never
+//! lost by a crash of the process that made it. Every key of a call shares one hash tag (the
+//! user's shard, [`shards`]), so the scripts also run on Redis Cluster. Durable counters
+//! (quotas) missing from Redis are rebuilt from the PostgreSQL ledger before admission. A
+//! reservation whose process died before settling is released by [`LimitStore::sweep`] once its
+//! deadline has passed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,15 +18,17 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
-use super::{redis_connection, redis_failure};
+use super::{redis_connection, redis_failure, shards};
 use crate::domain::errors::{IdentityError, LimitState};
 use crate::domain::limits::{Demand, LimitRule, Metric, Window};
-use crate::domain::ports::{LimitStore, Reservation, UsageLedger};
+use crate::domain::ports::{Ended, LimitStore, Reservation, UsageLedger};
 use crate::domain::principal::Principal;
 use crate::domain::user::UserId;
 
-/// How long an unsettled reservation can still be settled or released.
-const RESERVATION_TTL: Duration = Duration::from_secs(3600);
+/// How long a marker outlives its deadline, should no sweeper run at all.
+const MARKER_GRACE: Duration = Duration::from_secs(24 * 3600);
+/// Reservations released per shard and sweep (the next sweep takes the rest).
+const SWEEP_BATCH: isize = 500;
 /// Rebuilding a lapsed durable counter races with other replicas at most this often.
 const MAX_REBUILDS: usize = 4;
 
@@ -31,6 +37,7 @@ pub struct RedisLimitStore {
     conn: Multiplexed,
     keys: Keyspace,
     ledger: Arc<dyn UsageLedger>,
+    hold: Duration,
     admit: Script,
     settle: Script,
     hit: Script,
@@ -38,13 +45,19 @@ pub struct RedisLimitStore {
 
 impl RedisLimitStore {
     /// A store over the multiplexed connection `conn`, writing under `keys`, rebuilding quotas
-    /// from `ledger`.
+    /// from `ledger`; a reservation not settled within `hold` is released by the sweeper.
     #[must_use]
-    pub fn new(conn: Multiplexed, keys: Keyspace, ledger: Arc<dyn UsageLedger>) -> Self {
+    pub fn new(
+        conn: Multiplexed,
+        keys: Keyspace,
+        ledger: Arc<dyn UsageLedger>,
+        hold: Duration,
+    ) -> Self {
         Self {
             conn,
             keys,
             ledger,
+            hold,
             admit: Script::new(include_str!("limits.lua")),
             settle: Script::new(include_str!("settle.lua")),
             hit: Script::new(include_str!("hit.lua")),
@@ -52,16 +65,16 @@ impl RedisLimitStore {
     }
 
     fn counter(&self, user: UserId, rule: &LimitRule, now: DateTime<Utc>) -> String {
-        self.keys.key(&format!(
-            "rl:{{{user}}}:{}:{}:{}",
-            rule.name,
-            rule.subject.tag(),
-            rule.window.label(now)
-        ))
-    }
-
-    fn marker(&self, user: UserId, id: Uuid) -> String {
-        self.keys.key(&format!("rl:{{{user}}}:resv:{id}"))
+        shards::counter(
+            &self.keys,
+            user,
+            &format!(
+                "{}:{}:{}",
+                rule.name,
+                rule.subject.tag(),
+                rule.window.label(now)
+            ),
+        )
     }
 
     async fn conn(&self) -> Result<ConnectionManager, IdentityError> {
@@ -126,14 +139,20 @@ impl LimitStore for RedisLimitStore {
     ) -> Result<Reservation, IdentityError> {
         let user = principal.user_id();
         // Token rules only apply to calls that consume tokens.
-        let active: Vec<&LimitRule> = rules
+        let mut active: Vec<&LimitRule> = rules
             .iter()
             .filter(|r| r.metric == Metric::Requests || demand.tokens.is_some())
             .collect();
+        // Token counters first: the marker names them in that order.
+        active.sort_by_key(|r| r.metric != Metric::Tokens);
         let estimate = demand.tokens.unwrap_or(0);
         let keys: Vec<String> = active.iter().map(|r| self.counter(user, r, now)).collect();
         let id = Uuid::now_v7();
-        let marker = self.marker(user, id);
+        let shard = shards::of(user);
+        let marker = shards::marker(&self.keys, shard, id);
+        let deadlines = shards::deadlines(&self.keys, shard);
+        let deadline = now + chrono::Duration::from_std(self.hold).unwrap_or(chrono::Duration::MAX);
+        let token_rules = active.iter().filter(|r| r.metric == Metric::Tokens).count();
         for _ in 0..MAX_REBUILDS {
             let mut invocation = self.admit.prepare_invoke();
             for (rule, key) in active.iter().zip(&keys) {
@@ -148,7 +167,14 @@ impl LimitStore for RedisLimitStore {
                     .arg(millis(rule.window.retention()))
                     .arg(u8::from(rule.durable));
             }
-            invocation.key(&marker).arg(millis(RESERVATION_TTL));
+            invocation
+                .key(&marker)
+                .key(&deadlines)
+                .arg(millis(self.hold + MARKER_GRACE))
+                .arg(deadline.timestamp_millis())
+                .arg(id.to_string())
+                .arg(estimate)
+                .arg(token_rules);
             let mut conn = self.conn().await?;
             let (status, index, value): (u8, usize, i64) = invocation
                 .invoke_async(&mut conn)
@@ -208,15 +234,104 @@ impl LimitStore for RedisLimitStore {
         &self,
         reservation: &Reservation,
         actual_tokens: u64,
-    ) -> Result<bool, IdentityError> {
+        at: DateTime<Utc>,
+        record: Option<&[u8]>,
+    ) -> Result<Ended, IdentityError> {
         let delta = i128::from(actual_tokens) - i128::from(reservation.estimate);
         let delta = i64::try_from(delta).unwrap_or(if delta > 0 { i64::MAX } else { i64::MIN });
-        self.finish(reservation, delta, 0).await
+        let actual = i64::try_from(actual_tokens).unwrap_or(i64::MAX);
+        let entry = StreamEntry {
+            reservation,
+            ledger: Some((actual_tokens, at)),
+            record,
+        };
+        self.finish(reservation, (delta, 0), (actual, 1), Some(&entry))
+            .await
     }
 
-    async fn release(&self, reservation: &Reservation) -> Result<bool, IdentityError> {
+    async fn release(
+        &self,
+        reservation: &Reservation,
+        record: Option<&[u8]>,
+    ) -> Result<Ended, IdentityError> {
         let estimate = i64::try_from(reservation.estimate).unwrap_or(i64::MAX);
-        self.finish(reservation, -estimate, -1).await
+        let entry = record.map(|record| StreamEntry {
+            reservation,
+            ledger: None,
+            record: Some(record),
+        });
+        self.finish(reservation, (-estimate, -1), (0, 0), entry.as_ref())
+            .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn sweep(&self, now: DateTime<Utc>) -> Result<u64, IdentityError> {
+        let mut released = 0;
+        for shard in 0..shards::SHARDS {
+            let deadlines = shards::deadlines(&self.keys, shard);
+            let mut conn = self.conn().await?;
+            let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+                .arg(&deadlines)
+                .arg("-inf")
+                .arg(now.timestamp_millis())
+                .arg("LIMIT")
+                .arg(0)
+                .arg(SWEEP_BATCH)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_failure("listing expired reservations"))?;
+            for id in due {
+                let Ok(uuid) = Uuid::parse_str(&id) else {
+                    tracing::warn!(reservation = %id, "dropping a malformed reservation deadline");
+                    let _: i64 = redis::cmd("ZREM")
+                        .arg(&deadlines)
+                        .arg(&id)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(redis_failure("dropping a reservation deadline"))?;
+                    continue;
+                };
+                let marker = shards::marker(&self.keys, shard, uuid);
+                let held: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+                    .arg(&marker)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_failure("reading a reservation"))?;
+                let field = |name: &str| held.get(name).and_then(|v| v.parse::<i64>().ok());
+                let (estimate, tokens, count) = (
+                    field("e").unwrap_or(0),
+                    field("t").unwrap_or(0),
+                    field("n").unwrap_or(0),
+                );
+                let mut invocation = self.settle.prepare_invoke();
+                invocation
+                    .key(&marker)
+                    .key(&deadlines)
+                    .key(shards::stream(&self.keys, shard));
+                for i in 1..=count {
+                    if let Some(counter) = held.get(&format!("c{i}")) {
+                        invocation.key(counter);
+                    }
+                }
+                invocation
+                    .arg(&id)
+                    .arg(tokens)
+                    .arg(-estimate)
+                    .arg(-1)
+                    .arg(0)
+                    .arg(0)
+                    .arg("sweep");
+                let swept: u8 = invocation
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(redis_failure("releasing an expired reservation"))?;
+                if swept == 1 {
+                    tracing::info!(reservation = %id, tokens = estimate, "released a reservation its process never settled");
+                    released += 1;
+                }
+            }
+        }
+        Ok(released)
     }
 
     async fn current(
@@ -274,15 +389,31 @@ impl LimitStore for RedisLimitStore {
     }
 }
 
+/// What a settlement appends to the stream.
+struct StreamEntry<'a> {
+    reservation: &'a Reservation,
+    /// Tokens consumed and when, for the ledger (`None`: nothing was consumed).
+    ledger: Option<(u64, DateTime<Utc>)>,
+    /// The caller's record of the call.
+    record: Option<&'a [u8]>,
+}
+
 impl RedisLimitStore {
+    /// Runs the settle script: `held` deltas (tokens, requests) while the reservation is held,
+    /// `late` ones once the sweeper released it; appends `entry` to the user's shard stream.
     async fn finish(
         &self,
         reservation: &Reservation,
-        token_delta: i64,
-        request_delta: i64,
-    ) -> Result<bool, IdentityError> {
+        held: (i64, i64),
+        late: (i64, i64),
+        entry: Option<&StreamEntry<'_>>,
+    ) -> Result<Ended, IdentityError> {
+        let shard = shards::of(reservation.user_id);
         let mut invocation = self.settle.prepare_invoke();
-        invocation.key(self.marker(reservation.user_id, reservation.id));
+        invocation
+            .key(shards::marker(&self.keys, shard, reservation.id))
+            .key(shards::deadlines(&self.keys, shard))
+            .key(shards::stream(&self.keys, shard));
         for key in reservation
             .token_counters
             .iter()
@@ -291,14 +422,30 @@ impl RedisLimitStore {
             invocation.key(key);
         }
         invocation
-            .arg(token_delta)
+            .arg(reservation.id.to_string())
             .arg(reservation.token_counters.len())
-            .arg(request_delta);
+            .arg(held.0)
+            .arg(held.1)
+            .arg(late.0)
+            .arg(late.1)
+            .arg("end");
+        if let Some(entry) = entry {
+            super::stream::append_fields(
+                &mut invocation,
+                entry.reservation,
+                entry.ledger,
+                entry.record,
+            );
+        }
         let mut conn = self.conn().await?;
-        let done: u8 = invocation
+        let ended: u8 = invocation
             .invoke_async(&mut conn)
             .await
             .map_err(redis_failure("running the settle script"))?;
-        Ok(done == 1)
+        Ok(match ended {
+            1 => Ended::Held,
+            2 => Ended::Swept,
+            _ => Ended::Gone,
+        })
     }
 }

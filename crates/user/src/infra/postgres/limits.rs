@@ -152,6 +152,7 @@ impl PgUsageLedger {
 /// A ledger entry as [`PgUsageLedger::append`] ships it.
 #[derive(serde::Serialize)]
 struct LedgerRow {
+    request_id: Uuid,
     user_id: Uuid,
     key_id: Option<Uuid>,
     tokens: i64,
@@ -159,9 +160,11 @@ struct LedgerRow {
     at: DateTime<Utc>,
 }
 
-const APPEND_LEDGER: &str = "INSERT INTO usage_ledger (user_id, key_id, tokens, requests, at) \
-     SELECT user_id, key_id, tokens, requests, at FROM json_to_recordset($1::json) \
-     AS r(user_id uuid, key_id uuid, tokens bigint, requests bigint, at timestamptz)";
+/// A redelivered entry (same `request_id`) is skipped: appending is idempotent.
+const APPEND_LEDGER: &str = "INSERT INTO usage_ledger (request_id, user_id, key_id, tokens, requests, at) \
+     SELECT request_id, user_id, key_id, tokens, requests, at FROM json_to_recordset($1::json) \
+     AS r(request_id uuid, user_id uuid, key_id uuid, tokens bigint, requests bigint, at timestamptz) \
+     ON CONFLICT (request_id) DO NOTHING";
 
 #[derive(Debug, FromQueryResult)]
 struct TotalsRow {
@@ -178,6 +181,7 @@ impl UsageLedger for PgUsageLedger {
         let rows: Vec<LedgerRow> = entries
             .iter()
             .map(|e| LedgerRow {
+                request_id: e.request_id,
                 user_id: e.user_id.as_uuid(),
                 key_id: e.key_id.map(|k| k.as_uuid()),
                 tokens: to_bigint(e.tokens),
