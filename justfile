@@ -50,6 +50,10 @@ openapi:
 bench *args:
     bash scripts/bench.sh {{args}}
 
+# Fuzz the API from its OpenAPI document (schemathesis; bounded in cases and time).
+fuzz *args:
+    bash scripts/fuzz.sh {{args}}
+
 # The whole CI run, locally.
 ci:
     bash .ci/run

@@ -565,3 +565,49 @@ async fn admins_read_the_audit_trail_and_others_cannot() {
         (StatusCode::FORBIDDEN, Some("forbidden"))
     );
 }
+
+/// Sets `target`'s roles as `admin` (a request in flight until awaited).
+async fn set_roles(app: &TestApp, admin: &str, target: uuid::Uuid, roles: Value) -> StatusCode {
+    app.request(Method::PUT, &format!("/api/v1/users/{target}/roles"))
+        .bearer_auth(admin)
+        .json(&json!({ "roles": roles }))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn two_admins_demoting_each_other_at_once_leave_exactly_one() {
+    let app = TestApp::spawn().await;
+    let active_admins = "SELECT count(*) FROM users u JOIN user_roles r ON r.user_id = u.id \
+                         WHERE u.status = 'active' AND r.role = 'admin'";
+    let (mut survivor, mut survivor_token) = app.user_with_token("admin0", &["admin"]).await;
+    for round in 1..=8 {
+        // A second admin, promoted by the one that is left.
+        let other = app.create_user(&format!("admin{round}"), &["user"]).await;
+        let promoted = set_roles(&app, &survivor_token, other, json!(["admin"])).await;
+        assert_eq!(promoted, StatusCode::OK);
+        let other_token = app.login(&format!("admin{round}")).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(app.count(active_admins).await, 2);
+        // Each demotes the other at the same moment: exactly one wins, the other is refused
+        // (409 `last_admin`, or 403 when the winner's change reached it first).
+        let (first, second) = tokio::join!(
+            set_roles(&app, &survivor_token, other, json!(["user"])),
+            set_roles(&app, &other_token, survivor, json!(["user"])),
+        );
+        let refused = |s: StatusCode| s == StatusCode::CONFLICT || s == StatusCode::FORBIDDEN;
+        assert!(
+            (first == StatusCode::OK && refused(second))
+                || (second == StatusCode::OK && refused(first)),
+            "round {round}: {first} / {second}"
+        );
+        assert_eq!(app.count(active_admins).await, 1, "round {round}");
+        if second == StatusCode::OK {
+            (survivor, survivor_token) = (other, other_token);
+        }
+    }
+}

@@ -727,3 +727,76 @@ async fn the_gateway_serves_the_engine_with_metering() {
     let embed_row = usage.iter().find(|r| r["group"] == "minilm").unwrap();
     assert_eq!(embed_row["prompt_tokens"].as_u64().unwrap(), 6);
 }
+
+#[tokio::test]
+async fn thirty_parallel_calls_against_a_quota_for_one_admit_exactly_one_and_it_fits() {
+    let Some(engine) = EngineProcess::start(&[]).await else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.user_with_token("root", &["admin"]).await;
+    let (user, token) = app.user_with_token("quinn", &["developer"]).await;
+    let (_, key) = app.create_key(&token, json!({"name": "k"})).await;
+    let provider = json!({"name": "builtin", "base_url": format!("{}/v1", engine.base_url),
+        "models": [{"model": "smollm2", "upstream_model": CHAT_MODEL}]});
+    let resp = app.post_as(&admin, "/api/v1/providers", &provider).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+
+    // Many short messages and no system message: SmolLM2's template adds its own default system
+    // prompt and role markers around every message, several times the text itself.
+    let messages: Vec<Value> = (0..24)
+        .map(|i| {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            json!({"role": role, "content": format!("n{i}")})
+        })
+        .collect();
+    let body = json!({"model": "smollm2", "messages": messages, "max_tokens": 8, "temperature": 0});
+    // The reservation: every byte of the messages, 16 per message, 128 once, the cap.
+    let reservation = body["messages"].to_string().len() as u64 + 16 * 24 + 128 + 8;
+    let quota = reservation + reservation / 2;
+    let policy = json!({"tokens_total_quota": quota});
+    let resp = app
+        .request(Method::PUT, &format!("/api/v1/users/{user}/quota"))
+        .bearer_auth(&admin)
+        .json(&policy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    app.wait_for_user_policy(&token, &policy).await;
+
+    let calls = (0..30).map(|_| app.post_as(&key, "/v1/chat/completions", &body));
+    let answers = futures_util::future::join_all(calls).await;
+    let mut statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [vec![200], vec![429; 29]].concat());
+    let answered = answers
+        .into_iter()
+        .find(|r| r.status() == StatusCode::OK)
+        .unwrap();
+    let usage: Value = answered.json::<Value>().await.unwrap()["usage"].clone();
+    let spent =
+        usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap();
+    assert!(
+        spent <= reservation,
+        "the reservation ({reservation}) bounds what the call cost ({usage})"
+    );
+    // The quota was never passed: the counter is what the one call really cost.
+    let settled = maas_tests::eventually(Duration::from_secs(5), || async {
+        let body: Value = app
+            .get_as(&token, "/api/v1/me/quota")
+            .await
+            .json()
+            .await
+            .ok()?;
+        let used = body["limits"]
+            .as_array()?
+            .iter()
+            .find(|l| l["name"] == "user.tokens_total_quota")?["used"]
+            .as_u64()?;
+        (used == spent).then_some(used)
+    })
+    .await;
+    assert_eq!(settled, Some(spent));
+    assert!(spent <= quota);
+}

@@ -19,3 +19,4 @@ mod routes;
 mod sdk;
 mod shutdown;
 mod system;
+mod tls;

@@ -156,6 +156,32 @@ async fn swagger_ui_is_served_without_internet() {
 }
 
 #[tokio::test]
+async fn redoc_is_served_without_internet() {
+    let app = TestApp::spawn().await;
+    let page = app.get("/redoc").await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"spec-url="/openapi.json""#), "{html}");
+    assert!(
+        html.contains(r#"src="/redoc/redoc.standalone.js""#),
+        "{html}"
+    );
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "nothing from elsewhere: {html}"
+    );
+    let bundle = app.get("/redoc/redoc.standalone.js").await;
+    assert_eq!(bundle.status(), StatusCode::OK);
+    assert_eq!(
+        bundle.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    let vendored = include_bytes!("../../crates/api/assets/redoc/redoc.standalone.js");
+    assert_eq!(bundle.bytes().await.unwrap().as_ref(), vendored.as_slice());
+}
+
+#[tokio::test]
 async fn cors_is_closed_by_default() {
     let app = TestApp::spawn().await;
     let resp = app

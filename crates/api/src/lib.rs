@@ -3,8 +3,10 @@
 //! (OpenAI-compatible, OpenAI error shape), and serves the OpenAPI document and Swagger UI.
 
 pub mod openapi;
+mod redoc;
 pub mod startup;
 pub mod system;
+pub mod tls;
 
 pub use openapi::ApiDoc;
 pub use startup::{Application, ExtraRoutes};

@@ -3,6 +3,8 @@
 use maas_shared::error::FieldError;
 use maas_shared::http::{OpenAiErrorBody, OpenAiErrorDetail, ProblemBody, SecuritySchemes};
 use utoipa::OpenApi;
+use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 
 use crate::system;
 
@@ -33,10 +35,122 @@ use crate::system;
 )]
 pub struct ApiDoc;
 
-/// The whole document: the nested context APIs plus the legacy routes at the root.
+/// The whole document: the nested context APIs plus the legacy routes at the root, with every
+/// error answer each operation can give.
 #[must_use]
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi().merge_from(maas_inference::LegacyApi::openapi())
+    let mut doc = ApiDoc::openapi().merge_from(maas_inference::LegacyApi::openapi());
+    document_errors(&mut doc);
+    doc
+}
+
+/// An error answer: its codes, and the body shape of its prefix.
+fn error_response(openai: bool, description: &str) -> Response {
+    let (content_type, schema) = if openai {
+        ("application/json", "OpenAiErrorBody")
+    } else {
+        ("application/problem+json", "ProblemBody")
+    };
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            content_type,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(schema)))
+                .build(),
+        )
+        .build()
+}
+
+/// Adds, to every operation, the error answers the shared HTTP stack and the contexts give for
+/// what the operation takes (a body, a query, path ids, credentials), each with its stable codes
+/// and body schema; answers an operation documents itself keep their description and get the
+/// body schema when they have none.
+fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
+    for (path, item) in &mut doc.paths.paths {
+        let openai = path.starts_with("/v1/");
+        let system = path == "/health" || path == "/ready";
+        for operation in [
+            item.get.as_mut(),
+            item.put.as_mut(),
+            item.post.as_mut(),
+            item.delete.as_mut(),
+            item.patch.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let params = operation.parameters.as_deref().unwrap_or_default();
+            let has_path = params
+                .iter()
+                .any(|p| matches!(p.parameter_in, ParameterIn::Path));
+            let has_query = params
+                .iter()
+                .any(|p| matches!(p.parameter_in, ParameterIn::Query));
+            let has_body = operation.request_body.is_some();
+            let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+            let mut add = |code: &str, description: &str| {
+                let response = error_response(openai, description);
+                match operation.responses.responses.get_mut(code) {
+                    Some(RefOr::T(existing)) if existing.content.is_empty() => {
+                        existing.content = response.content;
+                    }
+                    Some(_) => {}
+                    None => {
+                        operation
+                            .responses
+                            .responses
+                            .insert(code.to_owned(), RefOr::T(response));
+                    }
+                }
+            };
+            if has_body || has_query {
+                add(
+                    "400",
+                    "`malformed_json` (a body that is not JSON) or `invalid_query` (a query that does not parse)",
+                );
+            }
+            if secured {
+                add("401", "`unauthenticated`: no, or no valid, credentials");
+                add(
+                    "403",
+                    "`forbidden`: the caller lacks the permission or the key's scope",
+                );
+                add(
+                    "429",
+                    "`rate_limited` or `quota_exceeded`, with `Retry-After` when a window resets",
+                );
+            }
+            if has_path {
+                add(
+                    "404",
+                    "`not_found`: no such resource, one that is not the caller's, or a path id that does not parse",
+                );
+            }
+            if has_body {
+                add("413", "`payload_too_large`: the body exceeds the limit");
+                add(
+                    "415",
+                    "`unsupported_media_type`: the body is not `application/json`",
+                );
+                add(
+                    "422",
+                    "`validation_failed`: every field that breaks a rule, in `errors`",
+                );
+            } else if has_query {
+                add(
+                    "422",
+                    "`validation_failed`: a query value outside its bounds, in `errors`",
+                );
+            }
+            if !system {
+                add(
+                    "503",
+                    "`dependency_unavailable` (PostgreSQL or Redis unreachable, with `Retry-After`) or `upstream_unavailable`",
+                );
+            }
+        }
+    }
 }
 
 /// The document as pretty JSON (what `openapi/openapi.json` holds).

@@ -38,7 +38,38 @@ pub struct ExtraRoutes {
 /// A bound, not yet running, API server.
 pub struct Application {
     port: u16,
+    redirect_port: Option<u16>,
     server: Server,
+}
+
+/// HTTPS on the main listener, and the plain listener that redirects to it.
+struct Tls {
+    config: rustls::ServerConfig,
+    redirect: Option<TcpListener>,
+}
+
+/// The TLS setup of `settings`: `None` when no certificate is configured.
+fn tls_listeners(settings: &ServerSettings) -> anyhow::Result<Option<Tls>> {
+    let (cert, key) = match (&settings.tls_cert_file, &settings.tls_key_file) {
+        (None, None) => {
+            anyhow::ensure!(
+                settings.http_redirect_port.is_none(),
+                "server.http_redirect_port needs server.tls_cert_file and server.tls_key_file"
+            );
+            return Ok(None);
+        }
+        (Some(cert), Some(key)) => (cert, key),
+        _ => anyhow::bail!("server.tls_cert_file and server.tls_key_file go together"),
+    };
+    let config = crate::tls::server_config(cert, key)?;
+    let redirect = settings
+        .http_redirect_port
+        .map(|port| {
+            TcpListener::bind((settings.host.as_str(), port))
+                .with_context(|| format!("binding the redirect port {}:{port}", settings.host))
+        })
+        .transpose()?;
+    Ok(Some(Tls { config, redirect }))
 }
 
 impl Application {
@@ -66,8 +97,15 @@ impl Application {
                 format!("binding {}:{}", settings.server.host, settings.server.port)
             })?;
         let port = listener.local_addr()?.port();
+        let tls = tls_listeners(&settings.server)?;
+        let redirect_port = tls
+            .as_ref()
+            .and_then(|tls| tls.redirect.as_ref())
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .transpose()?;
         let server = serve(
             listener,
+            tls,
             metrics,
             &settings.server,
             Dependencies {
@@ -83,7 +121,17 @@ impl Application {
             },
             extra,
         )?;
-        Ok(Self { port, server })
+        Ok(Self {
+            port,
+            redirect_port,
+            server,
+        })
+    }
+
+    /// The plain-HTTP port that redirects to HTTPS, when one is configured.
+    #[must_use]
+    pub fn redirect_port(&self) -> Option<u16> {
+        self.redirect_port
     }
 
     /// The bound port (useful when the configured port was 0).
@@ -113,6 +161,7 @@ fn metrics() -> anyhow::Result<PrometheusMetrics> {
         .mask_unmatched_patterns("UNMATCHED")
         // Swagger UI assets are not API traffic.
         .exclude_regex("^/docs")
+        .exclude_regex("^/redoc")
         .build()
         .map_err(|e| anyhow::anyhow!("building metrics: {e}"))
 }
@@ -220,6 +269,7 @@ struct Services {
 
 fn serve(
     listener: TcpListener,
+    tls: Option<Tls>,
     metrics: PrometheusMetrics,
     settings: &ServerSettings,
     deps: Dependencies,
@@ -243,9 +293,16 @@ fn serve(
     let json_limit = settings.json_limit_bytes;
     let gateway_limit = services.gateway_limit;
     let origins = settings.cors_allowed_origins.clone();
+    let https_port = web::Data::new(crate::tls::HttpsPort(
+        tls.as_ref()
+            .filter(|tls| tls.redirect.is_some())
+            .map(|_| listener.local_addr().map(|a| a.port()))
+            .transpose()?,
+    ));
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(deps.clone())
+            .app_data(https_port.clone())
             .app_data(authenticator.clone())
             .app_data(accounts.clone())
             .app_data(sessions.clone())
@@ -266,6 +323,7 @@ fn serve(
             .wrap(metrics.clone())
             .wrap(from_fn(request_id))
             .wrap(from_fn(normalize_path))
+            .wrap(from_fn(crate::tls::redirect_plain_http))
             .configure(system::configure)
             .configure(maas_inference::configure_legacy)
             .service(
@@ -286,6 +344,7 @@ fn serve(
                     .configure(maas_inference::configure)
                     .configure(|cfg| extra.openai.into_iter().for_each(|routes| routes(cfg))),
             )
+            .configure(crate::redoc::configure)
             .service(web::redirect("/docs", "/docs/"))
             .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
     })
@@ -302,5 +361,15 @@ fn serve(
     if settings.workers > 0 {
         server = server.workers(settings.workers);
     }
-    Ok(server.listen(listener)?.run())
+    let server = match tls {
+        None => server.listen(listener)?,
+        Some(Tls { config, redirect }) => {
+            let server = server.listen_rustls_0_23(listener, config)?;
+            match redirect {
+                Some(plain) => server.listen(plain)?,
+                None => server,
+            }
+        }
+    };
+    Ok(server.run())
 }

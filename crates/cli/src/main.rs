@@ -2,6 +2,7 @@
 //! calls the same application services as the HTTP API; it holds no SQL of its own.
 
 mod identity;
+mod tls;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -55,6 +56,9 @@ enum Command {
     /// Manage limits and quotas.
     #[command(subcommand)]
     Quota(identity::QuotaCommand),
+    /// Certificates for `maas-api`'s HTTPS.
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +114,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Needs no settings and no database.
+    if let Command::Tls(command) = cli.command {
+        return tls::run(command);
+    }
     let settings = Settings::load()?;
     if let Command::Config(ConfigCommand::Show) = cli.command {
         println!("{}", settings.redacted()?);
@@ -117,7 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let platform = Platform::connect(settings, Role::Command).await?;
     let result = match cli.command {
-        Command::Config(ConfigCommand::Show) => Ok(()),
+        Command::Config(ConfigCommand::Show) | Command::Tls(_) => Ok(()),
         Command::Migrate(command) => migrate(&platform, command).await,
         Command::Diagnostics(DiagnosticsCommand::PingWorker { timeout }) => {
             ping_worker(&platform, Duration::from_secs(timeout)).await

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use backon::Retryable as _;
 use maas_inference::app::conversations::{ConversationConfig, ConversationService};
-use maas_inference::app::gateway::GatewayConfig;
+use maas_inference::app::gateway::{GatewayConfig, TemplateOverhead};
 use maas_inference::infra::{Gateway, GatewayParams, upstream};
 use maas_shared::audit::AuditLog;
 use maas_shared::audit_pg::PgAuditLog;
@@ -212,6 +212,10 @@ impl Platform {
                 routes_ttl: Duration::from_millis(g.routes_ttl_ms),
                 max_response_bytes: g.max_response_bytes,
                 default_max_tokens: g.default_max_tokens,
+                template_overhead: TemplateOverhead {
+                    base: g.template_overhead_tokens,
+                    per_message: g.message_overhead_tokens,
+                },
             },
             cache_ttl: (g.cache_ttl_secs > 0).then(|| Duration::from_secs(g.cache_ttl_secs)),
             conversations: self.conversation_config(),

@@ -121,6 +121,17 @@ pub struct ServerSettings {
     pub keep_alive_secs: u64,
     /// Origins allowed by CORS; empty means CORS is closed. `*` allows any origin.
     pub cors_allowed_origins: Vec<String>,
+    /// PEM certificate chain (leaf first); with `tls_key_file`, the server speaks HTTPS only
+    /// (HTTP/2 and HTTP/1.1). `maas tls self-signed` writes a pair.
+    #[serde(default)]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<std::path::PathBuf>,
+    /// With HTTPS on, a plain-HTTP port (on `host`) that answers every request with a 308
+    /// redirect to HTTPS (0 picks a free one).
+    #[serde(default)]
+    pub http_redirect_port: Option<u16>,
 }
 
 /// `[database]`
@@ -219,6 +230,11 @@ pub struct GatewaySettings {
     /// Seconds a cached answer lives (non-streamed calls at temperature 0, and embeddings);
     /// 0 turns the response cache off.
     pub cache_ttl_secs: u64,
+    /// Tokens a chat template may add to a prompt once (a default system prompt, the
+    /// generation prompt): part of each call's reservation, which bounds what it can cost.
+    pub template_overhead_tokens: u64,
+    /// Tokens a chat template may add per message (role markers, separators).
+    pub message_overhead_tokens: u64,
 }
 
 /// `[conversations]`

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
 };
 use uuid::Uuid;
 
@@ -56,6 +57,34 @@ impl PgAuditLog {
     }
 }
 
+/// Writes `event` through `conn`: a context's repository passes its transaction, so that a
+/// change and its audit event are committed together or not at all.
+///
+/// # Errors
+/// Storage failures.
+pub async fn insert<C: ConnectionTrait>(
+    conn: &C,
+    event: NewAuditEvent,
+    at: DateTime<Utc>,
+) -> anyhow::Result<AuditEventId> {
+    let id = AuditEventId::new();
+    AuditActiveRow {
+        id: Set(id.as_uuid()),
+        actor_id: Set(event.context.actor),
+        action: Set(event.action),
+        target_type: Set(event.target_type),
+        target_id: Set(event.target_id),
+        request_id: Set(event.context.request_id),
+        ip: Set(event.context.ip),
+        details: Set(event.details),
+        at: Set(at),
+    }
+    .insert(conn)
+    .await
+    .context("inserting audit event")?;
+    Ok(id)
+}
+
 impl From<AuditRow> for AuditEvent {
     fn from(row: AuditRow) -> Self {
         Self {
@@ -80,22 +109,7 @@ impl From<AuditRow> for AuditEvent {
 impl AuditLog for PgAuditLog {
     #[tracing::instrument(skip_all, fields(action = %event.action))]
     async fn record(&self, event: NewAuditEvent) -> Result<AuditEventId, AuditError> {
-        let id = AuditEventId::new();
-        AuditActiveRow {
-            id: Set(id.as_uuid()),
-            actor_id: Set(event.context.actor),
-            action: Set(event.action),
-            target_type: Set(event.target_type),
-            target_id: Set(event.target_id),
-            request_id: Set(event.context.request_id),
-            ip: Set(event.context.ip),
-            details: Set(event.details),
-            at: Set(self.clock.now()),
-        }
-        .insert(&self.db)
-        .await
-        .context("inserting audit event")?;
-        Ok(id)
+        Ok(insert(&self.db, event, self.clock.now()).await?)
     }
 
     #[tracing::instrument(skip_all)]

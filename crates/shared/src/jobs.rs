@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use apalis::prelude::{TaskBuilder, TaskSink as _};
+use apalis::prelude::{
+    BackendExt as _, PollSnapshot, PollStrategy, PollWith, TaskBuilder, TaskSink as _,
+};
 use apalis_redis::{Config, ConnectionManager, RedisStorage};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -22,6 +24,61 @@ pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// How often an idle worker looks for new jobs (apalis-redis otherwise waits for its heartbeat).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How an idle worker polls its queue: every `period`, its timer re-armed (and registered with
+/// the waker) in the same poll that fires it.
+///
+/// apalis-core 1.0's `IntervalStrategy` replaces a fired timer without polling the new one, so
+/// when the fetch that the tick starts also completes in that poll, nothing is left to wake the
+/// worker and it sleeps until its next heartbeat, 30 s later: seen as scheduled jobs that ran
+/// once and then not again for half a minute under load.
+#[derive(Debug)]
+pub struct Polling {
+    period: Duration,
+    timer: tokio::time::Interval,
+}
+
+impl Polling {
+    /// Polls every `period` (the first time one `period` from now).
+    #[must_use]
+    pub fn every(period: Duration) -> Self {
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self { period, timer }
+    }
+}
+
+impl Clone for Polling {
+    fn clone(&self) -> Self {
+        Self::every(self.period)
+    }
+}
+
+impl PollStrategy for Polling {
+    fn poll_drive(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        _snapshot: &PollSnapshot,
+    ) -> std::task::Poll<Option<()>> {
+        // Ticks until the timer is pending again, which registers the waker for the next one.
+        let mut fired = false;
+        while self.timer.poll_tick(cx).is_ready() {
+            fired = true;
+        }
+        if fired {
+            std::task::Poll::Ready(Some(()))
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
+/// The storage of queue `J::QUEUE`, polled every [`POLL_INTERVAL`] while idle: what a worker
+/// of `J` consumes.
+#[must_use]
+pub fn polled<J: Job>(storage: JobStorage<J>) -> PollWith<JobStorage<J>, Polling> {
+    storage.poll_with_strategy(Polling::every(POLL_INTERVAL))
+}
 
 /// A job payload type and the queue it travels on.
 pub trait Job: Serialize + DeserializeOwned + Clone + Send + Sync + Unpin + 'static {
@@ -143,5 +200,33 @@ impl DiagnosticPing {
     #[must_use]
     pub fn pong_key(&self, keyspace: &Keyspace) -> String {
         keyspace.key(&format!("diagnostics:pong:{}", self.id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A caller that, like apalis's worker, only looks at the strategy when woken and returns
+    /// pending after each tick: it must be woken again for every later tick.
+    #[tokio::test]
+    async fn a_fired_poll_timer_wakes_the_worker_again() {
+        let mut polling = Polling::every(Duration::from_millis(10));
+        let mut ticks = 0;
+        let waited = tokio::time::timeout(
+            Duration::from_secs(5),
+            std::future::poll_fn(|cx| {
+                if polling.poll_drive(cx, &PollSnapshot::default()).is_ready() {
+                    ticks += 1;
+                }
+                if ticks == 5 {
+                    std::task::Poll::Ready(())
+                } else {
+                    std::task::Poll::Pending
+                }
+            }),
+        )
+        .await;
+        assert!(waited.is_ok(), "woken for only {ticks} of 5 ticks");
     }
 }

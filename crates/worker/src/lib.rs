@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use apalis::layers::retry::RetryPolicy;
-use apalis::prelude::{BackendExt as _, Monitor, WorkerBuilder, WorkerBuilderExt as _};
+use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt as _};
 use maas_inference::jobs::ConversationExpiryJob;
 use maas_platform::{Platform, Role, Settings};
-use maas_shared::jobs::{self, DiagnosticPing, Job, JobProducer, POLL_INTERVAL};
+use maas_shared::jobs::{self, DiagnosticPing, Job, JobProducer};
 use maas_user::jobs::ReservationSweepJob;
 
 /// How often a failed job is retried in process before it is left dead.
@@ -70,7 +70,7 @@ pub async fn run(
     let monitor = Monitor::new()
         .register(move |_| {
             WorkerBuilder::new(ping_name.clone())
-                .backend(ping_storage.clone().poll_with_interval(POLL_INTERVAL))
+                .backend(jobs::polled(ping_storage.clone()))
                 .data(ping_ctx.clone())
                 .concurrency(concurrency)
                 .retry(RetryPolicy::retries(RETRIES))
@@ -80,7 +80,7 @@ pub async fn run(
         })
         .register(move |_| {
             WorkerBuilder::new(expiry_name.clone())
-                .backend(expiry_storage.clone().poll_with_interval(POLL_INTERVAL))
+                .backend(jobs::polled(expiry_storage.clone()))
                 .data(conversations.clone())
                 .concurrency(1)
                 .retry(RetryPolicy::retries(RETRIES))
@@ -97,7 +97,7 @@ pub async fn run(
         })
         .register(move |_| {
             WorkerBuilder::new(sweep_name.clone())
-                .backend(sweep_storage.clone().poll_with_interval(POLL_INTERVAL))
+                .backend(jobs::polled(sweep_storage.clone()))
                 .data(quotas.clone())
                 .concurrency(1)
                 .retry(RetryPolicy::retries(RETRIES))

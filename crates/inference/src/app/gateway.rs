@@ -19,7 +19,7 @@ use super::balance::Balancer;
 use super::conversations::ConversationService;
 use super::metered::MeteredStream;
 use super::settlement::{OnAnswer, Outcome, Settlement, SettlementPorts, elapsed_ms, openai_error};
-pub use crate::domain::call::{Call, Endpoint};
+pub use crate::domain::call::{Call, Endpoint, TemplateOverhead};
 use crate::domain::conversation::{Conversation, MessageRole};
 use crate::domain::errors::InferenceError;
 use crate::domain::ports::{
@@ -70,6 +70,8 @@ pub struct GatewayConfig {
     pub max_response_bytes: usize,
     /// Completion tokens reserved when a request names no `max_tokens`.
     pub default_max_tokens: u64,
+    /// What a chat template may add to a prompt (the reservation is an upper bound).
+    pub template_overhead: TemplateOverhead,
 }
 
 /// The ports of the gateway.
@@ -319,7 +321,8 @@ impl GatewayService {
         Ok(self.balancer.order(targets, |t| t.provider_id))
     }
 
-    /// Admit: the caller's limits and a token reservation that bounds what the call can cost.
+    /// Admit: the caller's limits and a token reservation that bounds what the call can cost
+    /// (so that spent + reserved never passes a quota); settled to the real usage after.
     async fn admit(
         &self,
         principal: &Principal,
@@ -327,6 +330,7 @@ impl GatewayService {
         started: Instant,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<Admitted, InferenceError> {
+        let prompt_bound = call.prompt_bound(self.config.template_overhead);
         let prompt_estimate = estimate_tokens(call.input_len());
         let completion_cap = match call.endpoint() {
             Endpoint::Embeddings => 0,
@@ -340,7 +344,7 @@ impl GatewayService {
             .reserve(
                 principal,
                 Demand {
-                    tokens: Some(prompt_estimate.saturating_add(completion_cap)),
+                    tokens: Some(prompt_bound.saturating_add(completion_cap)),
                 },
             )
             .await?;

@@ -17,6 +17,7 @@ use super::fakes::{
 };
 use super::gateway::{
     Call, Endpoint, GatewayConfig, GatewayPorts, GatewayService, Proxied, ProxiedBody,
+    TemplateOverhead,
 };
 use crate::domain::errors::InferenceError;
 use crate::domain::ports::UpstreamFailure;
@@ -28,6 +29,13 @@ const DEFAULT_MAX_TOKENS: u64 = 256;
 
 /// `[{"role":"user","content":"hello"}]` is 35 characters: 9 tokens by the estimate.
 const PROMPT_ESTIMATE: u64 = 9;
+/// The chat template's overhead in these tests: 10 per call, 5 per message.
+const OVERHEAD: TemplateOverhead = TemplateOverhead {
+    base: 10,
+    per_message: 5,
+};
+/// What the same messages reserve: every byte (35), one message (5), the base (10).
+const PROMPT_BOUND: u64 = 50;
 
 fn started_at() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0)
@@ -66,6 +74,7 @@ impl Gateway {
             routes_ttl: Duration::from_secs(60),
             max_response_bytes: 1 << 20,
             default_max_tokens: DEFAULT_MAX_TOKENS,
+            template_overhead: OVERHEAD,
         };
         Self {
             service: GatewayService::new(ports, config),
@@ -161,12 +170,14 @@ fn the_prompt_estimate_constant_matches_the_rule() {
     let messages = json!([{"role": "user", "content": "hello"}]);
     assert_eq!(messages.to_string().len(), 35);
     assert_eq!(estimate_tokens(35), PROMPT_ESTIMATE);
+    let call = Call::parse(Endpoint::Chat, hello(json!({}))).expect("a valid call");
+    assert_eq!(call.prompt_bound(OVERHEAD), PROMPT_BOUND);
 }
 
 #[tokio::test]
 async fn a_call_whose_reservation_exceeds_what_is_left_is_refused_before_any_upstream() {
-    // 12 tokens get spent first; then 12 + (9 + 50) is one more than the quota.
-    let quota = 12 + PROMPT_ESTIMATE + 50 - 1;
+    // 12 tokens get spent first; then 12 + (50 + 50) is one more than the quota.
+    let quota = 12 + PROMPT_BOUND + 50 - 1;
     let gateway = Gateway::new(quota);
     gateway
         .upstream
@@ -195,7 +206,7 @@ async fn a_call_whose_reservation_exceeds_what_is_left_is_refused_before_any_ups
     assert_eq!(gateway.upstream.urls(), vec![CHAT_A.to_owned()]);
     assert_eq!(
         gateway.quota.calls().last(),
-        Some(&QuotaCall::Reserve(Some(PROMPT_ESTIMATE + 50)))
+        Some(&QuotaCall::Reserve(Some(PROMPT_BOUND + 50)))
     );
     assert_eq!(gateway.quota.records().len(), 1);
     assert_eq!(gateway.quota.reserved(), 0);
@@ -204,7 +215,7 @@ async fn a_call_whose_reservation_exceeds_what_is_left_is_refused_before_any_ups
 
 #[tokio::test]
 async fn a_call_that_fits_exactly_is_admitted_with_estimate_plus_max_tokens() {
-    let gateway = Gateway::new(PROMPT_ESTIMATE + 50);
+    let gateway = Gateway::new(PROMPT_BOUND + 50);
     gateway
         .upstream
         .script(CHAT_A, Reply::json(200, ANSWER_WITH_USAGE));
@@ -218,12 +229,12 @@ async fn a_call_that_fits_exactly_is_admitted_with_estimate_plus_max_tokens() {
     gateway.background.settled().await;
     assert_eq!(
         gateway.quota.calls()[0],
-        QuotaCall::Reserve(Some(PROMPT_ESTIMATE + 50))
+        QuotaCall::Reserve(Some(PROMPT_BOUND + 50))
     );
     let QuotaCall::Settle { estimate, .. } = gateway.quota.calls()[1] else {
         panic!("expected a settle, got {:?}", gateway.quota.calls());
     };
-    assert_eq!(estimate, PROMPT_ESTIMATE + 50);
+    assert_eq!(estimate, PROMPT_BOUND + 50);
 }
 
 #[tokio::test]
@@ -252,14 +263,14 @@ async fn without_max_tokens_the_default_cap_is_reserved() {
     assert_eq!(
         reserves,
         vec![
-            QuotaCall::Reserve(Some(PROMPT_ESTIMATE + DEFAULT_MAX_TOKENS)),
-            QuotaCall::Reserve(Some(PROMPT_ESTIMATE + 3)),
+            QuotaCall::Reserve(Some(PROMPT_BOUND + DEFAULT_MAX_TOKENS)),
+            QuotaCall::Reserve(Some(PROMPT_BOUND + 3)),
         ]
     );
 }
 
 #[tokio::test]
-async fn embeddings_reserve_only_their_input_estimate() {
+async fn embeddings_reserve_only_their_input_bound() {
     let gateway = Gateway::new(1_000_000);
     gateway.upstream.script(
         "http://a.test/v1/embeddings",
@@ -268,7 +279,7 @@ async fn embeddings_reserve_only_their_input_estimate() {
             r#"{"data":[],"usage":{"prompt_tokens":3,"total_tokens":3}}"#,
         ),
     );
-    // `"abcdefghij"` is 12 characters of JSON: 3 tokens.
+    // `"abcdefghij"` is 12 characters of JSON: at most 12 tokens, plus one item and the base.
     gateway
         .call(
             &signed_in(),
@@ -280,9 +291,8 @@ async fn embeddings_reserve_only_their_input_estimate() {
     let record = gateway.only_record().await;
     assert_eq!(
         gateway.quota.calls()[0],
-        QuotaCall::Reserve(Some(estimate_tokens(12)))
+        QuotaCall::Reserve(Some(12 + 5 + 10))
     );
-    assert_eq!(estimate_tokens(12), 3);
     assert_eq!(record.endpoint, "embeddings");
     assert_eq!(
         record.usage,
@@ -369,9 +379,9 @@ async fn a_complete_answer_with_usage_is_recorded_and_settled_exactly() {
 
     let calls = gateway.quota.calls();
     assert_eq!(calls.len(), 2, "{calls:?}");
-    assert_eq!(calls[0], QuotaCall::Reserve(Some(PROMPT_ESTIMATE + 20)));
+    assert_eq!(calls[0], QuotaCall::Reserve(Some(PROMPT_BOUND + 20)));
     assert!(
-        matches!(calls[1], QuotaCall::Settle { estimate, actual: 12, .. } if estimate == PROMPT_ESTIMATE + 20),
+        matches!(calls[1], QuotaCall::Settle { estimate, actual: 12, .. } if estimate == PROMPT_BOUND + 20),
         "{calls:?}"
     );
     assert_eq!(gateway.quota.spent(), 12);
@@ -442,7 +452,7 @@ async fn an_upstream_refusal_passes_through_and_releases_the_reservation() {
     let calls = gateway.quota.calls();
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert!(
-        matches!(calls[1], QuotaCall::Release { estimate, .. } if estimate == PROMPT_ESTIMATE + DEFAULT_MAX_TOKENS),
+        matches!(calls[1], QuotaCall::Release { estimate, .. } if estimate == PROMPT_BOUND + DEFAULT_MAX_TOKENS),
         "{calls:?}"
     );
     assert_eq!(gateway.quota.spent(), 0);
@@ -558,7 +568,7 @@ async fn when_every_upstream_fails_the_reservation_is_released_once_and_nothing_
     let calls = gateway.quota.calls();
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert!(
-        matches!(calls[1], QuotaCall::Release { estimate, .. } if estimate == PROMPT_ESTIMATE + DEFAULT_MAX_TOKENS),
+        matches!(calls[1], QuotaCall::Release { estimate, .. } if estimate == PROMPT_BOUND + DEFAULT_MAX_TOKENS),
         "{calls:?}"
     );
     assert_eq!(gateway.quota.records(), Vec::new());

@@ -62,6 +62,15 @@ impl Endpoint {
 /// any model's context, and small enough that reservations can never overflow.
 pub const MAX_COMPLETION_TOKENS: u64 = 1 << 32;
 
+/// Tokens a chat template may add to a prompt, for the reservation's upper bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TemplateOverhead {
+    /// Once per call.
+    pub base: u64,
+    /// Per message.
+    pub per_message: u64,
+}
+
 /// A parsed call.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Call {
@@ -216,6 +225,23 @@ impl Call {
         self.body
             .get(self.endpoint.input_field())
             .map_or(0, |input| input.to_string().len())
+    }
+
+    /// An upper bound of the prompt tokens the call can cost, for its reservation: every byte
+    /// of its input (the JSON text is longer than the text it holds, and no tokenizer makes
+    /// more than one token of a byte), plus what a chat template adds around it:
+    /// `overhead.per_message` for each message (or input item) and `overhead.base` once (a
+    /// default system prompt, the generation prompt, BOS).
+    #[must_use]
+    pub fn prompt_bound(&self, overhead: TemplateOverhead) -> u64 {
+        let items = match self.body.get(self.endpoint.input_field()) {
+            Some(Value::Array(items)) => items.len(),
+            _ => 1,
+        };
+        let bytes = u64::try_from(self.input_len()).unwrap_or(u64::MAX);
+        bytes
+            .saturating_add(overhead.per_message.saturating_mul(items as u64))
+            .saturating_add(overhead.base)
     }
 
     /// Puts a conversation's history in front of the call's own messages.

@@ -5,8 +5,9 @@ use std::collections::BTreeSet;
 use maas_shared::paging::{Page, PageRequest};
 use serde_json::json;
 
-use super::{Actor, IdentityDeps};
+use super::{Actor, IdentityDeps, audit_event};
 use crate::domain::errors::{IdentityError, InvalidValue};
+use crate::domain::ports::AccountChange;
 use crate::domain::principal::Principal;
 use crate::domain::user::{User, UserId, UserStatus};
 use crate::domain::values::{Email, Password, Permission, Role, Username};
@@ -33,6 +34,15 @@ pub enum Bootstrap {
     Created(User),
     /// Created with a generated password, to show once.
     CreatedWithPassword(User, String),
+}
+
+/// What an account change ends besides itself.
+#[derive(Clone, Copy, Debug, Default)]
+struct Ends {
+    /// Every session (refresh token).
+    sessions: bool,
+    /// Every API key.
+    keys: bool,
 }
 
 /// Account use cases.
@@ -191,9 +201,37 @@ impl AccountService {
             .ok_or(IdentityError::UserNotFound)
     }
 
-    /// Whether changing `user` would remove the last active admin.
-    async fn would_orphan_admins(&self, user: &User) -> Result<bool, IdentityError> {
-        Ok(user.is_active_admin() && self.deps.users.count_active_admins().await? <= 1)
+    /// Writes an admin's change of `user` with its audit event, all at once; when the user was
+    /// an active admin before (`was_admin`), refuses with [`IdentityError::LastAdmin`] if no
+    /// active admin would remain. Then drops the cached principals (and the revoked keys) here
+    /// and on every replica.
+    async fn commit(
+        &self,
+        actor: &Actor<'_>,
+        user: &User,
+        was_admin: bool,
+        ends: Ends,
+        action: &str,
+        details: serde_json::Value,
+    ) -> Result<(), IdentityError> {
+        let id = user.id();
+        let revoked = self
+            .deps
+            .account_changes
+            .apply(AccountChange {
+                user: user.clone(),
+                keep_an_admin: was_admin,
+                end_sessions: ends.sessions,
+                revoke_keys: ends.keys,
+                at: self.deps.clock.now(),
+                audit: audit_event(actor, action, "user", Some(id.to_string()), details),
+            })
+            .await?;
+        for digest in revoked {
+            self.deps.cache.invalidate_key(digest);
+            self.deps.bus.key_changed(digest).await?;
+        }
+        self.deps.user_changed(id).await
     }
 
     /// Disables or re-enables an account; disabling ends its sessions and stops its keys at once.
@@ -213,31 +251,25 @@ impl AccountService {
             return Err(IdentityError::SelfStatusChange);
         }
         let mut user = self.find_live(id).await?;
+        let was_admin = user.is_active_admin();
         let now = self.deps.clock.now();
-        if enabled {
-            user.set_status(UserStatus::Active, now)?;
+        let (status, action) = if enabled {
+            (UserStatus::Active, "user.enable")
         } else {
-            if self.would_orphan_admins(&user).await? {
-                return Err(IdentityError::LastAdmin);
-            }
-            user.set_status(UserStatus::Disabled, now)?;
-            self.deps.refresh_tokens.revoke_user(id, now).await?;
-        }
-        self.deps.users.update(&user).await?;
-        self.deps.user_changed(id).await?;
-        let action = if enabled {
-            "user.enable"
-        } else {
-            "user.disable"
+            (UserStatus::Disabled, "user.disable")
         };
-        self.deps
-            .audit(&actor, action, "user", Some(id.to_string()), json!({}))
+        user.set_status(status, now)?;
+        let ends = Ends {
+            sessions: !enabled,
+            keys: false,
+        };
+        self.commit(&actor, &user, was_admin, ends, action, json!({}))
             .await?;
         Ok(user)
     }
 
-    /// Deletes an account: final; its keys are revoked and its sessions end. Nobody deletes
-    /// their own account.
+    /// Deletes an account: final; its keys are revoked and its sessions end, with the audit
+    /// event, in one transaction. Nobody deletes their own account.
     ///
     /// # Errors
     /// Forbidden; [`IdentityError::SelfStatusChange`]; not found; [`IdentityError::LastAdmin`].
@@ -248,26 +280,14 @@ impl AccountService {
             return Err(IdentityError::SelfStatusChange);
         }
         let mut user = self.find_live(id).await?;
-        if self.would_orphan_admins(&user).await? {
-            return Err(IdentityError::LastAdmin);
-        }
-        let now = self.deps.clock.now();
-        user.set_status(UserStatus::Deleted, now)?;
-        self.deps.users.update(&user).await?;
-        self.deps.refresh_tokens.revoke_user(id, now).await?;
-        for digest in self.deps.keys.revoke_all(id, now).await? {
-            self.deps.cache.invalidate_key(digest);
-            self.deps.bus.key_changed(digest).await?;
-        }
-        self.deps.user_changed(id).await?;
-        self.deps
-            .audit(
-                &actor,
-                "user.delete",
-                "user",
-                Some(id.to_string()),
-                json!({"username": user.username().as_str()}),
-            )
+        let was_admin = user.is_active_admin();
+        user.set_status(UserStatus::Deleted, self.deps.clock.now())?;
+        let details = json!({"username": user.username().as_str()});
+        let ends = Ends {
+            sessions: true,
+            keys: true,
+        };
+        self.commit(&actor, &user, was_admin, ends, "user.delete", details)
             .await
     }
 
@@ -295,21 +315,12 @@ impl AccountService {
             return Err(IdentityError::Invalid(errors));
         }
         let mut user = self.find_live(id).await?;
-        if !parsed.contains(&Role::Admin) && self.would_orphan_admins(&user).await? {
-            return Err(IdentityError::LastAdmin);
-        }
+        let was_admin = user.is_active_admin();
         user.set_roles(parsed, self.deps.clock.now())?;
-        self.deps.users.update(&user).await?;
-        self.deps.user_changed(id).await?;
         let names: Vec<&str> = user.roles().iter().map(|r| r.as_str()).collect();
-        self.deps
-            .audit(
-                &actor,
-                "user.set_roles",
-                "user",
-                Some(id.to_string()),
-                json!({"roles": names}),
-            )
+        let details = json!({"roles": names});
+        let ends = Ends::default();
+        self.commit(&actor, &user, was_admin, ends, "user.set_roles", details)
             .await?;
         Ok(user)
     }
@@ -576,14 +587,11 @@ mod tests {
         );
     }
 
-    /// The rule is a count followed by a separate write: two demotions that both count two
-    /// admins before either writes both succeed and leave none. Ignored until the check and the
-    /// write are made atomic (a conditional update in the repository).
+    /// Both demotions read two admins before either writes (the fake yields before writing);
+    /// the check and the write are one step, so exactly one passes.
     #[tokio::test]
-    #[ignore = "known race in the last-admin rule (count, then write)"]
     async fn concurrent_demotions_of_two_admins_keep_one() {
         let (service, handles, admins) = service_with_admins(&["alice", "bob"]).await;
-        handles.users.yield_after_count();
         let roles = ["user".to_owned()];
         let (first, second) = tokio::join!(
             service.set_roles(Actor::System, admins[0].id(), &roles),

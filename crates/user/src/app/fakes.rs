@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
@@ -23,9 +23,10 @@ use crate::domain::api_key::{ApiKey, ApiKeyId, MintedSecret, SecretDigest};
 use crate::domain::errors::{IdentityError, LimitState};
 use crate::domain::limits::{Demand, LimitDefaults, LimitRule, Metric, QuotaPolicy, Subject};
 use crate::domain::ports::{
-    ApiKeyRepository, CachedAuth, Ended, InvalidationBus, KeyUseRecorder, LedgerEntry, LimitStore,
-    PasswordHasher, PrincipalCache, PrincipalKey, QuotaPolicyRepository, RefreshTokenRepository,
-    Reservation, Secrets, TokenCodec, UsageLedger, UserRepository,
+    AccountChange, AccountChanges, ApiKeyRepository, CachedAuth, Ended, InvalidationBus,
+    KeyUseRecorder, LedgerEntry, LimitStore, PasswordHasher, PrincipalCache, PrincipalKey,
+    QuotaPolicyRepository, RefreshTokenRepository, Reservation, Secrets, TokenCodec, UsageLedger,
+    UserRepository,
 };
 use crate::domain::principal::Principal;
 use crate::domain::session::{AccessClaims, Consumed, IssuedToken, RefreshToken, TokenRejection};
@@ -53,16 +54,9 @@ pub(crate) fn start() -> DateTime<Utc> {
 #[derive(Default)]
 pub(crate) struct FakeUsers {
     rows: Mutex<Vec<User>>,
-    yield_after_count: AtomicBool,
 }
 
 impl FakeUsers {
-    /// Makes [`UserRepository::count_active_admins`] yield to the runtime after counting, so that
-    /// two concurrent use cases can interleave between their count and their write.
-    pub(crate) fn yield_after_count(&self) {
-        self.yield_after_count.store(true, Ordering::SeqCst);
-    }
-
     /// How many active admins are stored right now.
     pub(crate) fn active_admins(&self) -> usize {
         lock(&self.rows)
@@ -149,16 +143,49 @@ impl UserRepository for FakeUsers {
         rows.truncate(page.limit() as usize + 1);
         Ok(Page::from_overfetch(rows, page, |u| u.id().to_string()))
     }
+}
 
-    async fn count_active_admins(&self) -> Result<u64, IdentityError> {
-        let count = lock(&self.rows)
-            .iter()
-            .filter(|u| u.is_active_admin())
-            .count() as u64;
-        if self.yield_after_count.load(Ordering::SeqCst) {
-            tokio::task::yield_now().await;
+/// Account changes over the fakes: the user's write and the last-admin check are one step under
+/// the users' lock (as one transaction is in PostgreSQL); sessions, keys and the audit event
+/// follow. It yields before writing, so concurrent use cases interleave after their reads.
+pub(crate) struct FakeAccountChanges {
+    users: Arc<FakeUsers>,
+    tokens: Arc<FakeRefreshTokens>,
+    keys: Arc<FakeApiKeys>,
+    audit: Arc<FakeAudit>,
+}
+
+#[async_trait]
+impl AccountChanges for FakeAccountChanges {
+    async fn apply(&self, change: AccountChange) -> Result<Vec<SecretDigest>, IdentityError> {
+        tokio::task::yield_now().await;
+        let id = change.user.id();
+        {
+            let mut rows = lock(&self.users.rows);
+            check_unique(&rows, &change.user)?;
+            let index = rows
+                .iter()
+                .position(|u| u.id() == id)
+                .ok_or(IdentityError::UserNotFound)?;
+            let before = std::mem::replace(&mut rows[index], change.user.clone());
+            if change.keep_an_admin && !rows.iter().any(User::is_active_admin) {
+                rows[index] = before;
+                return Err(IdentityError::LastAdmin);
+            }
         }
-        Ok(count)
+        if change.end_sessions {
+            self.tokens.revoke_user(id, change.at).await?;
+        }
+        let revoked = if change.revoke_keys {
+            self.keys.revoke_all(id, change.at).await?
+        } else {
+            Vec::new()
+        };
+        self.audit
+            .record(change.audit)
+            .await
+            .map_err(|e| IdentityError::Unexpected(e.0))?;
+        Ok(revoked)
     }
 }
 
@@ -1069,6 +1096,7 @@ pub(crate) fn deps() -> (IdentityDeps, Handles) {
     let shared_clock: Arc<dyn Clock> = clock.clone();
     let users = Arc::new(FakeUsers::default());
     let refresh_tokens = Arc::new(FakeRefreshTokens::default());
+    let keys = Arc::new(FakeApiKeys::default());
     let ledger = Arc::new(FakeLedger::default());
     let limits = Arc::new(FakeLimits {
         clock: shared_clock.clone(),
@@ -1081,10 +1109,17 @@ pub(crate) fn deps() -> (IdentityDeps, Handles) {
         clock: shared_clock.clone(),
         events: Mutex::default(),
     });
+    let account_changes = Arc::new(FakeAccountChanges {
+        users: users.clone(),
+        tokens: refresh_tokens.clone(),
+        keys: keys.clone(),
+        audit: audit.clone(),
+    });
     let deps = IdentityDeps {
         users: users.clone(),
+        account_changes,
         refresh_tokens: refresh_tokens.clone(),
-        keys: Arc::new(FakeApiKeys::default()),
+        keys,
         policies: Arc::new(FakePolicies::default()),
         ledger: ledger.clone(),
         limits: limits.clone(),

@@ -78,13 +78,12 @@ impl LedgerDrain {
             positions.push(settled.position);
         }
         if let Err(err) = self.write(&entries, &records).await {
-            if let Err(count) = self.stream.count(0, positions.len() as u64).await {
+            if let Err(count) = self.stream.count_failed(positions.len() as u64).await {
                 tracing::warn!(error = %count, "could not count a failed ledger batch");
             }
             return Err(err);
         }
         self.stream.ack(&positions).await?;
-        self.stream.count(positions.len() as u64, 0).await?;
         Ok(Drained {
             entries: positions.len(),
             claimed,

@@ -18,9 +18,9 @@ use maas_shared::clock::Clock;
 use crate::domain::errors::IdentityError;
 use crate::domain::limits::LimitDefaults;
 use crate::domain::ports::{
-    ApiKeyRepository, InvalidationBus, KeyUseRecorder, LimitStore, PasswordHasher, PrincipalCache,
-    QuotaPolicyRepository, RefreshTokenRepository, Secrets, TokenCodec, UsageLedger,
-    UserRepository,
+    AccountChanges, ApiKeyRepository, InvalidationBus, KeyUseRecorder, LimitStore, PasswordHasher,
+    PrincipalCache, QuotaPolicyRepository, RefreshTokenRepository, Secrets, TokenCodec,
+    UsageLedger, UserRepository,
 };
 use crate::domain::principal::Principal;
 use crate::domain::user::UserId;
@@ -43,6 +43,8 @@ pub struct IdentityConfig {
 pub struct IdentityDeps {
     /// Users.
     pub users: Arc<dyn UserRepository>,
+    /// Admins' changes of accounts, atomic with their audit events.
+    pub account_changes: Arc<dyn AccountChanges>,
     /// Refresh tokens.
     pub refresh_tokens: Arc<dyn RefreshTokenRepository>,
     /// API keys.
@@ -119,6 +121,23 @@ impl Actor<'_> {
     }
 }
 
+/// The audit event of `action` by `actor` on a `target_type` (never carries secrets).
+pub(crate) fn audit_event(
+    actor: &Actor<'_>,
+    action: &str,
+    target_type: &str,
+    target_id: Option<String>,
+    details: serde_json::Value,
+) -> NewAuditEvent {
+    NewAuditEvent {
+        context: actor.context(),
+        action: action.to_owned(),
+        target_type: target_type.to_owned(),
+        target_id,
+        details,
+    }
+}
+
 impl IdentityDeps {
     /// Appends an audit event; never carries secrets.
     pub(crate) async fn audit(
@@ -130,13 +149,7 @@ impl IdentityDeps {
         details: serde_json::Value,
     ) -> Result<(), IdentityError> {
         self.audit
-            .record(NewAuditEvent {
-                context: actor.context(),
-                action: action.to_owned(),
-                target_type: target_type.to_owned(),
-                target_id,
-                details,
-            })
+            .record(audit_event(actor, action, target_type, target_id, details))
             .await
             .map_err(|e| IdentityError::Unexpected(e.0))?;
         Ok(())

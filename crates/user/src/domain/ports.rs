@@ -48,12 +48,37 @@ pub trait UserRepository: Send + Sync + 'static {
     /// # Errors
     /// [`IdentityError::Unexpected`] on storage failure.
     async fn list(&self, page: &PageRequest) -> Result<Page<User>, IdentityError>;
+}
 
-    /// How many active admins exist.
+/// An admin's change of one account, written as one unit with everything it ends and its audit
+/// event: all of it or nothing.
+#[derive(Clone, Debug)]
+pub struct AccountChange {
+    /// The account as it is to be stored (every field and the roles).
+    pub user: User,
+    /// Refuse with [`IdentityError::LastAdmin`], writing nothing, when no active admin would
+    /// remain afterwards (checked atomically with the write: two such changes at once cannot
+    /// both pass).
+    pub keep_an_admin: bool,
+    /// End the account's sessions (revoke every refresh token).
+    pub end_sessions: bool,
+    /// Revoke every API key of the account.
+    pub revoke_keys: bool,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The audit event of the change.
+    pub audit: maas_shared::audit::NewAuditEvent,
+}
+
+/// Writes [`AccountChange`]s (one transaction each).
+#[async_trait]
+pub trait AccountChanges: Send + Sync + 'static {
+    /// Applies `change`; returns the digests of the keys it revoked.
     ///
     /// # Errors
+    /// [`IdentityError::LastAdmin`]; [`IdentityError::UserNotFound`];
     /// [`IdentityError::Unexpected`] on storage failure.
-    async fn count_active_admins(&self) -> Result<u64, IdentityError>;
+    async fn apply(&self, change: AccountChange) -> Result<Vec<SecretDigest>, IdentityError>;
 }
 
 /// Persistence of refresh tokens.
@@ -376,17 +401,20 @@ pub trait SettlementStream: Send + Sync + 'static {
         max: usize,
     ) -> Result<Vec<Settled>, IdentityError>;
 
-    /// Acknowledges (and removes) entries whose effects are committed.
+    /// Acknowledges (and removes) entries whose effects are committed and counts them as
+    /// drained in the same atomic step, so the count is exact whichever reader dies when; an
+    /// entry another reader already acknowledged is not counted twice. Returns how many were
+    /// still pending.
     ///
     /// # Errors
     /// [`IdentityError::Unavailable`] when the store is unreachable.
-    async fn ack(&self, positions: &[StreamPosition]) -> Result<(), IdentityError>;
+    async fn ack(&self, positions: &[StreamPosition]) -> Result<u64, IdentityError>;
 
-    /// Counts entries written and entries that failed, for [`SettlementStream::stats`].
+    /// Counts entries whose write failed (they stay pending and are retried).
     ///
     /// # Errors
     /// [`IdentityError::Unavailable`] when the store is unreachable.
-    async fn count(&self, drained: u64, failed: u64) -> Result<(), IdentityError>;
+    async fn count_failed(&self, failed: u64) -> Result<(), IdentityError>;
 
     /// Backlog, lag and counts.
     ///

@@ -126,6 +126,7 @@ impl Identity {
         }
         let deps = IdentityDeps {
             users: Arc::new(postgres::PgUserRepository::new(p.db.clone())),
+            account_changes: Arc::new(postgres::PgAccountChanges::new(p.db.clone())),
             refresh_tokens: Arc::new(postgres::PgRefreshTokenRepository::new(p.db.clone())),
             keys: Arc::clone(&keys_repo),
             policies: Arc::new(postgres::PgQuotaPolicyRepository::new(p.db.clone())),

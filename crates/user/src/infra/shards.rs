@@ -46,13 +46,19 @@ pub fn stream(keys: &Keyspace, shard: u16) -> String {
     keys.key(&format!("ledger:{}", tag(shard)))
 }
 
+/// The count of the shard's entries drained (acknowledged with the count in one script).
+#[must_use]
+pub fn drained(keys: &Keyspace, shard: u16) -> String {
+    keys.key(&format!("ledger:{}:counts", tag(shard)))
+}
+
 /// Entries that could not be read, set aside for an operator (one key: no Lua call uses it).
 #[must_use]
 pub fn dead_letters(keys: &Keyspace) -> String {
     keys.key("ledger:dead")
 }
 
-/// The counts of entries drained and failed, all shards together.
+/// The count of failed writes and unreadable entries, all shards together.
 #[must_use]
 pub fn counts(keys: &Keyspace) -> String {
     keys.key("ledger:counts")

@@ -27,6 +27,9 @@ use crate::domain::user::UserId;
 /// The consumer group every drain joins.
 const GROUP: &str = "ledger";
 
+/// Acknowledges one shard's committed entries and counts them, atomically (`ack.lua`).
+const ACK_SCRIPT: &str = include_str!("ack.lua");
+
 /// Adds the stream entry of a settlement (or of a release with a record) to a settle script
 /// call: field/value pairs after the script's own arguments.
 pub(crate) fn append_fields(
@@ -308,9 +311,9 @@ impl SettlementStream for RedisSettlementStream {
         Ok(out)
     }
 
-    async fn ack(&self, positions: &[StreamPosition]) -> Result<(), IdentityError> {
+    async fn ack(&self, positions: &[StreamPosition]) -> Result<u64, IdentityError> {
         if positions.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let mut by_shard: HashMap<u16, Vec<&str>> = HashMap::new();
         for position in positions {
@@ -319,35 +322,34 @@ impl SettlementStream for RedisSettlementStream {
                 .or_default()
                 .push(&position.id);
         }
+        // One script per shard (its keys share the shard's hash tag), all in one round trip.
         let mut pipe = redis::pipe();
         for (shard, ids) in &by_shard {
-            let stream = shards::stream(&self.keys, *shard);
-            pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(ids).ignore();
-            pipe.cmd("XDEL").arg(&stream).arg(ids).ignore();
+            pipe.cmd("EVAL")
+                .arg(ACK_SCRIPT)
+                .arg(2)
+                .arg(shards::stream(&self.keys, *shard))
+                .arg(shards::drained(&self.keys, *shard))
+                .arg(GROUP)
+                .arg(ids);
         }
         let mut conn = self.conn().await?;
-        pipe.query_async::<()>(&mut conn)
+        let acked: Vec<u64> = pipe
+            .query_async(&mut conn)
             .await
-            .map_err(redis_failure("acknowledging settlement entries"))
+            .map_err(redis_failure("acknowledging settlement entries"))?;
+        Ok(acked.iter().sum())
     }
 
-    async fn count(&self, drained: u64, failed: u64) -> Result<(), IdentityError> {
-        let key = shards::counts(&self.keys);
+    async fn count_failed(&self, failed: u64) -> Result<(), IdentityError> {
         let mut conn = self.conn().await?;
-        redis::pipe()
-            .cmd("HINCRBY")
-            .arg(&key)
-            .arg("drained")
-            .arg(drained)
-            .ignore()
-            .cmd("HINCRBY")
-            .arg(&key)
+        redis::cmd("HINCRBY")
+            .arg(shards::counts(&self.keys))
             .arg("failed")
             .arg(failed)
-            .ignore()
             .query_async::<()>(&mut conn)
             .await
-            .map_err(redis_failure("counting drained settlements"))
+            .map_err(redis_failure("counting failed settlement writes"))
     }
 
     async fn stats(&self, now: DateTime<Utc>) -> Result<StreamStats, IdentityError> {
@@ -365,9 +367,13 @@ impl SettlementStream for RedisSettlementStream {
                 .arg("COUNT")
                 .arg(1);
         }
-        pipe.cmd("HMGET")
+        for shard in 0..shards::SHARDS {
+            pipe.cmd("HGET")
+                .arg(shards::drained(&self.keys, shard))
+                .arg("drained");
+        }
+        pipe.cmd("HGET")
             .arg(shards::counts(&self.keys))
-            .arg("drained")
             .arg("failed");
         let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(|err| {
             self.forget_groups_on(&err);
@@ -396,11 +402,18 @@ impl SettlementStream for RedisSettlementStream {
                 oldest = Some(oldest.map_or(ms, |o| o.min(ms)));
             }
         }
-        if let Some(counts) = replies.next() {
-            let counts: Vec<Option<u64>> = redis::from_redis_value(counts).unwrap_or_default();
-            stats.drained = counts.first().copied().flatten().unwrap_or(0);
-            stats.failed = counts.get(1).copied().flatten().unwrap_or(0);
+        for _ in 0..shards::SHARDS {
+            let drained: Option<u64> = replies
+                .next()
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .flatten();
+            stats.drained += drained.unwrap_or(0);
         }
+        let failed: Option<u64> = replies
+            .next()
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .flatten();
+        stats.failed = failed.unwrap_or(0);
         if let Some(ms) = oldest {
             let age_ms = (now.timestamp_millis() - ms).max(0);
             #[expect(clippy::cast_precision_loss, reason = "a lag in seconds for a gauge")]

@@ -14,7 +14,7 @@ use sea_orm::{DbBackend, Statement, Value};
 pub use self::api_keys::PgApiKeyRepository;
 pub use self::limits::{PgQuotaPolicyRepository, PgUsageLedger};
 pub use self::sessions::PgRefreshTokenRepository;
-pub use self::users::PgUserRepository;
+pub use self::users::{PgAccountChanges, PgUserRepository};
 use crate::domain::api_key::SecretDigest;
 use crate::domain::errors::{IdentityError, InvalidValue};
 

@@ -13,8 +13,9 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{bad_cursor, statement, values_placeholders};
+use crate::domain::api_key::SecretDigest;
 use crate::domain::errors::IdentityError;
-use crate::domain::ports::UserRepository;
+use crate::domain::ports::{AccountChange, AccountChanges, UserRepository};
 use crate::domain::user::{User, UserId, UserRecord, UserStatus};
 use crate::domain::values::{Email, PasswordHash, Role, Username};
 
@@ -87,11 +88,6 @@ impl UserRow {
     }
 }
 
-#[derive(Debug, FromQueryResult)]
-struct CountRow {
-    n: i64,
-}
-
 /// A failed write of the `users` row: unique violations are duplicates the caller can fix.
 fn write_error(err: DbErr, what: &'static str) -> IdentityError {
     if let Some(SqlErr::UniqueConstraintViolation(message)) = err.sql_err() {
@@ -139,6 +135,129 @@ async fn insert_roles(txn: &DatabaseTransaction, user: &User) -> Result<(), Iden
     Ok(())
 }
 
+/// Writes every field (but `created_at`, which never changes) and the roles of an existing user.
+async fn write_user(txn: &DatabaseTransaction, user: &User) -> Result<(), IdentityError> {
+    let values: [Value; 7] = [
+        user.id().as_uuid().into(),
+        user.username().as_str().into(),
+        user.email().map(|e| e.as_str().to_owned()).into(),
+        user.password_hash().as_str().into(),
+        user.status().as_str().into(),
+        user.updated_at().into(),
+        user.last_login_at().into(),
+    ];
+    let updated = txn
+        .execute(statement(
+            "UPDATE users SET username = $2, email = $3, password_hash = $4, status = $5, \
+             updated_at = $6, last_login_at = $7 WHERE id = $1",
+            values,
+        ))
+        .await
+        .map_err(|e| write_error(e, "updating user"))?;
+    if updated.rows_affected() == 0 {
+        return Err(IdentityError::UserNotFound);
+    }
+    txn.execute(statement(
+        "DELETE FROM user_roles WHERE user_id = $1",
+        [Value::from(user.id().as_uuid())],
+    ))
+    .await
+    .context("clearing user roles")?;
+    insert_roles(txn, user).await
+}
+
+/// The advisory lock every change that may remove an admin takes (for its transaction only):
+/// such changes run one at a time, so each one's check sees every change committed before it.
+const ADMIN_CHANGE_LOCK: i64 = 0x6d61_6173_6164_6d69;
+
+/// [`AccountChanges`] in PostgreSQL: one transaction per change.
+#[derive(Clone, Debug)]
+pub struct PgAccountChanges {
+    db: DatabaseConnection,
+}
+
+impl PgAccountChanges {
+    /// An adapter over the pool.
+    #[must_use]
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+#[derive(Debug, FromQueryResult)]
+struct DigestRow {
+    key_digest: Vec<u8>,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct ExistsRow {
+    found: bool,
+}
+
+#[async_trait]
+impl AccountChanges for PgAccountChanges {
+    #[tracing::instrument(skip_all, fields(user.id = %change.user.id(), action = %change.audit.action))]
+    async fn apply(&self, change: AccountChange) -> Result<Vec<SecretDigest>, IdentityError> {
+        let id = Value::from(change.user.id().as_uuid());
+        let txn = self
+            .db
+            .begin()
+            .await
+            .context("starting an account change")?;
+        if change.keep_an_admin {
+            txn.execute(statement(
+                "SELECT pg_advisory_xact_lock($1)",
+                [Value::from(ADMIN_CHANGE_LOCK)],
+            ))
+            .await
+            .context("waiting for other admin changes")?;
+        }
+        write_user(&txn, &change.user).await?;
+        if change.keep_an_admin {
+            // The condition, after the write and under the lock: an active admin remains.
+            let remains = ExistsRow::find_by_statement(statement(
+                "SELECT EXISTS (SELECT 1 FROM users u JOIN user_roles r ON r.user_id = u.id \
+                 WHERE u.status = 'active' AND r.role = 'admin') AS found",
+                [],
+            ))
+            .one(&txn)
+            .await
+            .context("checking that an admin remains")?
+            .is_some_and(|r| r.found);
+            if !remains {
+                txn.rollback().await.context("undoing an account change")?;
+                return Err(IdentityError::LastAdmin);
+            }
+        }
+        if change.end_sessions {
+            txn.execute(statement(
+                "UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+                [id.clone(), Value::from(change.at)],
+            ))
+            .await
+            .context("ending the account's sessions")?;
+        }
+        let revoked = if change.revoke_keys {
+            DigestRow::find_by_statement(statement(
+                "UPDATE api_keys SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL \
+                 RETURNING key_digest",
+                [id, Value::from(change.at)],
+            ))
+            .all(&txn)
+            .await
+            .context("revoking the account's keys")?
+            .iter()
+            .map(|r| super::digest_from_bytes(&r.key_digest))
+            .collect::<anyhow::Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
+        maas_shared::audit_pg::insert(&txn, change.audit, change.at).await?;
+        txn.commit().await.context("committing an account change")?;
+        Ok(revoked)
+    }
+}
+
 #[async_trait]
 impl UserRepository for PgUserRepository {
     #[tracing::instrument(skip_all)]
@@ -159,34 +278,7 @@ impl UserRepository for PgUserRepository {
     #[tracing::instrument(skip_all)]
     async fn update(&self, user: &User) -> Result<(), IdentityError> {
         let txn = self.db.begin().await.context("starting user update")?;
-        // `created_at` never changes.
-        let values: [Value; 7] = [
-            user.id().as_uuid().into(),
-            user.username().as_str().into(),
-            user.email().map(|e| e.as_str().to_owned()).into(),
-            user.password_hash().as_str().into(),
-            user.status().as_str().into(),
-            user.updated_at().into(),
-            user.last_login_at().into(),
-        ];
-        let updated = txn
-            .execute(statement(
-                "UPDATE users SET username = $2, email = $3, password_hash = $4, status = $5, \
-                 updated_at = $6, last_login_at = $7 WHERE id = $1",
-                values,
-            ))
-            .await
-            .map_err(|e| write_error(e, "updating user"))?;
-        if updated.rows_affected() == 0 {
-            return Err(IdentityError::UserNotFound);
-        }
-        txn.execute(statement(
-            "DELETE FROM user_roles WHERE user_id = $1",
-            [Value::from(user.id().as_uuid())],
-        ))
-        .await
-        .context("clearing user roles")?;
-        insert_roles(&txn, user).await?;
+        write_user(&txn, user).await?;
         txn.commit().await.context("committing user update")?;
         Ok(())
     }
@@ -251,19 +343,5 @@ impl UserRepository for PgUserRepository {
             items: users,
             next: page.next,
         })
-    }
-
-    #[tracing::instrument(skip_all)]
-    async fn count_active_admins(&self) -> Result<u64, IdentityError> {
-        let row = CountRow::find_by_statement(statement(
-            "SELECT count(*) AS n FROM users u JOIN user_roles r ON r.user_id = u.id \
-             WHERE u.status = 'active' AND r.role = 'admin'",
-            [],
-        ))
-        .one(&self.db)
-        .await
-        .context("counting active admins")?;
-        let n = row.map_or(0, |r| r.n);
-        Ok(super::from_bigint(n, "admin count")?)
     }
 }
