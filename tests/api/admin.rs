@@ -611,3 +611,29 @@ async fn two_admins_demoting_each_other_at_once_leave_exactly_one() {
         }
     }
 }
+
+#[tokio::test]
+async fn audit_filters_and_cursors_that_cannot_match_are_422_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.user_with_token("root", &["admin"]).await;
+    for (query, field) in [
+        ("target_type=%13P%00W", "target_type"),
+        ("target_type=User", "target_type"),
+        ("target_id=a%00b", "target_id"),
+        ("cursor=djE6eA", "cursor"),
+    ] {
+        let resp = app.get_as(&admin, &format!("/api/v1/audit?{query}")).await;
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "validation_failed", "{query}: {body}");
+        assert_eq!(body["errors"][0]["field"], field, "{query}: {body}");
+    }
+    // Any id is a position: the page after an id nobody has is the rest of the list.
+    let resp = app
+        .get_as(
+            &admin,
+            "/api/v1/audit?cursor=ffffffff-ffff-7fff-bfff-ffffffffffff&target_type=user",
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+}

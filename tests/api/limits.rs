@@ -594,7 +594,10 @@ async fn caps_beyond_what_a_bigint_holds_are_422_naming_the_field() {
         assert_eq!(body["code"], "validation_failed", "{body}");
         assert_eq!(
             fields(&body),
-            [refused("limits.requests_per_minute", at_most)]
+            [refused(
+                "limits.requests_per_minute",
+                "must be between 1 and 9223372036854775807"
+            )]
         );
     }
     let keys: Value = app
@@ -638,4 +641,36 @@ async fn caps_beyond_what_a_bigint_holds_are_422_naming_the_field() {
         i64::MAX,
         "{me_keys}"
     );
+}
+
+#[tokio::test]
+async fn whole_numbers_written_as_floats_are_caps_and_fractions_are_422() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.user_with_token("root", &["admin"]).await;
+    let (vic, _) = app.user_with_token("vic", &["developer"]).await;
+    let path = format!("/api/v1/users/{vic}/quota");
+    let put = |body: Value| {
+        app.request(Method::PUT, &path)
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+    };
+
+    // JSON Schema's `integer` includes 5.0: it is the cap 5.
+    let resp = put(json!({"requests_per_hour": 5.0, "tokens_total_quota": 1.2e3}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let stored: Value = app.get_as(&admin, &path).await.json().await.unwrap();
+    assert_eq!(stored["requests_per_hour"], 5, "{stored}");
+    assert_eq!(stored["tokens_total_quota"], 1200, "{stored}");
+
+    for bad in [json!(5.5), json!(-1.0), json!(1e30), json!("5")] {
+        let resp = put(json!({"requests_per_hour": bad})).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "validation_failed", "{bad}: {body}");
+    }
+    let stored: Value = app.get_as(&admin, &path).await.json().await.unwrap();
+    assert_eq!(stored["requests_per_hour"], 5, "unchanged: {stored}");
 }

@@ -40,8 +40,102 @@ pub struct ApiDoc;
 #[must_use]
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi().merge_from(maas_inference::LegacyApi::openapi());
+    document_openai_bodies(&mut doc);
     document_errors(&mut doc);
+    forbid_nul_in_request_text(&mut doc);
     doc
+}
+
+/// The OpenAI endpoints take their body as raw JSON (it passes through); their schema says
+/// which fields the gateway reads and checks.
+fn document_openai_bodies(doc: &mut utoipa::openapi::OpenApi) {
+    for (path, item) in &mut doc.paths.paths {
+        let Some(schema) = path
+            .strip_prefix("/v1")
+            .and_then(maas_inference::openai_request_schema)
+        else {
+            continue;
+        };
+        if let Some(body) = item.post.as_mut().and_then(|op| op.request_body.as_mut()) {
+            for content in body.content.values_mut() {
+                content.schema = Some(RefOr::T(schema.clone()));
+            }
+        }
+    }
+}
+
+/// Every string a management request body carries is refused when it holds NUL (PostgreSQL
+/// cannot store it): the request schemas say so with a pattern on each string that has none.
+fn forbid_nul_in_request_text(doc: &mut utoipa::openapi::OpenApi) {
+    let mut names: Vec<String> = Vec::new();
+    for (path, item) in &mut doc.paths.paths {
+        if path.starts_with("/v1/") {
+            continue;
+        }
+        for operation in [item.put.as_mut(), item.post.as_mut(), item.patch.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(body) = operation.request_body.as_mut() {
+                for content in body.content.values_mut() {
+                    if let Some(schema) = content.schema.as_mut() {
+                        forbid_nul(schema, &mut names);
+                    }
+                }
+            }
+        }
+    }
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    let mut done = std::collections::HashSet::new();
+    while let Some(name) = names.pop() {
+        if !done.insert(name.clone()) {
+            continue;
+        }
+        if let Some(schema) = components.schemas.get_mut(&name) {
+            forbid_nul(schema, &mut names);
+        }
+    }
+}
+
+/// Adds the no-NUL pattern to every plain string in `schema` (through arrays, objects and
+/// compositions), collecting the component schemas it refers to in `refs`.
+fn forbid_nul(schema: &mut RefOr<utoipa::openapi::schema::Schema>, refs: &mut Vec<String>) {
+    use utoipa::openapi::schema::{ArrayItems, Schema, SchemaType, Type};
+    match schema {
+        RefOr::Ref(r) => {
+            if let Some(name) = r.ref_location.strip_prefix("#/components/schemas/") {
+                refs.push(name.to_owned());
+            }
+        }
+        RefOr::T(Schema::Object(object)) => {
+            let is_text = match &object.schema_type {
+                SchemaType::Type(t) => *t == Type::String,
+                SchemaType::Array(types) => types.contains(&Type::String),
+                SchemaType::AnyValue => false,
+            };
+            if is_text
+                && object.pattern.is_none()
+                && object.format.is_none()
+                && object.enum_values.is_none()
+            {
+                object.pattern = Some(maas_shared::http::NO_NUL.to_owned());
+            }
+            for property in object.properties.values_mut() {
+                forbid_nul(property, refs);
+            }
+        }
+        RefOr::T(Schema::Array(array)) => {
+            if let ArrayItems::RefOrSchema(items) = &mut array.items {
+                forbid_nul(items, refs);
+            }
+        }
+        RefOr::T(Schema::OneOf(one)) => one.items.iter_mut().for_each(|s| forbid_nul(s, refs)),
+        RefOr::T(Schema::AllOf(all)) => all.items.iter_mut().for_each(|s| forbid_nul(s, refs)),
+        RefOr::T(Schema::AnyOf(any)) => any.items.iter_mut().for_each(|s| forbid_nul(s, refs)),
+        RefOr::T(_) => {}
+    }
 }
 
 /// An error answer: its codes, and the body shape of its prefix.

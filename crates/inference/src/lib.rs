@@ -15,6 +15,8 @@ pub mod infra;
 pub mod interface;
 
 #[cfg(feature = "http")]
+pub use interface::dto::openai_request_schema;
+#[cfg(feature = "http")]
 pub use interface::{
     InferenceApi, LegacyApi, ProvidersApi, configure, configure_admin, configure_legacy,
 };

@@ -9,7 +9,6 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Set,
 };
-use uuid::Uuid;
 
 use crate::audit::{
     ActionContext, AuditError, AuditEvent, AuditEventId, AuditFilter, AuditLog, NewAuditEvent,
@@ -129,16 +128,14 @@ impl AuditLog for PgAuditLog {
             query = query.filter(Column::TargetId.eq(target_id.as_str()));
         }
         if let Some(cursor) = page.after() {
-            let after = Uuid::parse_str(cursor.key())
-                .map_err(|_| anyhow::anyhow!("audit cursor is not an id"))?;
-            query = query.filter(Column::Id.lt(after));
+            query = query.filter(Column::Id.lt(cursor.id()));
         }
         let rows = query
             .limit(u64::from(page.limit()) + 1)
             .all(&self.db)
             .await
             .context("listing audit events")?;
-        let page = Page::from_overfetch(rows, page, |row| row.id.to_string());
+        let page = Page::from_overfetch(rows, page, |row| row.id);
         Ok(page.map(AuditEvent::from))
     }
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod id;
 pub mod paging;
 pub mod text;
+pub mod whole;
 
 #[cfg(feature = "infra")]
 pub mod audit_pg;

@@ -1,8 +1,9 @@
-//! Cursor pagination. Lists are ordered by a stable key (usually the UUID v7 id, which is
-//! time-ordered) and a page ends with an opaque cursor naming the last key returned.
+//! Cursor pagination. Lists are ordered by their UUID v7 id (time-ordered), and a page ends with
+//! a cursor: the id of the last item returned. Any id is a valid position (the next page starts
+//! after it, whether or not that item still exists), so the cursor's whole contract is "a UUID",
+//! which the OpenAPI document can state exactly.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use uuid::Uuid;
 
 use crate::error::{Classify, ErrorKind, FieldError};
 
@@ -11,42 +12,37 @@ pub const DEFAULT_LIMIT: u32 = 50;
 /// The largest page a caller may ask for.
 pub const MAX_LIMIT: u32 = 200;
 
-const CURSOR_VERSION: &str = "v1:";
-
-/// An opaque position in a list: the sort key of the last item already returned.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cursor(String);
+/// A position in a list: the id of the last item already returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor(Uuid);
 
 impl Cursor {
-    /// The cursor that resumes after the item whose sort key is `key`.
-    pub fn after(key: impl Into<String>) -> Self {
-        Self(key.into())
-    }
-
-    /// The sort key this cursor resumes after.
+    /// The cursor that resumes after the item whose id is `id`.
     #[must_use]
-    pub fn key(&self) -> &str {
-        &self.0
+    pub fn after(id: Uuid) -> Self {
+        Self(id)
     }
 
-    /// The token handed to clients.
+    /// The id this cursor resumes after.
+    #[must_use]
+    pub fn id(&self) -> Uuid {
+        self.0
+    }
+
+    /// The token handed to clients (the id, hyphenated).
     #[must_use]
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{CURSOR_VERSION}{}", self.0))
+        self.0.to_string()
     }
 
-    /// Reads a token produced by [`Cursor::encode`].
+    /// Reads a token: any UUID.
     ///
     /// # Errors
-    /// [`PagingError::BadCursor`] when the token was not produced by us.
+    /// [`PagingError::BadCursor`] when the token is not a UUID.
     pub fn decode(token: &str) -> Result<Self, PagingError> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(token)
-            .map_err(|_| PagingError::BadCursor)?;
-        let text = String::from_utf8(bytes).map_err(|_| PagingError::BadCursor)?;
-        text.strip_prefix(CURSOR_VERSION)
-            .map(|key| Self(key.to_owned()))
-            .ok_or(PagingError::BadCursor)
+        Uuid::parse_str(token)
+            .map(Self)
+            .map_err(|_| PagingError::BadCursor)
     }
 }
 
@@ -111,7 +107,7 @@ impl<T> Page<T> {
     pub fn from_overfetch(
         mut rows: Vec<T>,
         request: &PageRequest,
-        key: impl Fn(&T) -> String,
+        key: impl Fn(&T) -> Uuid,
     ) -> Self {
         let limit = request.limit() as usize;
         let has_more = rows.len() > limit;
@@ -139,8 +135,8 @@ pub enum PagingError {
     /// Limit out of range.
     #[error("limit must be between 1 and {MAX_LIMIT}")]
     Limit,
-    /// A cursor we did not hand out.
-    #[error("cursor is not valid for this list")]
+    /// A cursor that is not an id.
+    #[error("cursor must be the id (a UUID) of the last item of the previous page")]
     BadCursor,
 }
 
@@ -162,17 +158,14 @@ mod tests {
 
     #[test]
     fn cursor_round_trips() {
-        let cursor = Cursor::after("0193-abc");
+        let cursor = Cursor::after(Uuid::now_v7());
         assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
     }
 
     #[test]
-    fn foreign_cursors_are_rejected() {
+    fn cursors_that_are_not_ids_are_rejected() {
         assert_eq!(Cursor::decode("!!!"), Err(PagingError::BadCursor));
-        assert_eq!(
-            Cursor::decode(&URL_SAFE_NO_PAD.encode("v0:x")),
-            Err(PagingError::BadCursor)
-        );
+        assert_eq!(Cursor::decode("djE6eA"), Err(PagingError::BadCursor));
     }
 
     #[test]
@@ -191,10 +184,11 @@ mod tests {
     #[test]
     fn overfetch_yields_cursor_only_when_more_rows_exist() {
         let request = PageRequest::parse(Some(2), None).unwrap();
-        let page = Page::from_overfetch(vec![1, 2, 3], &request, ToString::to_string);
+        let id = |n: &u128| Uuid::from_u128(*n);
+        let page = Page::from_overfetch(vec![1, 2, 3], &request, id);
         assert_eq!(page.items, vec![1, 2]);
-        assert_eq!(page.next, Some(Cursor::after("2")));
-        let last = Page::from_overfetch(vec![1, 2], &request, ToString::to_string);
+        assert_eq!(page.next, Some(Cursor::after(Uuid::from_u128(2))));
+        let last = Page::from_overfetch(vec![1, 2], &request, id);
         assert_eq!(last.next, None);
     }
 }

@@ -95,7 +95,7 @@ impl ConversationService {
         let title = parse_title(title.unwrap_or("New conversation"))?;
         if model
             .as_ref()
-            .is_some_and(|m| m.is_empty() || m.len() > 200)
+            .is_some_and(|m| m.is_empty() || m.chars().count() > 200)
         {
             return Err(InvalidValue::new("model", "1 to 200 characters").into());
         }

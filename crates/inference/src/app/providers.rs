@@ -101,11 +101,13 @@ impl ProviderService {
         for (model, upstream) in &req.models {
             match ModelRoute::parse(model, upstream.as_deref()) {
                 Ok(route) if !models.iter().any(|m: &ModelRoute| m.model == route.model) => {
-                    models.push(route)
+                    models.push(route);
                 }
+                // The same route twice says nothing more: it is kept once.
+                Ok(route) if models.contains(&route) => {}
                 Ok(_) => errors.push(InvalidValue::new(
                     "models",
-                    "each public model name may appear once",
+                    "each public model name may appear once (with one upstream model)",
                 )),
                 Err(e) => errors.push(e),
             }

@@ -309,7 +309,8 @@ fn token_cap(
 ) -> Result<Option<u64>, InferenceError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(value) => match value.as_u64() {
+        // `2.0` is a whole number too (JSON Schema's `integer`).
+        Some(value) => match value.as_number().and_then(maas_shared::whole::whole) {
             Some(n) if n <= MAX_COMPLETION_TOKENS => Ok(Some(n)),
             _ => Err(InvalidValue::new(field, "a whole number from 0 to 4294967296").into()),
         },

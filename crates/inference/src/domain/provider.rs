@@ -107,7 +107,8 @@ impl ModelRoute {
         let model = model.trim();
         let upstream = upstream_model.map_or(model, str::trim);
         let ok = |s: &str| {
-            (1..=200).contains(&s.len()) && !s.chars().any(|c| c.is_control() || c.is_whitespace())
+            (1..=200).contains(&s.chars().count())
+                && !s.chars().any(|c| c.is_control() || c.is_whitespace())
         };
         if ok(model) && ok(upstream) {
             Ok(Self {

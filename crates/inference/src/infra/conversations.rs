@@ -84,19 +84,6 @@ fn stmt(sql: &str, values: Vec<Value>) -> Statement {
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
 }
 
-fn cursor_id(page: &PageRequest) -> Result<Option<Uuid>, InferenceError> {
-    page.after()
-        .map(|c| {
-            Uuid::parse_str(c.key()).map_err(|_| {
-                InferenceError::Invalid(vec![crate::domain::errors::InvalidValue::new(
-                    "cursor",
-                    "not a cursor of this list",
-                )])
-            })
-        })
-        .transpose()
-}
-
 #[async_trait]
 impl ConversationRepository for PgConversationRepository {
     async fn insert(&self, c: &Conversation) -> Result<(), InferenceError> {
@@ -136,7 +123,7 @@ impl ConversationRepository for PgConversationRepository {
             vec![user.as_uuid().into(), i64::from(page.limit() + 1).into()];
         let mut sql =
             format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE user_id = $1");
-        if let Some(after) = cursor_id(page)? {
+        if let Some(after) = page.after().map(maas_shared::paging::Cursor::id) {
             values.push(after.into());
             sql.push_str(" AND id < $3");
         }
@@ -145,7 +132,7 @@ impl ConversationRepository for PgConversationRepository {
             .all(&self.db)
             .await
             .context("listing conversations")?;
-        Ok(Page::from_overfetch(rows, page, |r| r.id.to_string()).map(Into::into))
+        Ok(Page::from_overfetch(rows, page, |r| r.id).map(Into::into))
     }
 
     async fn rename(
@@ -236,7 +223,7 @@ impl ConversationRepository for PgConversationRepository {
         let mut sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM conversation_messages WHERE conversation_id = $1"
         );
-        if let Some(after) = cursor_id(page)? {
+        if let Some(after) = page.after().map(maas_shared::paging::Cursor::id) {
             values.push(after.into());
             sql.push_str(" AND id > $3");
         }
@@ -245,7 +232,7 @@ impl ConversationRepository for PgConversationRepository {
             .all(&self.db)
             .await
             .context("listing messages")?;
-        let page = Page::from_overfetch(rows, page, |r| r.id.to_string());
+        let page = Page::from_overfetch(rows, page, |r| r.id);
         let items = page
             .items
             .into_iter()

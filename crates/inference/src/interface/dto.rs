@@ -46,9 +46,19 @@ impl From<ListedModel> for ModelEntry {
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelRouteDto {
-    /// The public name clients send.
+    /// The public name clients send: 1–200 characters, no spaces or control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\s\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
     pub model: String,
-    /// The provider's name for it (default: the same).
+    /// The provider's name for it (default: the same; the same rules).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\s\\x00-\\x1f\\x7f-\\x9f]+$"
+    )]
     pub upstream_model: Option<String>,
 }
 
@@ -56,14 +66,22 @@ pub struct ModelRouteDto {
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProviderRequest {
-    /// Unique slug.
+    /// Unique slug: 1–64 characters of a-z, 0-9, `-`, `_`, `.` (stored lowercase).
+    #[schema(pattern = "^[a-z0-9._-]{1,64}$")]
     pub name: String,
-    /// OpenAI-compatible base URL, e.g. `https://api.openai.com/v1`.
+    /// OpenAI-compatible base URL, e.g. `https://api.openai.com/v1`: `http(s)://`, a host,
+    /// no credentials, query or fragment; at most 2048 characters.
+    #[schema(
+        max_length = 2048,
+        pattern = "^https?://[a-z][a-z0-9-]{0,30}(\\.[a-z][a-z0-9-]{0,30}){0,4}(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]+){0,8}$"
+    )]
     pub base_url: String,
     /// The provider's API key: stored encrypted, never returned.
+    #[schema(max_length = 4096)]
     pub api_key: Option<String>,
-    /// Models it serves (at least one).
+    /// Models it serves: 1 to 500.
     #[validate(length(max = 500))]
+    #[schema(min_items = 1, max_items = 500)]
     pub models: Vec<ModelRouteDto>,
 }
 
@@ -116,6 +134,7 @@ pub struct UsageParams {
     /// To (RFC 3339, exclusive; default now). At most 366 days after `from`.
     pub to: Option<DateTime<Utc>>,
     /// `day` (default), `model` or `key`.
+    #[param(pattern = "^(day|model|key)$")]
     pub group_by: Option<String>,
     /// Another user's usage (admins).
     pub user_id: Option<Uuid>,
@@ -160,9 +179,14 @@ pub struct UsageReportResponse {
 #[derive(Debug, Default, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateConversationRequest {
-    /// Title (default "New conversation").
+    /// Title (default "New conversation"): 1–200 characters once trimmed.
+    #[schema(
+        max_length = 200,
+        pattern = "^[^\\s\\x00-\\x1f\\x7f-\\x9f]([^\\x00]*[^\\s\\x00-\\x1f\\x7f-\\x9f])?$"
+    )]
     pub title: Option<String>,
-    /// The model it is mostly held with.
+    /// The model it is mostly held with (1–200 characters).
+    #[schema(min_length = 1, max_length = 200)]
     pub model: Option<String>,
 }
 
@@ -170,7 +194,11 @@ pub struct CreateConversationRequest {
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenameConversationRequest {
-    /// New title (1–200 characters).
+    /// New title: 1–200 characters once trimmed.
+    #[schema(
+        max_length = 200,
+        pattern = "^[^\\s\\x00-\\x1f\\x7f-\\x9f]([^\\x00]*[^\\s\\x00-\\x1f\\x7f-\\x9f])?$"
+    )]
     pub title: String,
 }
 
@@ -179,8 +207,10 @@ pub struct RenameConversationRequest {
 #[serde(deny_unknown_fields)]
 pub struct AddMessageRequest {
     /// `system`, `user`, `assistant` or `tool`.
+    #[schema(pattern = "^(system|user|assistant|tool)$")]
     pub role: String,
-    /// Text.
+    /// Text: at most 1,000,000 bytes.
+    #[schema(max_length = 250_000)]
     pub content: String,
 }
 
@@ -240,9 +270,114 @@ impl From<&crate::domain::conversation::Message> for MessageResponse {
 #[into_params(parameter_in = Query)]
 pub struct ExportParams {
     /// `json` (default) or `csv`.
+    #[param(pattern = "^(json|csv)$")]
     pub format: Option<String>,
     /// Messages at or after (RFC 3339).
     pub from: Option<DateTime<Utc>>,
     /// Messages before (RFC 3339).
     pub to: Option<DateTime<Utc>>,
+}
+
+/// The request body schema of an OpenAI endpoint under `/v1` (`/chat/completions`,
+/// `/completions`, `/embeddings`): the fields the gateway reads and checks; every other field
+/// passes through to the upstream as it came.
+#[must_use]
+pub fn openai_request_schema(path: &str) -> Option<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{
+        ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
+    };
+    use utoipa::openapi::{KnownFormat, SchemaFormat};
+
+    let nullable = |t: Type| SchemaType::from_iter([t, Type::Null]);
+    let text_or_list = || {
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(SchemaType::AnyValue)))
+    };
+    let token_cap = || {
+        ObjectBuilder::new()
+            .schema_type(nullable(Type::Integer))
+            .minimum(Some(0))
+            .maximum(Some(crate::domain::call::MAX_COMPLETION_TOKENS))
+            .description(Some("Completion cap: a whole number from 0 to 4294967296"))
+    };
+    let mut object = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property(
+            "model",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .description(Some("A model of `GET /v1/models`")),
+        )
+        .required("model");
+    match path {
+        "/chat/completions" => {
+            let message = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(
+                    "role",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(["system", "developer", "user", "assistant", "tool"])),
+                )
+                .required("role")
+                .property("content", text_or_list());
+            object = object
+                .property(
+                    "messages",
+                    ArrayBuilder::new().items(message).min_items(Some(1)),
+                )
+                .required("messages")
+                .property("stream", ObjectBuilder::new().schema_type(nullable(Type::Boolean)))
+                .property(
+                    "stream_options",
+                    ObjectBuilder::new()
+                        .schema_type(nullable(Type::Object))
+                        .property(
+                            "include_usage",
+                            ObjectBuilder::new().schema_type(nullable(Type::Boolean)),
+                        ),
+                )
+                .property("max_tokens", token_cap())
+                .property("max_completion_tokens", token_cap())
+                .property(
+                    "conversation_id",
+                    ObjectBuilder::new()
+                        .schema_type(nullable(Type::String))
+                        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+                        .pattern(Some(
+                            "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+                        ))
+                        .description(Some(
+                            "Continue this conversation of yours: its history is sent first, \
+                             and the exchange is stored (no NUL in `messages` then)",
+                        )),
+                );
+        }
+        "/completions" => {
+            object = object
+                .property("prompt", text_or_list())
+                .required("prompt")
+                .property(
+                    "stream",
+                    ObjectBuilder::new().schema_type(nullable(Type::Boolean)),
+                )
+                .property(
+                    "stream_options",
+                    ObjectBuilder::new()
+                        .schema_type(nullable(Type::Object))
+                        .property(
+                            "include_usage",
+                            ObjectBuilder::new().schema_type(nullable(Type::Boolean)),
+                        ),
+                )
+                .property("max_tokens", token_cap());
+        }
+        "/embeddings" => {
+            object = object.property("input", text_or_list()).required("input");
+        }
+        _ => return None,
+    }
+    Some(Schema::Object(object.build()))
 }

@@ -85,7 +85,7 @@ pub async fn chat_completions(
 /// Create a completion
 ///
 /// OpenAI's legacy text completions, streamed or not; metered like chat.
-#[utoipa::path(post, path = "/completions", tag = "openai", request_body = Object, responses((status = 200, description = "OpenAI completion")), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(post, path = "/completions", tag = "openai", request_body = Object, responses((status = 200, description = "OpenAI completion"), (status = 404, description = "`model_not_found`")), security(("bearer" = []), ("api_key" = [])))]
 pub async fn completions(
     auth: Authenticated,
     gateway: web::Data<GatewayService>,
@@ -95,7 +95,7 @@ pub async fn completions(
 }
 
 /// Create embeddings
-#[utoipa::path(post, path = "/embeddings", tag = "openai", request_body = Object, responses((status = 200, description = "OpenAI embeddings")), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(post, path = "/embeddings", tag = "openai", request_body = Object, responses((status = 200, description = "OpenAI embeddings"), (status = 404, description = "`model_not_found`")), security(("bearer" = []), ("api_key" = [])))]
 pub async fn embeddings(
     auth: Authenticated,
     gateway: web::Data<GatewayService>,

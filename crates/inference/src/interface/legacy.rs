@@ -22,13 +22,60 @@ use crate::domain::conversation::ConversationId;
 #[serde(deny_unknown_fields)]
 pub struct GenerateRequest {
     /// Model to use.
+    #[schema(min_length = 1, max_length = 200)]
     pub model: String,
     /// 1 to 32 prompts, each answered separately.
+    #[schema(min_items = 1, max_items = 32)]
     pub prompts: Vec<String>,
     /// `temperature`, `top_p`, `max_tokens`, `stop`, `seed`, `presence_penalty`, `frequency_penalty`.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = sampling_params)]
     pub sampling_params: Map<String, Value>,
+}
+
+/// The sampling parameters `/generate` passes on (no others).
+fn sampling_params() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    let typed = |t: Type| ObjectBuilder::new().schema_type(t);
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property(
+            "temperature",
+            typed(Type::Number).minimum(Some(0)).maximum(Some(2)),
+        )
+        .property(
+            "top_p",
+            typed(Type::Number).minimum(Some(0)).maximum(Some(1)),
+        )
+        .property(
+            "max_tokens",
+            typed(Type::Integer)
+                .minimum(Some(0))
+                .maximum(Some(crate::domain::call::MAX_COMPLETION_TOKENS)),
+        )
+        .property(
+            "stop",
+            utoipa::openapi::schema::OneOfBuilder::new()
+                .item(typed(Type::String))
+                .item(
+                    utoipa::openapi::schema::ArrayBuilder::new()
+                        .items(typed(Type::String))
+                        .max_items(Some(4)),
+                ),
+        )
+        .property("seed", typed(Type::Integer))
+        .property(
+            "presence_penalty",
+            typed(Type::Number).minimum(Some(-2)).maximum(Some(2)),
+        )
+        .property(
+            "frequency_penalty",
+            typed(Type::Number).minimum(Some(-2)).maximum(Some(2)),
+        )
+        .additional_properties(Some(
+            AdditionalProperties::<utoipa::openapi::schema::Schema>::FreeForm(false),
+        ))
+        .build()
 }
 
 /// One answer of `/generate`.
@@ -55,8 +102,10 @@ pub struct GenerateResponse {
 #[serde(deny_unknown_fields)]
 pub struct LegacyChatRequest {
     /// Model to use.
+    #[schema(min_length = 1, max_length = 200)]
     pub model: String,
-    /// The user's message.
+    /// The user's message (not blank).
+    #[schema(pattern = "^[^\\x00]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00]*$")]
     pub message: String,
     /// Continue this conversation (its last messages are sent as context); a new one is
     /// started when absent.
@@ -75,7 +124,7 @@ pub struct LegacyChatResponse {
 /// Generate (legacy)
 ///
 /// nano-vllm style batch generation: each prompt is answered as one chat message.
-#[utoipa::path(post, path = "/generate", tag = "legacy", request_body = GenerateRequest, responses((status = 200, body = GenerateResponse)), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(post, path = "/generate", tag = "legacy", request_body = GenerateRequest, responses((status = 200, body = GenerateResponse), (status = 404, description = "`model_not_found`")), security(("bearer" = []), ("api_key" = [])))]
 pub async fn generate(
     auth: Authenticated,
     gateway: web::Data<GatewayService>,
@@ -144,7 +193,7 @@ async fn answer(
 /// Chat (legacy)
 ///
 /// One message in, the whole reply out; stored in a conversation.
-#[utoipa::path(post, path = "/api/chat", tag = "legacy", request_body = LegacyChatRequest, responses((status = 200, body = LegacyChatResponse)), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(post, path = "/api/chat", tag = "legacy", request_body = LegacyChatRequest, responses((status = 200, body = LegacyChatResponse), (status = 404, description = "`model_not_found`, or `not_found`: no such conversation of the caller's")), security(("bearer" = []), ("api_key" = [])))]
 pub async fn chat(
     auth: Authenticated,
     gateway: web::Data<GatewayService>,
@@ -158,7 +207,7 @@ pub async fn chat(
 ///
 /// Like `/api/chat`, answered as server-sent events (OpenAI chunks); the conversation id is in
 /// the `x-conversation-id` header.
-#[utoipa::path(post, path = "/api/chat-stream", tag = "legacy", request_body = LegacyChatRequest, responses((status = 200, description = "text/event-stream of OpenAI chunks")), security(("bearer" = []), ("api_key" = [])))]
+#[utoipa::path(post, path = "/api/chat-stream", tag = "legacy", request_body = LegacyChatRequest, responses((status = 200, description = "text/event-stream of OpenAI chunks"), (status = 404, description = "`model_not_found`, or `not_found`: no such conversation of the caller's")), security(("bearer" = []), ("api_key" = [])))]
 pub async fn chat_stream(
     auth: Authenticated,
     gateway: web::Data<GatewayService>,

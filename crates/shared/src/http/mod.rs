@@ -18,6 +18,6 @@ pub use extract::{
     validation_fields,
 };
 pub use normalize::normalize_path;
-pub use openapi::SecuritySchemes;
+pub use openapi::{NO_NUL, SecuritySchemes, enum_list};
 pub use paging::{PageQuery, PageResponse};
 pub use request_id::{REQUEST_ID_HEADER, RequestId, request_id};

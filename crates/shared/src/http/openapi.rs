@@ -29,3 +29,26 @@ impl Modify for SecuritySchemes {
         );
     }
 }
+
+/// The schema of a list of strings drawn from `values`, `min_items` to `max_items` long (for
+/// `#[schema(schema_with = ...)]` on a field whose values are checked against a fixed set).
+#[must_use]
+pub fn enum_list(
+    values: &[&str],
+    min_items: usize,
+    max_items: usize,
+) -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(values.iter().copied())),
+        )
+        .min_items(Some(min_items))
+        .max_items(Some(max_items))
+        .build()
+}
+
+/// A pattern for text without the NUL character (PostgreSQL cannot store it).
+pub const NO_NUL: &str = r"^[^\x00]*$";

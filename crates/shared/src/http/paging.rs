@@ -12,7 +12,8 @@ pub struct PageQuery {
     /// Items per page, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page: the id of its last item (any id is a valid position).
+    #[param(value_type = Option<uuid::Uuid>)]
     pub cursor: Option<String>,
 }
 
@@ -32,6 +33,7 @@ pub struct PageResponse<T: ToSchema> {
     /// The items of this page.
     pub data: Vec<T>,
     /// Pass as `cursor` to get the next page; absent on the last page.
+    #[schema(value_type = Option<uuid::Uuid>)]
     pub next_cursor: Option<String>,
 }
 

@@ -128,11 +128,7 @@ impl UserRepository for FakeUsers {
     }
 
     async fn list(&self, page: &PageRequest) -> Result<Page<User>, IdentityError> {
-        let after = page
-            .after()
-            .map(|c| c.key().parse::<UserId>())
-            .transpose()
-            .map_err(|e| IdentityError::Unexpected(e.into()))?;
+        let after = page.after().map(|c| UserId::from_uuid(c.id()));
         let mut rows: Vec<User> = lock(&self.rows)
             .iter()
             .filter(|u| u.status() != UserStatus::Deleted)
@@ -141,7 +137,7 @@ impl UserRepository for FakeUsers {
             .collect();
         rows.sort_by_key(User::id);
         rows.truncate(page.limit() as usize + 1);
-        Ok(Page::from_overfetch(rows, page, |u| u.id().to_string()))
+        Ok(Page::from_overfetch(rows, page, |u| u.id().as_uuid()))
     }
 }
 
@@ -366,11 +362,7 @@ impl ApiKeyRepository for FakeApiKeys {
     }
 
     async fn list(&self, owner: UserId, page: &PageRequest) -> Result<Page<ApiKey>, IdentityError> {
-        let before = page
-            .after()
-            .map(|c| c.key().parse::<ApiKeyId>())
-            .transpose()
-            .map_err(|e| IdentityError::Unexpected(e.into()))?;
+        let before = page.after().map(|c| ApiKeyId::from_uuid(c.id()));
         let mut rows: Vec<ApiKey> = lock(&self.rows)
             .iter()
             .filter(|k| k.owner() == owner && before.is_none_or(|before| k.id() < before))
@@ -378,7 +370,7 @@ impl ApiKeyRepository for FakeApiKeys {
             .collect();
         rows.sort_by_key(|k| std::cmp::Reverse(k.id()));
         rows.truncate(page.limit() as usize + 1);
-        Ok(Page::from_overfetch(rows, page, |k| k.id().to_string()))
+        Ok(Page::from_overfetch(rows, page, |k| k.id().as_uuid()))
     }
 
     async fn revoke_all(
@@ -1062,7 +1054,7 @@ impl AuditLog for FakeAudit {
             .collect();
         rows.reverse();
         rows.truncate(page.limit() as usize + 1);
-        Ok(Page::from_overfetch(rows, page, |e| e.id.to_string()))
+        Ok(Page::from_overfetch(rows, page, |e| e.id.into()))
     }
 }
 

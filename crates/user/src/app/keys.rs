@@ -103,7 +103,7 @@ impl ApiKeyService {
             .map(|m| m.trim().to_owned())
             .filter(|m| !m.is_empty())
             .collect();
-        if models.iter().any(|m| m.len() > 200) {
+        if models.iter().any(|m| m.chars().count() > 200) {
             errors.push(InvalidValue::new(
                 "allowed_models",
                 "model names are at most 200 characters",

@@ -6,6 +6,8 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use maas_shared::audit::{AuditEvent, AuditFilter, AuditLog};
 use maas_shared::http::{ApiError, PageQuery, PageResponse};
+
+use crate::domain::errors::{IdentityError, InvalidValue};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -19,8 +21,10 @@ pub struct AuditParams {
     /// Only actions by this user.
     pub actor: Option<Uuid>,
     /// Only actions on this kind of resource (`user`, `api_key`, `quota`, `provider`).
+    #[param(pattern = "^[a-z_]{1,32}$")]
     pub target_type: Option<String>,
-    /// Only actions on this resource.
+    /// Only actions on this resource (its id as recorded, at most 200 characters).
+    #[param(max_length = 200, pattern = "^[^\\x00]*$")]
     pub target_id: Option<String>,
 }
 
@@ -79,6 +83,27 @@ pub async fn list_audit(
 ) -> Result<HttpResponse, ApiError> {
     let page = page.into_inner().into_request()?;
     let f = filter.into_inner();
+    let mut invalid = Vec::new();
+    if f.target_type.as_deref().is_some_and(|t| {
+        !(1..=32).contains(&t.len()) || !t.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    }) {
+        invalid.push(InvalidValue::new(
+            "target_type",
+            "1 to 32 characters of a-z or '_'",
+        ));
+    }
+    if f.target_id
+        .as_deref()
+        .is_some_and(|t| t.chars().count() > 200 || t.contains('\0'))
+    {
+        invalid.push(InvalidValue::new(
+            "target_id",
+            "at most 200 characters, without NUL",
+        ));
+    }
+    if !invalid.is_empty() {
+        return Err(IdentityError::Invalid(invalid).into());
+    }
     let filter = AuditFilter {
         actor: f.actor,
         target_type: f.target_type,

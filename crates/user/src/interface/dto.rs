@@ -1,8 +1,11 @@
 //! Request and response bodies of the identity API.
 
 use chrono::{DateTime, Utc};
+use maas_shared::http::enum_list;
+use maas_shared::whole;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
 use uuid::Uuid;
 use validator::Validate;
 
@@ -19,9 +22,11 @@ use crate::domain::user::User;
 pub struct LoginRequest {
     /// Username or e-mail address.
     #[validate(length(min = 1, max = 254))]
+    #[schema(min_length = 1, max_length = 254)]
     pub login: String,
     /// Password.
     #[validate(length(min = 1, max = 1024))]
+    #[schema(min_length = 1, max_length = 1024)]
     pub password: String,
 }
 
@@ -31,6 +36,7 @@ pub struct LoginRequest {
 pub struct RefreshRequest {
     /// The refresh token from the last login or refresh.
     #[validate(length(min = 1, max = 256))]
+    #[schema(min_length = 1, max_length = 256)]
     pub refresh_token: String,
 }
 
@@ -70,14 +76,23 @@ impl TokenResponse {
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
-    /// 3–32 characters of a-z, 0-9, `.`, `_`, `-`.
+    /// 3–32 characters of a-z, 0-9, `.`, `_`, `-`, starting with a letter or digit (stored
+    /// lowercase).
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{2,31}$")]
     pub username: String,
-    /// Optional e-mail address (also accepted as login).
+    /// Optional e-mail address (also accepted as login): `local@domain.tld`, at most 254
+    /// characters, no spaces.
+    #[schema(
+        pattern = "^[^@\\s\\x00-\\x1f\\x7f-\\x9f]+@[^@\\s.\\x00-\\x1f\\x7f-\\x9f]+(\\.[^@\\s.\\x00-\\x1f\\x7f-\\x9f]+)+$",
+        max_length = 254
+    )]
     pub email: Option<String>,
     /// 10–128 characters.
+    #[schema(min_length = 10, max_length = 128)]
     pub password: String,
     /// Roles: `admin`, `developer`, `user` (default `user`). Ignored on self-registration.
     #[serde(default)]
+    #[schema(schema_with = role_list_or_none)]
     pub roles: Vec<String>,
 }
 
@@ -123,6 +138,7 @@ impl From<&User> for UserResponse {
 pub struct SetRolesRequest {
     /// At least one of `admin`, `developer`, `user`.
     #[validate(length(min = 1, max = 3))]
+    #[schema(schema_with = role_list)]
     pub roles: Vec<String>,
 }
 
@@ -132,22 +148,26 @@ pub struct SetRolesRequest {
 pub struct ChangePasswordRequest {
     /// The current password.
     #[validate(length(min = 1, max = 1024))]
+    #[schema(min_length = 1, max_length = 1024)]
     pub current_password: String,
     /// The new password (10–128 characters).
+    #[schema(min_length = 10, max_length = 128)]
     pub new_password: String,
 }
 
-/// Rate limits of a key (each at most 9223372036854775807, i.e. 2^63 − 1).
+/// Rate limits of a key (each from 1 to 9223372036854775807, i.e. 2^63 − 1).
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyLimitsDto {
     /// Requests per minute through this key.
-    #[validate(range(max = MAX_LIMIT, message = "must be at most 9223372036854775807"))]
-    #[schema(maximum = 9_223_372_036_854_775_807_u64)]
+    #[validate(range(min = 1, max = MAX_LIMIT, message = "must be between 1 and 9223372036854775807"))]
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_u64)]
+    #[serde(default, deserialize_with = "whole::opt_u64")]
     pub requests_per_minute: Option<u64>,
     /// Tokens per minute through this key.
-    #[validate(range(max = MAX_LIMIT, message = "must be at most 9223372036854775807"))]
-    #[schema(maximum = 9_223_372_036_854_775_807_u64)]
+    #[validate(range(min = 1, max = MAX_LIMIT, message = "must be between 1 and 9223372036854775807"))]
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_u64)]
+    #[serde(default, deserialize_with = "whole::opt_u64")]
     pub tokens_per_minute: Option<u64>,
 }
 
@@ -155,15 +175,21 @@ pub struct KeyLimitsDto {
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
-    /// Label (1–64 characters).
+    /// Label: 1–64 characters once trimmed, no control characters.
+    #[schema(
+        max_length = 64,
+        pattern = "^[^\\s\\x00-\\x1f\\x7f-\\x9f]([^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f])?$"
+    )]
     pub name: String,
     /// `inference` (default), `knowledge`, `finetune`, `apps`, `manage`; never more than you have.
     #[serde(default)]
     #[validate(length(max = 5))]
+    #[schema(schema_with = scope_list)]
     pub scopes: Vec<String>,
-    /// Models the key may call; empty for all.
+    /// Models the key may call (each 1–200 characters, no spaces); empty for all.
     #[serde(default)]
     #[validate(length(max = 100))]
+    #[schema(schema_with = model_list)]
     pub allowed_models: Vec<String>,
     /// The key's own rate limits.
     #[serde(default)]
@@ -263,38 +289,47 @@ pub struct QuotaPolicyDto {
     /// Rate limit: requests per minute.
     #[validate(range(min = 1, max = MAX_LIMIT, message = "must be between 1 and 9223372036854775807"))]
     #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_u64)]
+    #[serde(default, deserialize_with = "whole::opt_u64")]
     pub requests_per_minute: Option<u64>,
     /// Rate limit: tokens per minute.
     #[validate(range(min = 1, max = MAX_LIMIT, message = "must be between 1 and 9223372036854775807"))]
     #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_u64)]
+    #[serde(default, deserialize_with = "whole::opt_u64")]
     pub tokens_per_minute: Option<u64>,
     /// Rate limit: requests per hour.
     #[validate(range(min = 1, max = MAX_LIMIT, message = "must be between 1 and 9223372036854775807"))]
     #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_u64)]
+    #[serde(default, deserialize_with = "whole::opt_u64")]
     pub requests_per_hour: Option<u64>,
     /// Rate limit: requests per UTC day.
     #[validate(range(min = 1, max = MAX_LIMIT, message = "must be between 1 and 9223372036854775807"))]
     #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_u64)]
+    #[serde(default, deserialize_with = "whole::opt_u64")]
     pub requests_per_day: Option<u64>,
     /// Quota: tokens per UTC day.
     #[validate(range(max = MAX_LIMIT, message = "must be at most 9223372036854775807"))]
     #[schema(maximum = 9_223_372_036_854_775_807_u64)]
+    #[serde(default, deserialize_with = "whole::opt_u64")]
     pub tokens_per_day_quota: Option<u64>,
     /// Quota: tokens per calendar month.
     #[validate(range(max = MAX_LIMIT, message = "must be at most 9223372036854775807"))]
     #[schema(maximum = 9_223_372_036_854_775_807_u64)]
+    #[serde(default, deserialize_with = "whole::opt_u64")]
     pub tokens_per_month_quota: Option<u64>,
     /// Quota: tokens in total.
     #[validate(range(max = MAX_LIMIT, message = "must be at most 9223372036854775807"))]
     #[schema(maximum = 9_223_372_036_854_775_807_u64)]
+    #[serde(default, deserialize_with = "whole::opt_u64")]
     pub tokens_total_quota: Option<u64>,
     /// Quota: requests per calendar month.
     #[validate(range(max = MAX_LIMIT, message = "must be at most 9223372036854775807"))]
     #[schema(maximum = 9_223_372_036_854_775_807_u64)]
+    #[serde(default, deserialize_with = "whole::opt_u64")]
     pub requests_per_month_quota: Option<u64>,
     /// Quota: requests in total.
     #[validate(range(max = MAX_LIMIT, message = "must be at most 9223372036854775807"))]
     #[schema(maximum = 9_223_372_036_854_775_807_u64)]
+    #[serde(default, deserialize_with = "whole::opt_u64")]
     pub requests_total_quota: Option<u64>,
 }
 
@@ -374,4 +409,37 @@ impl From<RuleUsage> for LimitUsageResponse {
 pub struct QuotaUsageResponse {
     /// Every rule that applies to the caller (the user's, and the key's when called with a key).
     pub limits: Vec<LimitUsageResponse>,
+}
+
+/// The roles a request may name.
+const ROLES: [&str; 3] = ["admin", "developer", "user"];
+
+fn role_list() -> utoipa::openapi::schema::Array {
+    enum_list(&ROLES, 1, 3)
+}
+
+fn role_list_or_none() -> utoipa::openapi::schema::Array {
+    enum_list(&ROLES, 0, 3)
+}
+
+fn scope_list() -> utoipa::openapi::schema::Array {
+    enum_list(
+        &["inference", "knowledge", "finetune", "apps", "manage"],
+        0,
+        5,
+    )
+}
+
+/// Up to 100 model names, each 1–200 characters without spaces or control characters.
+fn model_list() -> utoipa::openapi::schema::Array {
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(200))
+                .pattern(Some("^[^\\s\\x00-\\x1f\\x7f-\\x9f]+$")),
+        )
+        .max_items(Some(100))
+        .build()
 }

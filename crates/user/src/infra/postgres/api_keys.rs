@@ -10,8 +10,8 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult, Value};
 use uuid::Uuid;
 
 use super::{
-    bad_cursor, digest_from_bytes, digest_value, from_bigint_opt, rows_per_statement, statement,
-    to_bigint_opt, values_placeholders,
+    digest_from_bytes, digest_value, from_bigint_opt, rows_per_statement, statement, to_bigint_opt,
+    values_placeholders,
 };
 use crate::domain::api_key::{
     ApiKey, ApiKeyId, KeyLimits, KeyName, KeySpec, SecretDigest, StoredApiKey,
@@ -194,7 +194,7 @@ impl ApiKeyRepository for PgApiKeyRepository {
         let limit = i64::from(page.limit()) + 1;
         let stmt = match page.after() {
             Some(cursor) => {
-                let before = Uuid::parse_str(cursor.key()).map_err(|_| bad_cursor())?;
+                let before = cursor.id();
                 statement(
                     format!(
                         "{SELECT_KEY} WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
@@ -215,7 +215,7 @@ impl ApiKeyRepository for PgApiKeyRepository {
             .all(&self.db)
             .await
             .context("listing API keys")?;
-        let page = Page::from_overfetch(rows, page, |row| row.id.to_string());
+        let page = Page::from_overfetch(rows, page, |row| row.id);
         let keys = page
             .items
             .into_iter()

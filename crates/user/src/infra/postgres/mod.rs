@@ -16,7 +16,6 @@ pub use self::limits::{PgQuotaPolicyRepository, PgUsageLedger};
 pub use self::sessions::PgRefreshTokenRepository;
 pub use self::users::{PgAccountChanges, PgUserRepository};
 use crate::domain::api_key::SecretDigest;
-use crate::domain::errors::{IdentityError, InvalidValue};
 
 /// PostgreSQL accepts at most this many bind parameters in one statement.
 const MAX_BIND_PARAMS: usize = 65_535;
@@ -89,10 +88,6 @@ fn digest_from_bytes(bytes: &[u8]) -> anyhow::Result<SecretDigest> {
 }
 
 /// A cursor that decoded but names no id of this list (a client-supplied token).
-fn bad_cursor() -> IdentityError {
-    InvalidValue::new("cursor", "cursor is not valid for this list").into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

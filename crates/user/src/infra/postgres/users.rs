@@ -12,7 +12,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{bad_cursor, statement, values_placeholders};
+use super::{statement, values_placeholders};
 use crate::domain::api_key::SecretDigest;
 use crate::domain::errors::IdentityError;
 use crate::domain::ports::{AccountChange, AccountChanges, UserRepository};
@@ -316,7 +316,7 @@ impl UserRepository for PgUserRepository {
         let limit = i64::from(page.limit()) + 1;
         let stmt = match page.after() {
             Some(cursor) => {
-                let after = Uuid::parse_str(cursor.key()).map_err(|_| bad_cursor())?;
+                let after = cursor.id();
                 statement(
                     format!(
                         "{SELECT_USER} WHERE u.status <> 'deleted' AND u.id > $1 ORDER BY u.id LIMIT $2"
@@ -333,7 +333,7 @@ impl UserRepository for PgUserRepository {
             .all(&self.db)
             .await
             .context("listing users")?;
-        let page = Page::from_overfetch(rows, page, |row| row.id.to_string());
+        let page = Page::from_overfetch(rows, page, |row| row.id);
         let users = page
             .items
             .into_iter()
