@@ -826,3 +826,40 @@ async fn rate_limits_refuse_in_openais_shape_before_the_upstream() {
     );
     assert_eq!(upstream.seen.requests.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn providers_at_link_local_or_metadata_addresses_are_refused() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.user_with_token("root", &["admin"]).await;
+    for (i, base_url) in [
+        "http://169.254.169.254/latest",
+        "http://2852039166/v1",
+        "http://[fe80::1]:8000/v1",
+        "http://metadata.google.internal/v1",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let resp = app
+            .post_as(
+                &admin,
+                "/api/v1/providers",
+                &json!({"name": format!("meta{i}"), "base_url": base_url, "models": [{"model": "m"}]}),
+            )
+            .await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{base_url}"
+        );
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["errors"][0]["field"], "base_url", "{base_url}: {body}");
+    }
+    let listed: Value = app
+        .get_as(&admin, "/api/v1/providers")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 0, "{listed}");
+}

@@ -279,6 +279,17 @@ fn main() {
             .spawn()
             .expect("maas-api release binary (cargo build --release --bins)");
         let api = Guard(child);
+        // The worker drains the settlement stream into PostgreSQL as in a deployment (core 1,
+        // with the services): the stream's lag is sampled while the gateway is loaded.
+        let worker = Command::new("taskset")
+            .args(["-c", "1"])
+            .arg(exe.parent().unwrap().parent().unwrap().join("maas-worker"))
+            .env("MAAS__REDIS__KEY_PREFIX", &prefix)
+            .env("MAAS__TELEMETRY__FILTER", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("maas-worker release binary (cargo build --release --bins)");
+        let _worker = Guard(worker);
         let _services = ServicesOffCore0::new();
         let pid = api.0.id();
         let base = format!("http://127.0.0.1:{api_port}");
@@ -308,6 +319,20 @@ fn main() {
         println!("closed loop: each connection sends its next request when the answer is in");
         println!("{:>5} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10}", "conns", "direct50", "direct99", "gw50", "gw99", "added50", "added99", "gwcpu", "gw rps", "directcpu");
         let mut capacity = 0.0f64;
+        let peak = std::sync::Arc::new(std::sync::Mutex::new((0.0f64, 0u64)));
+        let sampler = {
+            let (identity, peak) = (identity.clone(), std::sync::Arc::clone(&peak));
+            tokio::spawn(async move {
+                loop {
+                    if let Ok(stats) = identity.settlement_stats().await {
+                        let mut peak = peak.lock().unwrap();
+                        peak.0 = peak.0.max(stats.lag_seconds);
+                        peak.1 = peak.1.max(stats.backlog + stats.pending);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
         for connections in [1, 16, 64] {
             let own = cpu_time(std::process::id());
             let d = run(&client, &direct, None, &body, connections, None).await;
@@ -322,6 +347,19 @@ fn main() {
             let (d50, d99, g50, g99) = (pct(&d, 0.5), pct(&d, 0.99), pct(&g, 0.5), pct(&g, 0.99));
             println!("{connections:>5} {d50:>10} {d99:>10} {g50:>10} {g99:>10} {:>10} {:>10} {per_request:>10} {rps:>8.0} {direct_cpu:>10}", g50.saturating_sub(d50), g99.saturating_sub(d99));
         }
+        sampler.abort();
+        let drained_in = Instant::now();
+        let mut left = u64::MAX;
+        while left > 0 && drained_in.elapsed() < Duration::from_secs(60) {
+            left = identity.settlement_stats().await.map_or(u64::MAX, |s| s.backlog + s.pending);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (lag, backlog) = *peak.lock().unwrap();
+        println!(
+            "settlement stream during the closed loops (sampled every 100 ms): peak lag {lag:.3} s, \
+             peak backlog {backlog} entries; drained to {left} entries {:.2} s after the load",
+            drained_in.elapsed().as_secs_f64()
+        );
         // Half of what the pinned gateway served at 16 closed-loop connections.
         let rate = (capacity / 2.0).max(100.0) as u64;
         println!("open loop at {rate} requests/s (half the 16-connection closed-loop rate)");

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod clock;
 pub mod error;
 pub mod id;
+pub mod net;
 pub mod paging;
 pub mod text;
 pub mod whole;

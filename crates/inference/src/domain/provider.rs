@@ -73,6 +73,15 @@ impl BaseUrl {
         if !acceptable {
             return Err(invalid());
         }
+        if url
+            .host_str()
+            .is_some_and(maas_shared::net::is_forbidden_host)
+        {
+            return Err(InvalidValue::new(
+                "base_url",
+                "must not be a link-local or cloud-metadata address",
+            ));
+        }
         Ok(Self(url.as_str().trim_end_matches('/').to_owned()))
     }
 
@@ -268,6 +277,29 @@ mod tests {
             "not a url",
         ] {
             assert!(BaseUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn metadata_and_link_local_base_urls_are_refused_whatever_their_spelling() {
+        for bad in [
+            "http://169.254.169.254/latest",
+            "http://2852039166/v1",
+            "http://0xa9fea9fe/v1",
+            "http://[fe80::1]:8000/v1",
+            "http://[::ffff:a9fe:a9fe]/v1",
+            "http://metadata.google.internal/computeMetadata",
+        ] {
+            let err = BaseUrl::parse(bad).expect_err(bad);
+            assert_eq!(err.field, "base_url", "{bad}");
+            assert!(err.message.contains("metadata"), "{bad}: {}", err.message);
+        }
+        for good in [
+            "http://127.0.0.1:8000/v1",
+            "http://192.168.1.10:8000/v1",
+            "http://[::1]:9/v1",
+        ] {
+            assert!(BaseUrl::parse(good).is_ok(), "{good}");
         }
     }
 

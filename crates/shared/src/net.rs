@@ -1,0 +1,94 @@
+//! Where the platform's outbound calls may not go: link-local addresses (among them every
+//! cloud's instance-metadata endpoint, 169.254.169.254) and the other metadata endpoints clouds
+//! publish. Loopback and private networks stay allowed: GPU servers and self-hosted engines
+//! live there.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Host names of cloud metadata services (compared without a trailing dot, ASCII
+/// case-insensitively).
+const METADATA_HOSTS: [&str; 5] = [
+    "metadata",
+    "metadata.google.internal",
+    "metadata.goog",
+    "metadata.azure.internal",
+    "instance-data",
+];
+
+/// Whether an outbound call to `ip` must be refused.
+#[must_use]
+pub fn is_forbidden_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => forbidden_v4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => forbidden_v4(v4),
+            None => forbidden_v6(v6),
+        },
+    }
+}
+
+fn forbidden_v4(ip: Ipv4Addr) -> bool {
+    // 169.254.0.0/16 (link-local; AWS, GCP, Azure, OpenStack metadata), 0.0.0.0/8, and
+    // Alibaba Cloud's metadata address.
+    ip.is_link_local() || ip.octets()[0] == 0 || ip == Ipv4Addr::new(100, 100, 100, 200)
+}
+
+fn forbidden_v6(ip: Ipv6Addr) -> bool {
+    let link_local = (ip.segments()[0] & 0xffc0) == 0xfe80;
+    // AWS's IPv6 metadata address.
+    let aws = ip == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+    link_local || aws || ip.is_unspecified()
+}
+
+/// Whether `host` (a name or an IP literal, IPv6 with or without brackets) names a place an
+/// outbound call must not go.
+#[must_use]
+pub fn is_forbidden_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return is_forbidden_ip(ip);
+    }
+    let name = host.trim_end_matches('.');
+    METADATA_HOSTS
+        .iter()
+        .any(|known| name.eq_ignore_ascii_case(known))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_and_link_local_are_refused_and_private_networks_are_not() {
+        for host in [
+            "169.254.169.254",
+            "169.254.0.1",
+            "0.0.0.0",
+            "100.100.100.200",
+            "[fe80::1]",
+            "fe80::1%eth0".split('%').next().unwrap(),
+            "[fd00:ec2::254]",
+            "[::ffff:169.254.169.254]",
+            "[::]",
+            "metadata.google.internal",
+            "METADATA.google.internal.",
+            "metadata",
+        ] {
+            assert!(is_forbidden_host(host), "{host}");
+        }
+        for host in [
+            "127.0.0.1",
+            "10.0.0.5",
+            "192.168.1.10",
+            "172.16.0.1",
+            "100.64.0.1",
+            "[::1]",
+            "[fd00::1]",
+            "gpu.local",
+            "api.openai.com",
+            "metadata.example.com",
+        ] {
+            assert!(!is_forbidden_host(host), "{host}");
+        }
+    }
+}
