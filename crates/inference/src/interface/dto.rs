@@ -311,6 +311,23 @@ pub fn openai_request_schema(path: &str) -> Option<utoipa::openapi::schema::Sche
                 .description(Some("A model of `GET /v1/models`")),
         )
         .required("model");
+    let streamed = |object: ObjectBuilder| {
+        object
+            .property(
+                "stream",
+                ObjectBuilder::new().schema_type(nullable(Type::Boolean)),
+            )
+            .property(
+                "stream_options",
+                ObjectBuilder::new()
+                    .schema_type(nullable(Type::Object))
+                    .property(
+                        "include_usage",
+                        ObjectBuilder::new().schema_type(nullable(Type::Boolean)),
+                    ),
+            )
+            .property("max_tokens", token_cap())
+    };
     match path {
         "/chat/completions" => {
             let message = ObjectBuilder::new()
@@ -323,23 +340,12 @@ pub fn openai_request_schema(path: &str) -> Option<utoipa::openapi::schema::Sche
                 )
                 .required("role")
                 .property("content", text_or_list());
-            object = object
+            object = streamed(object)
                 .property(
                     "messages",
                     ArrayBuilder::new().items(message).min_items(Some(1)),
                 )
                 .required("messages")
-                .property("stream", ObjectBuilder::new().schema_type(nullable(Type::Boolean)))
-                .property(
-                    "stream_options",
-                    ObjectBuilder::new()
-                        .schema_type(nullable(Type::Object))
-                        .property(
-                            "include_usage",
-                            ObjectBuilder::new().schema_type(nullable(Type::Boolean)),
-                        ),
-                )
-                .property("max_tokens", token_cap())
                 .property("max_completion_tokens", token_cap())
                 .property(
                     "conversation_id",
@@ -356,23 +362,9 @@ pub fn openai_request_schema(path: &str) -> Option<utoipa::openapi::schema::Sche
                 );
         }
         "/completions" => {
-            object = object
+            object = streamed(object)
                 .property("prompt", text_or_list())
-                .required("prompt")
-                .property(
-                    "stream",
-                    ObjectBuilder::new().schema_type(nullable(Type::Boolean)),
-                )
-                .property(
-                    "stream_options",
-                    ObjectBuilder::new()
-                        .schema_type(nullable(Type::Object))
-                        .property(
-                            "include_usage",
-                            ObjectBuilder::new().schema_type(nullable(Type::Boolean)),
-                        ),
-                )
-                .property("max_tokens", token_cap());
+                .required("prompt");
         }
         "/embeddings" => {
             object = object.property("input", text_or_list()).required("input");
