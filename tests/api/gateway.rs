@@ -863,3 +863,36 @@ async fn providers_at_link_local_or_metadata_addresses_are_refused() {
         .unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 0, "{listed}");
 }
+
+#[tokio::test]
+async fn a_route_listed_twice_is_kept_once_and_two_upstreams_for_one_name_are_422() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.user_with_token("root", &["admin"]).await;
+    let resp = app
+        .post_as(
+            &admin,
+            "/api/v1/providers",
+            &json!({"name": "twice", "base_url": "http://127.0.0.1:9/v1",
+                    "models": [{"model": "m"}, {"model": "m", "upstream_model": "m"}, {"model": "n"}]}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["models"],
+        json!([{"model": "m", "upstream_model": "m"}, {"model": "n", "upstream_model": "n"}]),
+        "{body}"
+    );
+
+    let resp = app
+        .post_as(
+            &admin,
+            "/api/v1/providers",
+            &json!({"name": "clash", "base_url": "http://127.0.0.1:9/v1",
+                    "models": [{"model": "m"}, {"model": "m", "upstream_model": "other"}]}),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["errors"][0]["field"], "models", "{body}");
+}
