@@ -137,15 +137,17 @@ async fn insert_roles(txn: &DatabaseTransaction, user: &User) -> Result<(), Iden
 
 /// Writes every field (but `created_at`, which never changes) and the roles of an existing user.
 async fn write_user(txn: &DatabaseTransaction, user: &User) -> Result<(), IdentityError> {
-    let values: [Value; 7] = [
-        user.id().as_uuid().into(),
-        user.username().as_str().into(),
-        user.email().map(|e| e.as_str().to_owned()).into(),
-        user.password_hash().as_str().into(),
-        user.status().as_str().into(),
-        user.updated_at().into(),
-        user.last_login_at().into(),
-    ];
+    let [
+        id,
+        username,
+        email,
+        hash,
+        status,
+        _created_at,
+        updated_at,
+        last_login_at,
+    ] = insert_values(user);
+    let values: [Value; 7] = [id, username, email, hash, status, updated_at, last_login_at];
     let updated = txn
         .execute(statement(
             "UPDATE users SET username = $2, email = $3, password_hash = $4, status = $5, \
