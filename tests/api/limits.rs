@@ -674,3 +674,52 @@ async fn whole_numbers_written_as_floats_are_caps_and_fractions_are_422() {
     let stored: Value = app.get_as(&admin, &path).await.json().await.unwrap();
     assert_eq!(stored["requests_per_hour"], 5, "unchanged: {stored}");
 }
+
+#[tokio::test]
+async fn a_first_call_under_every_durable_quota_of_user_and_key_is_admitted() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.user_with_token("root", &["admin"]).await;
+    let (ada, token) = app.user_with_token("ada", &["developer"]).await;
+    let (key_id, key) = app.create_key(&token, json!({"name": "k"})).await;
+    // Nine or more durable counters, none in Redis yet: each is rebuilt from the ledger.
+    let quotas = json!({"tokens_per_day_quota": 10_000, "tokens_per_month_quota": 10_000,
+                        "tokens_total_quota": 10_000, "requests_per_month_quota": 100,
+                        "requests_total_quota": 100});
+    set_quota(&app, &admin, ada, quotas.clone(), &token, &[]).await;
+    let resp = app
+        .request(
+            Method::PUT,
+            &format!("/api/v1/users/{ada}/keys/{key_id}/quota"),
+        )
+        .bearer_auth(&admin)
+        .json(
+            &json!({"tokens_per_day_quota": 5_000, "tokens_per_month_quota": 5_000,
+                      "tokens_total_quota": 5_000, "requests_total_quota": 50}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let identity = app.identity().await;
+    let principal = eventually(Duration::from_secs(10), || async {
+        let principal = identity
+            .auth
+            .authenticate(Credential::Bearer(&key))
+            .await
+            .ok()?;
+        let key_quotas = principal
+            .rules()
+            .iter()
+            .filter(|r| r.durable && r.name.starts_with("key."))
+            .count();
+        (key_quotas == 4).then_some(principal)
+    })
+    .await
+    .expect("the key's quotas never applied");
+    let reservation = identity
+        .quotas
+        .reserve(&principal, Demand { tokens: Some(10) })
+        .await
+        .expect("admitted on the first call");
+    identity.quotas.release(&reservation, None).await.unwrap();
+}

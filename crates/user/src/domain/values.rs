@@ -61,7 +61,7 @@ impl Email {
     /// [`InvalidValue`] naming the `email` field.
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
         let value = raw.trim().to_ascii_lowercase();
-        let valid = value.len() <= 254
+        let valid = value.chars().count() <= 254
             && !value.chars().any(char::is_whitespace)
             && value.split_once('@').is_some_and(|(local, domain)| {
                 !local.is_empty()

@@ -29,8 +29,10 @@ use crate::domain::user::UserId;
 const MARKER_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// Reservations released per shard and sweep (the next sweep takes the rest).
 const SWEEP_BATCH: isize = 500;
-/// Rebuilding a lapsed durable counter races with other replicas at most this often.
-const MAX_REBUILDS: usize = 4;
+/// Each admission attempt rebuilds at most one lapsed durable counter (the first the script
+/// finds missing), so a call may need one attempt per durable counter, plus this many more for
+/// counters that lapse again (their window ends) while the others are rebuilt.
+const EXTRA_REBUILDS: usize = 2;
 
 /// Redis-backed limits.
 pub struct RedisLimitStore {
@@ -153,7 +155,8 @@ impl LimitStore for RedisLimitStore {
         let deadlines = shards::deadlines(&self.keys, shard);
         let deadline = now + chrono::Duration::from_std(self.hold).unwrap_or(chrono::Duration::MAX);
         let token_rules = active.iter().filter(|r| r.metric == Metric::Tokens).count();
-        for _ in 0..MAX_REBUILDS {
+        let durable = active.iter().filter(|r| r.durable).count();
+        for _ in 0..=durable + EXTRA_REBUILDS {
             let mut invocation = self.admit.prepare_invoke();
             for (rule, key) in active.iter().zip(&keys) {
                 let cost = match rule.metric {
