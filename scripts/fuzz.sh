@@ -55,9 +55,19 @@ set +e
 "$FUZZ_VENV/bin/schemathesis" --config-file "$FUZZ_CONFIG" run "$api/openapi.json" \
   --header "Authorization: Bearer $token" \
   --max-examples "$FUZZ_EXAMPLES" --max-time "$FUZZ_SECONDS" --seed 1 --workers 2 \
-  --request-timeout 20 --no-color --suppress-health-check all "$@"
-status=$?
+  --request-timeout 20 --no-color --suppress-health-check all "$@" 2>&1 | tee "$log_dir/fuzz.log"
+status=${PIPESTATUS[0]}
 set -e
+# schemathesis 4.32 sometimes crashes inside its own case generation (hypothesis: "AST
+# constructor recursion depth mismatch"): a tool error, not a finding about the API. A run with
+# no failures whose only errors are such crashes passes, and says so.
+if [ "$status" -ne 0 ] && ! grep -q '^Failures:' "$log_dir/fuzz.log" \
+  && [ "$(grep -c '^Runtime Error$' "$log_dir/fuzz.log")" -gt 0 ] \
+  && [ "$(grep -c '^Runtime Error$' "$log_dir/fuzz.log")" -eq "$(grep -c '^AST constructor recursion depth mismatch' "$log_dir/fuzz.log")" ] \
+  && ! grep -qE '^(Network Error|Schema Error|Unsupported)' "$log_dir/fuzz.log"; then
+  echo "fuzz: no failures; schemathesis crashed inside its own generator (see above), not counted"
+  status=0
+fi
 if [ "$status" -ne 0 ]; then
   echo "--- maas-api errors"; grep -a 'ERROR' "$log_dir/api.log" | grep -av 'invalid Header' | cut -c1-600 | tail -n 20
 fi
