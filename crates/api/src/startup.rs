@@ -11,6 +11,7 @@ use actix_web::{App, HttpServer, web};
 use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
 use anyhow::Context as _;
 use maas_inference::infra::Gateway;
+use maas_model::infra::Compute;
 use maas_platform::settings::ServerSettings;
 use maas_platform::{ApiServices, Platform};
 use maas_shared::audit::AuditLog;
@@ -88,7 +89,11 @@ impl Application {
     /// As [`Application::build`].
     pub fn build_with(platform: &Platform, extra: ExtraRoutes) -> anyhow::Result<Self> {
         let settings = platform.settings();
-        let ApiServices { identity, gateway } = platform.api()?;
+        let ApiServices {
+            identity,
+            gateway,
+            compute,
+        } = platform.api()?;
         let metrics = metrics()?;
         let gauges = SettlementGauges::register(&metrics.registry)?;
         platform.watch_settlements(&identity, move |stats| gauges.set(stats));
@@ -115,6 +120,7 @@ impl Application {
             Services {
                 identity,
                 gateway,
+                compute,
                 clock: platform.clock(),
                 audit: platform.audit(),
                 gateway_limit: settings.gateway.max_request_bytes,
@@ -261,6 +267,7 @@ fn cors(origins: &[String]) -> Cors {
 struct Services {
     identity: Identity,
     gateway: Gateway,
+    compute: Compute,
     clock: Arc<dyn Clock>,
     audit: Arc<dyn AuditLog>,
     /// Body limit of `/v1` (images travel inline).
@@ -289,6 +296,9 @@ fn serve(
     let providers = web::Data::new(services.gateway.providers.clone());
     let usage = web::Data::new(services.gateway.usage.clone());
     let conversations = web::Data::new(services.gateway.conversations.clone());
+    let registry = web::Data::new(services.compute.registry.clone());
+    let servers = web::Data::new(services.compute.servers.clone());
+    let nodes = web::Data::new(services.compute.nodes.clone());
     let openapi = crate::openapi::document();
     let json_limit = settings.json_limit_bytes;
     let gateway_limit = services.gateway_limit;
@@ -314,6 +324,9 @@ fn serve(
             .app_data(providers.clone())
             .app_data(usage.clone())
             .app_data(conversations.clone())
+            .app_data(registry.clone())
+            .app_data(servers.clone())
+            .app_data(nodes.clone())
             .app_data(json_config::<Problem>(json_limit))
             .app_data(query_config::<Problem>())
             .app_data(path_config::<Problem>())

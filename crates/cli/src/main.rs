@@ -1,6 +1,7 @@
 //! `maas`: the platform's admin command line. It loads the same settings as the servers and
 //! calls the same application services as the HTTP API; it holds no SQL of its own.
 
+mod compute;
 mod identity;
 mod tls;
 
@@ -56,6 +57,15 @@ enum Command {
     /// Manage limits and quotas.
     #[command(subcommand)]
     Quota(identity::QuotaCommand),
+    /// Accelerator brands.
+    #[command(subcommand)]
+    Brand(compute::BrandCommand),
+    /// The model registry.
+    #[command(subcommand)]
+    Model(compute::ModelCommand),
+    /// GPU servers and their agents' join tokens.
+    #[command(subcommand)]
+    Server(compute::ServerCommand),
     /// Certificates for `maas-api`'s HTTPS.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
@@ -136,6 +146,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(command) => identity::user(&platform, command).await,
         Command::Key(command) => identity::key(&platform, command).await,
         Command::Quota(command) => identity::quota(&platform, command).await,
+        Command::Brand(command) => compute::brand(&platform, command).await,
+        Command::Model(command) => compute::model(&platform, command).await,
+        Command::Server(command) => compute::server(&platform, command).await,
     };
     // What the command wrote in the background (key use times, ledger entries) is flushed.
     let report = platform.shutdown(Duration::from_secs(10)).await;

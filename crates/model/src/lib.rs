@@ -1,37 +1,50 @@
-//! Registry and compute: models, accelerator brands and cards, GPU servers, deployments, instances, remote tasks.
+//! Registry and compute: accelerator brands and cards, models, GPU servers and the node agents
+//! that join, heartbeat and report their resources (deployments and instances arrive next).
 //!
 //! Layers (DESIGN §2): `domain` (entities, value objects, errors, ports; no framework types),
 //! `app` (use cases over the ports), `infra` (adapters, feature `infra`) and `interface` (HTTP
 //! handlers, DTOs and OpenAPI, feature `http`). Other contexts use only what this file exports.
-//! This context has no features yet: its routes and tables arrive with its issue.
 
-pub mod domain {
-    //! Entities, value objects, domain errors and the ports this context needs.
-}
-
-pub mod app {
-    //! Use cases: one service per aggregate, orchestrating the domain and its ports.
-}
+pub mod app;
+pub mod domain;
 
 #[cfg(feature = "infra")]
-pub mod infra {
-    //! Adapters implementing the domain ports: sea-orm repositories, Redis, job producers.
-}
+pub mod infra;
 
 #[cfg(feature = "http")]
-pub mod interface {
-    //! HTTP handlers, DTOs and the context's OpenAPI document.
-
-    use actix_web::web;
-
-    /// The OpenAPI document of this context, nested by `maas-api`.
-    #[derive(Debug, utoipa::OpenApi)]
-    #[openapi()]
-    pub struct ModelApi;
-
-    /// Registers this context's routes.
-    pub fn configure(_cfg: &mut web::ServiceConfig) {}
-}
+pub mod interface;
 
 #[cfg(feature = "http")]
 pub use interface::{ModelApi, configure};
+
+/// What other processes (the agent, the worker) share with this context.
+pub mod contract {
+    pub use crate::domain::server::{DiskReport, GpuReport, NodeReport};
+}
+
+/// Job payloads of this context (produced and consumed through apalis).
+#[cfg(feature = "infra")]
+pub mod jobs {
+    use serde::{Deserialize, Serialize};
+
+    /// Grades every joined node by its last heartbeat and stores the statuses that changed.
+    /// Idempotent: any number of runs leaves the same result.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct NodeLivenessJob {
+        /// The schedule's tick it was pushed for (Unix seconds); `None` when pushed by hand.
+        #[serde(default)]
+        pub tick: Option<u64>,
+    }
+
+    impl maas_shared::jobs::Job for NodeLivenessJob {
+        const QUEUE: &'static str = "model.node_liveness";
+    }
+
+    impl maas_shared::jobs::Scheduled for NodeLivenessJob {
+        fn at_tick(timestamp: u64) -> Self {
+            Self {
+                tick: Some(timestamp),
+            }
+        }
+    }
+}

@@ -15,6 +15,8 @@ use backon::Retryable as _;
 use maas_inference::app::conversations::{ConversationConfig, ConversationService};
 use maas_inference::app::gateway::{GatewayConfig, TemplateOverhead};
 use maas_inference::infra::{Gateway, GatewayParams, upstream};
+use maas_model::domain::server::Liveness;
+use maas_model::infra::{Compute, ComputeConfig, ComputeParams};
 use maas_shared::audit::AuditLog;
 use maas_shared::audit_pg::PgAuditLog;
 use maas_shared::clock::{Clock, SystemClock};
@@ -61,6 +63,8 @@ pub struct ApiServices {
     pub identity: Identity,
     /// The gateway and conversations.
     pub gateway: Gateway,
+    /// Registry, servers and node agents.
+    pub compute: Compute,
 }
 
 impl Platform {
@@ -226,6 +230,38 @@ impl Platform {
         })
     }
 
+    /// The registry and compute context, wired (logos in the local store of `[storage]`).
+    ///
+    /// # Errors
+    /// When the encryption key is malformed or the agent HTTP client cannot be built.
+    pub fn compute(&self) -> anyhow::Result<Compute> {
+        let s = &self.settings;
+        let c = &s.compute;
+        Compute::build(ComputeParams {
+            db: self.db.clone(),
+            redis: self.multiplexed.clone(),
+            keys: self.keyspace.clone(),
+            platform_key: s.crypto.key_bytes()?,
+            logos: Arc::new(maas_shared::storage::LocalDir::new(
+                s.storage.dir.join("logos"),
+            )),
+            config: ComputeConfig {
+                liveness: Liveness {
+                    heartbeat: Duration::from_secs(c.heartbeat_interval_secs.max(1)),
+                    report: Duration::from_secs(c.report_interval_secs.max(1)),
+                    missed_before_not_ready: c.missed_heartbeats_before_not_ready.max(1),
+                    offline_after: Duration::from_secs(c.offline_after_secs.max(1)),
+                },
+                join_token_ttl: chrono::Duration::hours(
+                    i64::try_from(c.join_token_ttl_hours.max(1)).unwrap_or(24),
+                ),
+                logo_max_bytes: c.logo_max_bytes,
+                agent_timeout: Duration::from_millis(c.agent_timeout_ms.max(1)),
+            },
+            clock: self.clock(),
+        })
+    }
+
     /// The conversation service alone (the worker's expiry job needs nothing else).
     #[must_use]
     pub fn conversations(&self) -> ConversationService {
@@ -252,7 +288,12 @@ impl Platform {
         let identity = self.identity()?;
         let quota: Arc<dyn QuotaGate> = Arc::new(identity.quotas.clone());
         let gateway = self.gateway(quota)?;
-        Ok(ApiServices { identity, gateway })
+        let compute = self.compute()?;
+        Ok(ApiServices {
+            identity,
+            gateway,
+            compute,
+        })
     }
 
     /// Starts the drain of the settlement stream into the ledger and the usage table (and the

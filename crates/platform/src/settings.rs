@@ -101,6 +101,10 @@ pub struct Sections {
     pub qdrant: QdrantSettings,
     /// Settlement stream drain.
     pub ledger: LedgerSettings,
+    /// Servers, agents and the registry's uploads.
+    pub compute: ComputeSettings,
+    /// Where uploaded files live.
+    pub storage: StorageSettings,
 }
 
 /// `[server]`
@@ -320,6 +324,36 @@ pub struct LedgerSettings {
     pub idle_wait_ms: u64,
     /// Seconds between refreshes of the stream's gauges in `maas-api`'s `/metrics`.
     pub metrics_every_secs: u64,
+}
+
+/// `[compute]`: node agents and how the platform grades their silence.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComputeSettings {
+    /// Seconds between two heartbeats of an agent (agents take it from the platform).
+    pub heartbeat_interval_secs: u64,
+    /// Seconds between two resource reports of an agent.
+    pub report_interval_secs: u64,
+    /// Missed heartbeats before a node is `not_ready`.
+    pub missed_heartbeats_before_not_ready: u32,
+    /// Seconds of silence before a node is `offline`.
+    pub offline_after_secs: u64,
+    /// Cron schedule (sec min hour day month weekday) of the worker's liveness sweep.
+    pub liveness_schedule: String,
+    /// Hours a join token stays valid.
+    pub join_token_ttl_hours: u64,
+    /// Largest logo upload, bytes.
+    pub logo_max_bytes: usize,
+    /// Milliseconds a call from the platform to an agent may take.
+    pub agent_timeout_ms: u64,
+}
+
+/// `[storage]`: uploads (logos).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Directory of the local store (shared by every `maas-api` replica, e.g. a mounted volume).
+    pub dir: std::path::PathBuf,
 }
 
 /// `[qdrant]`

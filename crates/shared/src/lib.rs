@@ -13,6 +13,7 @@ pub mod error;
 pub mod id;
 pub mod net;
 pub mod paging;
+pub mod storage;
 pub mod text;
 pub mod whole;
 

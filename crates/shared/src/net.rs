@@ -54,6 +54,47 @@ pub fn is_forbidden_host(host: &str) -> bool {
         .any(|known| name.eq_ignore_ascii_case(known))
 }
 
+/// A reqwest resolver that uses the system's, dropping link-local and cloud-metadata addresses:
+/// a name that resolves only to those is not called (checked on the resolved IP, at connect
+/// time). IP literals never reach a resolver: check them with [`is_forbidden_host`] first.
+#[cfg(feature = "infra")]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RefusingResolver;
+
+#[cfg(feature = "infra")]
+impl reqwest::dns::Resolve for RefusingResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            if is_forbidden_host(&host) {
+                return Err(refused(&host));
+            }
+            let found: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed = allowed_addrs(found);
+            if allowed.is_empty() {
+                return Err(refused(&host));
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(allowed.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// The addresses an outbound call may use.
+#[cfg(feature = "infra")]
+fn allowed_addrs(found: Vec<std::net::SocketAddr>) -> Vec<std::net::SocketAddr> {
+    found
+        .into_iter()
+        .filter(|addr| !is_forbidden_ip(addr.ip()))
+        .collect()
+}
+
+#[cfg(feature = "infra")]
+fn refused(host: &str) -> Box<dyn std::error::Error + Send + Sync> {
+    format!("{host} resolves only to link-local or cloud-metadata addresses: refused").into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +131,31 @@ mod tests {
         ] {
             assert!(!is_forbidden_host(host), "{host}");
         }
+    }
+
+    #[cfg(feature = "infra")]
+    #[test]
+    fn link_local_and_metadata_addresses_are_dropped_from_what_a_name_resolves_to() {
+        let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        let found = vec![
+            addr("169.254.169.254:0"),
+            addr("10.0.0.7:0"),
+            addr("[fe80::1]:0"),
+            addr("[::1]:0"),
+        ];
+        assert_eq!(
+            allowed_addrs(found),
+            vec![addr("10.0.0.7:0"), addr("[::1]:0")]
+        );
+        assert!(allowed_addrs(vec![addr("169.254.1.1:0")]).is_empty());
+    }
+
+    #[cfg(feature = "infra")]
+    #[tokio::test]
+    async fn a_metadata_host_name_is_not_resolved() {
+        use reqwest::dns::Resolve as _;
+        let name: reqwest::dns::Name = "metadata.google.internal".parse().unwrap();
+        let err = RefusingResolver.resolve(name).await.err().expect("refused");
+        assert!(err.to_string().contains("refused"), "{err}");
     }
 }

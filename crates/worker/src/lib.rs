@@ -9,6 +9,7 @@
 
 mod conversations;
 mod diagnostics;
+mod nodes;
 mod quotas;
 mod schedule;
 
@@ -19,6 +20,7 @@ use anyhow::Context as _;
 use apalis::layers::retry::RetryPolicy;
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt as _};
 use maas_inference::jobs::ConversationExpiryJob;
+use maas_model::jobs::NodeLivenessJob;
 use maas_platform::{Platform, Role, Settings};
 use maas_shared::jobs::{self, DiagnosticPing, Job, JobProducer};
 use maas_user::jobs::ReservationSweepJob;
@@ -42,6 +44,10 @@ pub async fn run(
         "identity.reservation_sweep_schedule",
         &settings.identity.reservation_sweep_schedule,
     )?;
+    let liveness_schedule = schedule(
+        "compute.liveness_schedule",
+        &settings.compute.liveness_schedule,
+    )?;
     let platform = Platform::connect(settings, Role::Server).await?;
     let identity = platform.identity()?;
     platform.start_ledger_drain(&identity);
@@ -61,6 +67,11 @@ pub async fn run(
     let sweep_storage = jobs::storage::<ReservationSweepJob>(conn.clone(), &keyspace);
     let sweep_producer = JobProducer::<ReservationSweepJob>::new(conn.clone(), &keyspace);
     let quotas = identity.quotas.clone();
+    let nodes = platform.compute()?.nodes;
+    let liveness_storage = jobs::storage::<NodeLivenessJob>(conn.clone(), &keyspace);
+    let liveness_producer = JobProducer::<NodeLivenessJob>::new(conn.clone(), &keyspace);
+    let liveness_name = jobs::worker_name(NodeLivenessJob::QUEUE);
+    let liveness_schedule_name = jobs::worker_name("schedule.node_liveness");
 
     let ping_name = jobs::worker_name(DiagnosticPing::QUEUE);
     let expiry_name = jobs::worker_name(ConversationExpiryJob::QUEUE);
@@ -112,9 +123,26 @@ pub async fn run(
                 .enable_tracing()
                 .build(schedule::push_tick::<ReservationSweepJob>)
         })
+        .register(move |_| {
+            WorkerBuilder::new(liveness_name.clone())
+                .backend(jobs::polled(liveness_storage.clone()))
+                .data(nodes.clone())
+                .concurrency(1)
+                .retry(RetryPolicy::retries(RETRIES))
+                .enable_tracing()
+                .catch_panic()
+                .build(nodes::sweep)
+        })
+        .register(move |_| {
+            WorkerBuilder::new(liveness_schedule_name.clone())
+                .backend(apalis_cron::CronScheduler::new(liveness_schedule.clone()))
+                .data(liveness_producer.clone())
+                .enable_tracing()
+                .build(schedule::push_tick::<NodeLivenessJob>)
+        })
         .shutdown_timeout(drain_timeout);
     tracing::info!(
-        queues = ?[DiagnosticPing::QUEUE, ConversationExpiryJob::QUEUE, ReservationSweepJob::QUEUE],
+        queues = ?[DiagnosticPing::QUEUE, ConversationExpiryJob::QUEUE, ReservationSweepJob::QUEUE, NodeLivenessJob::QUEUE],
         concurrency,
         "maas-worker running"
     );

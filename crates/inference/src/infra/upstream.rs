@@ -35,7 +35,7 @@ impl HttpUpstream {
     /// When the TLS backend cannot start.
     pub fn new(timeouts: Timeouts) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
-            .dns_resolver(std::sync::Arc::new(RefusingResolver))
+            .dns_resolver(std::sync::Arc::new(maas_shared::net::RefusingResolver))
             // An upstream API answers; it does not send the call elsewhere (a redirect could
             // point at an address the resolver would have refused).
             .redirect(reqwest::redirect::Policy::none())
@@ -47,42 +47,6 @@ impl HttpUpstream {
             .context("building the upstream HTTP client")?;
         Ok(Self { client, timeouts })
     }
-}
-
-/// Resolves upstream host names with the system resolver, dropping link-local and
-/// cloud-metadata addresses (`maas_shared::net`): a name that resolves only to those is not
-/// called. IP literals never reach a resolver; `BaseUrl` refuses those.
-struct RefusingResolver;
-
-impl reqwest::dns::Resolve for RefusingResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            if maas_shared::net::is_forbidden_host(&host) {
-                return Err(refused(&host));
-            }
-            let found: Vec<std::net::SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed = allowed_addrs(found);
-            if allowed.is_empty() {
-                return Err(refused(&host));
-            }
-            let addrs: reqwest::dns::Addrs = Box::new(allowed.into_iter());
-            Ok(addrs)
-        })
-    }
-}
-
-/// The addresses an outbound call may use.
-fn allowed_addrs(found: Vec<std::net::SocketAddr>) -> Vec<std::net::SocketAddr> {
-    found
-        .into_iter()
-        .filter(|addr| !maas_shared::net::is_forbidden_ip(addr.ip()))
-        .collect()
-}
-
-fn refused(host: &str) -> Box<dyn std::error::Error + Send + Sync> {
-    format!("{host} resolves only to link-local or cloud-metadata addresses: refused").into()
 }
 
 fn failure(err: &reqwest::Error) -> UpstreamFailure {
@@ -141,34 +105,5 @@ impl Upstream for HttpUpstream {
             content_type,
             body,
         })
-    }
-}
-
-#[cfg(test)]
-mod resolver_tests {
-    use super::*;
-
-    #[test]
-    fn link_local_and_metadata_addresses_are_dropped_from_what_a_name_resolves_to() {
-        let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
-        let found = vec![
-            addr("169.254.169.254:0"),
-            addr("10.0.0.7:0"),
-            addr("[fe80::1]:0"),
-            addr("[::1]:0"),
-        ];
-        assert_eq!(
-            allowed_addrs(found),
-            vec![addr("10.0.0.7:0"), addr("[::1]:0")]
-        );
-        assert!(allowed_addrs(vec![addr("169.254.1.1:0")]).is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_metadata_host_name_is_not_resolved() {
-        use reqwest::dns::Resolve as _;
-        let name: reqwest::dns::Name = "metadata.google.internal".parse().unwrap();
-        let err = RefusingResolver.resolve(name).await.err().expect("refused");
-        assert!(err.to_string().contains("refused"), "{err}");
     }
 }

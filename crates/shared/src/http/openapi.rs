@@ -4,7 +4,8 @@ use utoipa::Modify;
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-/// Adds the two ways to authenticate: `bearer` (a JWT or an API key) and `api_key` (`x-api-key`).
+/// Adds the ways to authenticate: `bearer` (a JWT or an API key), `api_key` (`x-api-key`) and
+/// `node_credential` (node agents).
 #[derive(Debug)]
 pub struct SecuritySchemes;
 
@@ -26,6 +27,17 @@ impl Modify for SecuritySchemes {
                 "x-api-key",
                 "An API key (`sk-...`)",
             ))),
+        );
+        components.add_security_scheme(
+            "node_credential",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A node agent's credential (`mnc_...`), received when it joined",
+                    ))
+                    .build(),
+            ),
         );
     }
 }

@@ -111,6 +111,18 @@ impl Actor<'_> {
         }
     }
 
+    /// The audit event of `action` by this actor on a `target_type` (never carries secrets).
+    #[must_use]
+    pub fn event(
+        &self,
+        action: &str,
+        target_type: &str,
+        target_id: Option<String>,
+        details: serde_json::Value,
+    ) -> NewAuditEvent {
+        audit_event(self, action, target_type, target_id, details)
+    }
+
     /// The calling user, if any.
     #[must_use]
     pub fn user_id(&self) -> Option<UserId> {

@@ -1,0 +1,6 @@
+//! Use cases: the registry (brands, cards, models, logos), the servers admins register, and the
+//! nodes (agents) that join, heartbeat and report.
+
+pub mod nodes;
+pub mod registry;
+pub mod servers;

@@ -1,0 +1,225 @@
+//! The node side: agents join with a one-time token and get their own credential, then
+//! heartbeat and report resources; the worker's sweep grades silent nodes. A heartbeat costs
+//! one indexed read and one Redis write: it writes a PostgreSQL row only when the node's status
+//! changes.
+
+use std::sync::Arc;
+
+use maas_shared::audit::{ActionContext, NewAuditEvent};
+use maas_shared::clock::Clock;
+use serde_json::json;
+
+use crate::domain::errors::{Entity, ModelError};
+use crate::domain::ports::{Heartbeats, NodeSecrets, NodeSession, ServerRepository};
+use crate::domain::server::{AgentInfo, Grade, Liveness, NodeReport, NodeStatus, ServerId};
+
+/// What a joining agent gets: its identity and credential (shown once), and the intervals.
+#[derive(Clone, Debug)]
+pub struct Joined {
+    /// The server it is.
+    pub server: ServerId,
+    /// Its node credential.
+    pub credential: String,
+    /// The intervals to keep.
+    pub liveness: Liveness,
+}
+
+/// What a heartbeat answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Beat {
+    /// The node's status after this heartbeat.
+    pub status: NodeStatus,
+    /// The intervals to keep.
+    pub liveness: Liveness,
+}
+
+/// What one sweep did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Nodes graded.
+    pub checked: usize,
+    /// Nodes whose status changed.
+    pub changed: usize,
+}
+
+/// The ports [`NodeService`] uses.
+#[derive(Clone)]
+pub struct NodePorts {
+    /// Servers.
+    pub servers: Arc<dyn ServerRepository>,
+    /// Last heartbeats.
+    pub heartbeats: Arc<dyn Heartbeats>,
+    /// Credentials.
+    pub secrets: Arc<dyn NodeSecrets>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Agents' use cases and the liveness sweep.
+#[derive(Clone)]
+pub struct NodeService {
+    ports: NodePorts,
+    liveness: Liveness,
+}
+
+impl NodeService {
+    /// The service under `liveness`.
+    #[must_use]
+    pub fn new(ports: NodePorts, liveness: Liveness) -> Self {
+        Self { ports, liveness }
+    }
+
+    /// Spends a join token: the agent gets its node credential.
+    ///
+    /// # Errors
+    /// Every bad field of `info`; [`ModelError::InvalidJoinToken`] for an unknown, expired or
+    /// spent token.
+    #[tracing::instrument(name = "nodes.join", skip_all)]
+    pub async fn join(&self, token: &str, info: AgentInfo) -> Result<Joined, ModelError> {
+        let digest = self.ports.secrets.digest(token);
+        let credential = self.ports.secrets.mint_credential();
+        let now = self.ports.clock.now();
+        let audit = node_event(
+            "server.agent_join",
+            None,
+            json!({"hostname": info.hostname, "agent_version": info.version, "agent_url": info.url}),
+        );
+        let server = self
+            .ports
+            .servers
+            .join(digest, credential.digest, &info, now, audit)
+            .await?
+            .ok_or(ModelError::InvalidJoinToken)?;
+        self.ports.heartbeats.beat(server, now).await?;
+        tracing::info!(server.id = %server, hostname = %info.hostname, "agent joined");
+        Ok(Joined {
+            server,
+            credential: credential.plaintext,
+            liveness: self.liveness,
+        })
+    }
+
+    /// The node presenting `credential`.
+    ///
+    /// # Errors
+    /// [`ModelError::InvalidNodeCredential`].
+    pub async fn authenticate(&self, credential: &str) -> Result<NodeSession, ModelError> {
+        if credential.is_empty() || credential.len() > 256 {
+            return Err(ModelError::InvalidNodeCredential);
+        }
+        self.ports
+            .servers
+            .authenticate(self.ports.secrets.digest(credential))
+            .await?
+            .ok_or(ModelError::InvalidNodeCredential)
+    }
+
+    /// A node speaks only for itself: another server's id is not found.
+    fn own(session: NodeSession, id: ServerId) -> Result<(), ModelError> {
+        if session.server == id {
+            Ok(())
+        } else {
+            Err(ModelError::NotFound(Entity::Server))
+        }
+    }
+
+    /// A heartbeat of `id`: recorded in the heartbeat store; a node that was not ready is
+    /// ready again.
+    ///
+    /// # Errors
+    /// [`ModelError::NotFound`] for another node's id; store failures.
+    pub async fn heartbeat(&self, session: NodeSession, id: ServerId) -> Result<Beat, ModelError> {
+        Self::own(session, id)?;
+        let now = self.ports.clock.now();
+        self.ports.heartbeats.beat(id, now).await?;
+        if session.status != NodeStatus::Ready {
+            let ready = Grade {
+                status: NodeStatus::Ready,
+                reason: None,
+            };
+            let audit = node_event(
+                "server.status",
+                Some(id),
+                json!({"from": session.status.as_str(), "to": "ready", "reason": "heartbeat received"}),
+            );
+            self.ports
+                .servers
+                .set_status(id, session.status, &ready, now, audit)
+                .await?;
+        }
+        Ok(Beat {
+            status: NodeStatus::Ready,
+            liveness: self.liveness,
+        })
+    }
+
+    /// Stores a node's resource report (it counts as a heartbeat too).
+    ///
+    /// # Errors
+    /// [`ModelError::NotFound`] for another node's id; every bad field.
+    pub async fn report(
+        &self,
+        session: NodeSession,
+        id: ServerId,
+        info: AgentInfo,
+        report: NodeReport,
+    ) -> Result<Beat, ModelError> {
+        Self::own(session, id)?;
+        report.validate().map_err(ModelError::Invalid)?;
+        let now = self.ports.clock.now();
+        self.ports
+            .servers
+            .record_report(id, &info, &report, now)
+            .await?;
+        self.heartbeat(session, id).await
+    }
+
+    /// Grades every joined node by its last heartbeat and stores the statuses that changed
+    /// (with the reason). Idempotent: running it twice changes nothing more.
+    ///
+    /// # Errors
+    /// Storage failures.
+    #[tracing::instrument(name = "nodes.sweep", skip_all)]
+    pub async fn sweep(&self) -> Result<Swept, ModelError> {
+        let nodes = self.ports.servers.live_nodes().await?;
+        let ids: Vec<ServerId> = nodes.iter().map(|n| n.server).collect();
+        let seen = self.ports.heartbeats.last_seen(&ids).await?;
+        let now = self.ports.clock.now();
+        let mut swept = Swept {
+            checked: nodes.len(),
+            changed: 0,
+        };
+        for (node, seen) in nodes.iter().zip(seen) {
+            let grade = self.liveness.grade(seen.unwrap_or(node.registered_at), now);
+            if grade.status == node.status {
+                continue;
+            }
+            let audit = node_event(
+                "server.status",
+                Some(node.server),
+                json!({"from": node.status.as_str(), "to": grade.status.as_str(), "reason": grade.reason}),
+            );
+            if self
+                .ports
+                .servers
+                .set_status(node.server, node.status, &grade, now, audit)
+                .await?
+            {
+                swept.changed += 1;
+                tracing::warn!(server.id = %node.server, from = node.status.as_str(), to = grade.status.as_str(), reason = grade.reason.as_deref().unwrap_or(""), "node status changed");
+            }
+        }
+        Ok(swept)
+    }
+}
+
+/// A node event, audited as the system (in the transaction of the change it records).
+fn node_event(action: &str, server: Option<ServerId>, details: serde_json::Value) -> NewAuditEvent {
+    NewAuditEvent {
+        context: ActionContext::default(),
+        action: action.to_owned(),
+        target_type: "server".into(),
+        target_id: server.map(|s| s.to_string()),
+        details,
+    }
+}

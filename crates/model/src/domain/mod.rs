@@ -1,0 +1,8 @@
+//! Entities, value objects, domain errors and the ports this context needs.
+
+pub mod errors;
+pub mod logo;
+pub mod ports;
+pub mod registry;
+pub mod server;
+pub mod values;
