@@ -14,4 +14,5 @@ cargo build --release --bins
 cargo bench -p maas-api --bench http_stack "$@"
 cargo bench -p maas-api --bench gateway "$@"
 cargo bench -p maas-api --bench auth_path "$@"
+cargo bench -p maas-api --bench heartbeats "$@"
 bash scripts/bench-engine.sh "$@"

@@ -33,6 +33,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
 export MAAS__SERVER__PORT="$port"
 api="http://127.0.0.1:$port"
 log_dir=$(mktemp -d)
+export MAAS__STORAGE__DIR="$log_dir/uploads"
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done

@@ -4,6 +4,7 @@
 #![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod admin;
+mod agents;
 mod audit;
 mod auth;
 mod binaries;
@@ -15,6 +16,7 @@ mod keys;
 mod ledger;
 mod legacy;
 mod limits;
+mod registry;
 mod routes;
 mod sdk;
 mod shutdown;

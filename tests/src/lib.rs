@@ -511,6 +511,11 @@ pub const TEST_PASSWORD: &str = "correct horse battery staple";
 pub fn test_settings(database_url: &str) -> Settings {
     let prefix = format!("test:{}:", uuid::Uuid::now_v7().simple());
     let redis = redis_url();
+    let uploads = std::env::temp_dir().join(format!(
+        "maas-test-uploads-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    let uploads = uploads.to_string_lossy().into_owned();
     Settings::load_with(&[
         ("database.url", database_url),
         ("database.max_connections", "5"),
@@ -521,6 +526,7 @@ pub fn test_settings(database_url: &str) -> Settings {
         ("server.port", "0"),
         ("server.workers", "1"),
         ("server.shutdown_timeout_secs", "5"),
+        ("storage.dir", &uploads),
     ])
     .expect("test settings")
 }

@@ -223,3 +223,243 @@ fn node_event(action: &str, server: Option<ServerId>, details: serde_json::Value
         details,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use chrono::{DateTime, Utc};
+    use maas_shared::clock::ManualClock;
+    use maas_shared::paging::{Page, PageRequest};
+
+    use super::*;
+    use crate::domain::ports::{Digest, LiveNode, Minted};
+    use crate::domain::server::Server;
+
+    /// Servers in memory, counting writes.
+    #[derive(Default)]
+    struct Servers {
+        nodes: Mutex<HashMap<ServerId, (NodeStatus, DateTime<Utc>)>>,
+        writes: Mutex<usize>,
+    }
+
+    fn unused<T>() -> Result<T, ModelError> {
+        Err(ModelError::Unexpected(anyhow::anyhow!(
+            "not used by these tests"
+        )))
+    }
+
+    #[async_trait]
+    impl ServerRepository for Servers {
+        async fn insert(&self, _: &Server, _: Digest, _: NewAuditEvent) -> Result<(), ModelError> {
+            unused()
+        }
+        async fn get(&self, _: ServerId) -> Result<Option<Server>, ModelError> {
+            unused()
+        }
+        async fn list(&self, _: &PageRequest) -> Result<Page<Server>, ModelError> {
+            unused()
+        }
+        async fn update(&self, _: &Server, _: NewAuditEvent) -> Result<(), ModelError> {
+            unused()
+        }
+        async fn delete(&self, _: ServerId, _: NewAuditEvent) -> Result<(), ModelError> {
+            unused()
+        }
+        async fn set_join_token(
+            &self,
+            _: ServerId,
+            _: Digest,
+            _: DateTime<Utc>,
+            _: NewAuditEvent,
+        ) -> Result<(), ModelError> {
+            unused()
+        }
+        async fn approve_agent(
+            &self,
+            _: ServerId,
+            _: &str,
+            _: NewAuditEvent,
+        ) -> Result<(), ModelError> {
+            unused()
+        }
+        async fn join(
+            &self,
+            _: Digest,
+            _: Digest,
+            _: &AgentInfo,
+            _: DateTime<Utc>,
+            _: NewAuditEvent,
+        ) -> Result<Option<ServerId>, ModelError> {
+            unused()
+        }
+        async fn authenticate(&self, _: Digest) -> Result<Option<NodeSession>, ModelError> {
+            unused()
+        }
+        async fn set_status(
+            &self,
+            id: ServerId,
+            from: NodeStatus,
+            to: &Grade,
+            _: DateTime<Utc>,
+            _: NewAuditEvent,
+        ) -> Result<bool, ModelError> {
+            let mut nodes = self.nodes.lock().unwrap();
+            let node = nodes.get_mut(&id).unwrap();
+            if node.0 != from {
+                return Ok(false);
+            }
+            node.0 = to.status;
+            *self.writes.lock().unwrap() += 1;
+            Ok(true)
+        }
+        async fn record_report(
+            &self,
+            _: ServerId,
+            _: &AgentInfo,
+            _: &NodeReport,
+            _: DateTime<Utc>,
+        ) -> Result<(), ModelError> {
+            *self.writes.lock().unwrap() += 1;
+            Ok(())
+        }
+        async fn live_nodes(&self) -> Result<Vec<LiveNode>, ModelError> {
+            let nodes = self.nodes.lock().unwrap();
+            Ok(nodes
+                .iter()
+                .filter(|(_, (s, _))| matches!(s, NodeStatus::Ready | NodeStatus::NotReady))
+                .map(|(id, (status, registered_at))| LiveNode {
+                    server: *id,
+                    status: *status,
+                    registered_at: *registered_at,
+                })
+                .collect())
+        }
+        async fn count_by_status(&self) -> Result<BTreeMap<&'static str, u64>, ModelError> {
+            unused()
+        }
+    }
+
+    #[derive(Default)]
+    struct Beats(Mutex<HashMap<ServerId, DateTime<Utc>>>);
+
+    #[async_trait]
+    impl Heartbeats for Beats {
+        async fn beat(&self, id: ServerId, at: DateTime<Utc>) -> Result<(), ModelError> {
+            self.0.lock().unwrap().insert(id, at);
+            Ok(())
+        }
+        async fn last_seen(
+            &self,
+            ids: &[ServerId],
+        ) -> Result<Vec<Option<DateTime<Utc>>>, ModelError> {
+            let beats = self.0.lock().unwrap();
+            Ok(ids.iter().map(|id| beats.get(id).copied()).collect())
+        }
+        async fn forget(&self, id: ServerId) -> Result<(), ModelError> {
+            self.0.lock().unwrap().remove(&id);
+            Ok(())
+        }
+    }
+
+    struct Secrets;
+
+    impl NodeSecrets for Secrets {
+        fn mint_join_token(&self) -> Minted {
+            Minted {
+                plaintext: "mjt_x".into(),
+                digest: Digest([1; 32]),
+            }
+        }
+        fn mint_credential(&self) -> Minted {
+            Minted {
+                plaintext: "mnc_x".into(),
+                digest: Digest([2; 32]),
+            }
+        }
+        fn digest(&self, _: &str) -> Digest {
+            Digest([3; 32])
+        }
+    }
+
+    fn service() -> (NodeService, Arc<Servers>, Arc<ManualClock>, ServerId) {
+        let clock = Arc::new(ManualClock::new(
+            DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap(),
+        ));
+        let servers = Arc::new(Servers::default());
+        let id = ServerId::new();
+        servers
+            .nodes
+            .lock()
+            .unwrap()
+            .insert(id, (NodeStatus::Ready, clock.now()));
+        let liveness = Liveness {
+            heartbeat: std::time::Duration::from_secs(10),
+            report: std::time::Duration::from_secs(30),
+            missed_before_not_ready: 3,
+            offline_after: std::time::Duration::from_secs(120),
+        };
+        let ports = NodePorts {
+            servers: servers.clone(),
+            heartbeats: Arc::new(Beats::default()),
+            secrets: Arc::new(Secrets),
+            clock: clock.clone(),
+        };
+        (NodeService::new(ports, liveness), servers, clock, id)
+    }
+
+    #[tokio::test]
+    async fn heartbeats_write_nothing_until_the_status_changes() {
+        let (nodes, servers, clock, id) = service();
+        let session = NodeSession {
+            server: id,
+            status: NodeStatus::Ready,
+        };
+        for _ in 0..100 {
+            clock.advance(chrono::Duration::seconds(10));
+            nodes.heartbeat(session, id).await.unwrap();
+            assert_eq!(nodes.sweep().await.unwrap().changed, 0);
+        }
+        assert_eq!(*servers.writes.lock().unwrap(), 0);
+        // Silence: not ready after 3 missed, offline later; each change written once.
+        clock.advance(chrono::Duration::seconds(31));
+        assert_eq!(
+            nodes.sweep().await.unwrap(),
+            Swept {
+                checked: 1,
+                changed: 1
+            }
+        );
+        assert_eq!(nodes.sweep().await.unwrap().changed, 0);
+        clock.advance(chrono::Duration::seconds(90));
+        assert_eq!(nodes.sweep().await.unwrap().changed, 1);
+        assert_eq!(servers.nodes.lock().unwrap()[&id].0, NodeStatus::Offline);
+        assert_eq!(nodes.sweep().await.unwrap().checked, 0);
+        // A heartbeat brings it back (one write).
+        let session = NodeSession {
+            server: id,
+            status: NodeStatus::Offline,
+        };
+        assert_eq!(
+            nodes.heartbeat(session, id).await.unwrap().status,
+            NodeStatus::Ready
+        );
+        assert_eq!(*servers.writes.lock().unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_node_speaks_only_for_itself() {
+        let (nodes, _, _, id) = service();
+        let session = NodeSession {
+            server: id,
+            status: NodeStatus::Ready,
+        };
+        let err = nodes.heartbeat(session, ServerId::new()).await.unwrap_err();
+        assert!(matches!(
+            err,
+            ModelError::NotFound(crate::domain::errors::Entity::Server)
+        ));
+    }
+}

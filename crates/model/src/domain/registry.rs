@@ -455,7 +455,7 @@ impl ModelSource {
             Self::Local { path } => {
                 let path = path.trim().to_owned();
                 let ok = path.starts_with('/')
-                    && path.len() <= 1024
+                    && path.chars().count() <= 1024
                     && !path.chars().any(char::is_control)
                     && !path.split('/').any(|part| part == "..");
                 if !ok {
@@ -488,7 +488,7 @@ impl ModelSource {
                             "must not be a link-local or cloud-metadata address",
                         ))
                     }
-                    Some(_) if url.len() > 2048 => {
+                    Some(_) if url.chars().count() > 2048 => {
                         errors.push(InvalidValue::new("source.url", "at most 2048 characters"))
                     }
                     Some(_) => {}

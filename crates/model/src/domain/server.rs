@@ -600,7 +600,7 @@ mod tests {
 
     #[test]
     fn silence_is_graded_into_not_ready_then_offline() {
-        let now = Utc::now();
+        let now = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
         let ago = |s| now - chrono::Duration::seconds(s);
         assert_eq!(liveness().grade(ago(30), now).status, NodeStatus::Ready);
         let late = liveness().grade(ago(31), now);
@@ -637,7 +637,7 @@ mod tests {
         let mut agent = Agent {
             info,
             approved_url: None,
-            registered_at: Utc::now(),
+            registered_at: DateTime::<Utc>::UNIX_EPOCH,
         };
         assert_eq!(agent.callable_url(), None);
         agent.approved_url = Some("http://10.0.0.5:9090".into());
