@@ -203,3 +203,87 @@ async fn worker_process_completes_jobs_pushed_by_the_api_side() {
         "the in-flight job was abandoned on SIGTERM"
     );
 }
+
+#[tokio::test]
+async fn the_cli_registers_brands_models_and_servers_through_the_same_services() {
+    let db = TestDatabase::migrated().await;
+    let run = |args: &[&str]| {
+        let out = maas(&db, args);
+        assert!(out.status.success(), "maas {args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    assert!(run(&["brand", "add", "NVIDIA"]).starts_with("registered brand `NVIDIA`"));
+    assert!(run(&["brand", "list"]).contains("NVIDIA"));
+    let added = run(&[
+        "model",
+        "add",
+        "qwen-mini",
+        "--family",
+        "qwen2.5",
+        "--context-length",
+        "4096",
+        "--capability",
+        "chat,completion",
+        "--source",
+        "hf:Qwen/Qwen2.5-0.5B",
+        "--engine",
+        "llama.cpp",
+    ]);
+    assert!(added.starts_with("registered model `qwen-mini`"), "{added}");
+    assert!(run(&["model", "list"]).contains("qwen-mini"));
+    let bad = maas(
+        &db,
+        &[
+            "model",
+            "add",
+            "bad name",
+            "--family",
+            "x",
+            "--context-length",
+            "0",
+            "--source",
+            "local:relative",
+        ],
+    );
+    assert!(!bad.status.success());
+    let message = text(&bad.stderr);
+    assert!(
+        message.contains("name")
+            && message.contains("context_length")
+            && message.contains("source.path"),
+        "{message}"
+    );
+    let server = run(&[
+        "server",
+        "add",
+        "gpu-1",
+        "--address",
+        "10.0.0.5",
+        "--label",
+        "zone=a",
+        "--gpus",
+        "8",
+    ]);
+    let token_line = server
+        .lines()
+        .find(|l| l.starts_with("join token"))
+        .unwrap();
+    assert!(token_line.contains("mjt_"), "{server}");
+    assert!(run(&["server", "list"]).contains("gpu-1"));
+    let token = run(&["server", "token", "gpu-1"]);
+    assert!(
+        token.contains("mjt_") && !token.contains(token_line.rsplit(' ').next().unwrap()),
+        "a new token each time"
+    );
+    let rows = Database::connect(&db.url).await.unwrap();
+    let row = rows
+        .query_one(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT count(*) AS n FROM audit_events WHERE action IN ('brand.create', 'model.create', 'server.create', 'server.join_token')",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get::<i64>("", "n").unwrap(), 4);
+    rows.close().await.unwrap();
+}
