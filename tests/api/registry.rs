@@ -309,6 +309,24 @@ async fn brands_cards_and_models_are_validated_field_by_field_and_kept_in_order(
             json!({"name": "x", "address": "10.0.0.1"}),
         ),
         (M::GET, "/api/v1/servers".to_owned(), Value::Null),
+        (M::GET, format!("/api/v1/servers/{id}"), Value::Null),
+        (M::PATCH, format!("/api/v1/servers/{id}"), json!({})),
+        (M::DELETE, format!("/api/v1/servers/{id}"), Value::Null),
+        (
+            M::POST,
+            format!("/api/v1/servers/{id}/join-token"),
+            Value::Null,
+        ),
+        (
+            M::POST,
+            format!("/api/v1/servers/{id}/agent/approve"),
+            json!({"agent_url": "http://10.0.0.1:9090"}),
+        ),
+        (
+            M::GET,
+            format!("/api/v1/servers/{id}/agent/health"),
+            Value::Null,
+        ),
     ];
     for (method, path, body) in writes {
         let body = (!body.is_null()).then_some(body);
