@@ -54,6 +54,40 @@ pub fn is_forbidden_host(host: &str) -> bool {
         .any(|known| name.eq_ignore_ascii_case(known))
 }
 
+/// Why a URL the platform would call is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutboundUrlError {
+    /// Not an `http(s)://` URL with a host and without credentials, or longer than allowed.
+    Malformed,
+    /// Its host is a link-local or cloud-metadata address.
+    Forbidden,
+}
+
+/// The checks every URL the platform calls passes (upstreams, model downloads, agents): at most
+/// `max_chars` characters once trimmed, `http` or `https`, a host, no credentials, and a host
+/// that [`is_forbidden_host`] allows. Callers add their own rules (path, query) on the result.
+///
+/// # Errors
+/// [`OutboundUrlError`].
+pub fn outbound_url(raw: &str, max_chars: usize) -> Result<url::Url, OutboundUrlError> {
+    let raw = raw.trim();
+    if raw.chars().count() > max_chars {
+        return Err(OutboundUrlError::Malformed);
+    }
+    let url = url::Url::parse(raw).map_err(|_| OutboundUrlError::Malformed)?;
+    let acceptable = matches!(url.scheme(), "http" | "https")
+        && url.username().is_empty()
+        && url.password().is_none();
+    let host = url
+        .host_str()
+        .filter(|_| acceptable)
+        .ok_or(OutboundUrlError::Malformed)?;
+    if is_forbidden_host(host) {
+        return Err(OutboundUrlError::Forbidden);
+    }
+    Ok(url)
+}
+
 /// A reqwest resolver that uses the system's, dropping link-local and cloud-metadata addresses:
 /// a name that resolves only to those is not called (checked on the resolved IP, at connect
 /// time). IP literals never reach a resolver: check them with [`is_forbidden_host`] first.
@@ -130,6 +164,34 @@ mod tests {
             "metadata.example.com",
         ] {
             assert!(!is_forbidden_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn outbound_urls_are_http_with_a_host_no_credentials_and_no_metadata() {
+        assert!(outbound_url(" https://api.example.com/v1 ", 100).is_ok());
+        for bad in [
+            "ftp://x",
+            "http://u:p@x",
+            "not a url",
+            "http://x/".repeat(30).as_str(),
+        ] {
+            assert_eq!(
+                outbound_url(bad, 100).err(),
+                Some(OutboundUrlError::Malformed),
+                "{bad}"
+            );
+        }
+        for bad in [
+            "http://169.254.169.254/",
+            "http://[fe80::1]:80",
+            "http://metadata.google.internal",
+        ] {
+            assert_eq!(
+                outbound_url(bad, 100).err(),
+                Some(OutboundUrlError::Forbidden),
+                "{bad}"
+            );
         }
     }
 

@@ -59,28 +59,15 @@ impl BaseUrl {
                 "an http(s) URL with a host, without credentials, query or fragment",
             )
         };
-        let raw = raw.trim();
-        if raw.len() > 2048 {
-            return Err(invalid());
-        }
-        let url = url::Url::parse(raw).map_err(|_| invalid())?;
-        let acceptable = matches!(url.scheme(), "http" | "https")
-            && url.host().is_some()
-            && url.username().is_empty()
-            && url.password().is_none()
-            && url.query().is_none()
-            && url.fragment().is_none();
-        if !acceptable {
-            return Err(invalid());
-        }
-        if url
-            .host_str()
-            .is_some_and(maas_shared::net::is_forbidden_host)
-        {
-            return Err(InvalidValue::new(
+        let url = maas_shared::net::outbound_url(raw, 2048).map_err(|e| match e {
+            maas_shared::net::OutboundUrlError::Malformed => invalid(),
+            maas_shared::net::OutboundUrlError::Forbidden => InvalidValue::new(
                 "base_url",
                 "must not be a link-local or cloud-metadata address",
-            ));
+            ),
+        })?;
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid());
         }
         Ok(Self(url.as_str().trim_end_matches('/').to_owned()))
     }

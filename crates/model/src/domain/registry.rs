@@ -468,30 +468,16 @@ impl ModelSource {
             }
             Self::Url { url, sha256 } => {
                 let url = url.trim().to_owned();
-                let parsed = url::Url::parse(&url).ok().filter(|u| {
-                    matches!(u.scheme(), "http" | "https")
-                        && u.host().is_some()
-                        && u.username().is_empty()
-                        && u.password().is_none()
-                });
-                match parsed {
-                    None => errors.push(InvalidValue::new(
+                match maas_shared::net::outbound_url(&url, 2048) {
+                    Ok(_) => {}
+                    Err(maas_shared::net::OutboundUrlError::Malformed) => errors.push(InvalidValue::new(
                         "source.url",
-                        "an http(s) URL with a host and without credentials",
+                        "an http(s) URL with a host and without credentials, at most 2048 characters",
                     )),
-                    Some(u)
-                        if u.host_str()
-                            .is_some_and(maas_shared::net::is_forbidden_host) =>
-                    {
-                        errors.push(InvalidValue::new(
-                            "source.url",
-                            "must not be a link-local or cloud-metadata address",
-                        ))
-                    }
-                    Some(_) if url.chars().count() > 2048 => {
-                        errors.push(InvalidValue::new("source.url", "at most 2048 characters"))
-                    }
-                    Some(_) => {}
+                    Err(maas_shared::net::OutboundUrlError::Forbidden) => errors.push(InvalidValue::new(
+                        "source.url",
+                        "must not be a link-local or cloud-metadata address",
+                    )),
                 }
                 let sha256 = sha256.trim().to_ascii_lowercase();
                 if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {

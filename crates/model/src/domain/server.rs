@@ -410,22 +410,15 @@ pub fn agent_url(raw: &str) -> Result<String, InvalidValue> {
         "agent_url",
         "http(s)://host:port without a path, credentials, query or fragment",
     );
-    let url = url::Url::parse(raw.trim()).map_err(|_| invalid.clone())?;
-    let ok = matches!(url.scheme(), "http" | "https")
-        && url.username().is_empty()
-        && url.password().is_none()
-        && url.query().is_none()
-        && url.fragment().is_none()
-        && url.path() == "/"
-        && raw.len() <= 300;
-    let Some(host) = url.host_str().filter(|_| ok) else {
-        return Err(invalid);
-    };
-    if maas_shared::net::is_forbidden_host(host.trim_start_matches('[').trim_end_matches(']')) {
-        return Err(InvalidValue::new(
+    let url = maas_shared::net::outbound_url(raw, 300).map_err(|e| match e {
+        maas_shared::net::OutboundUrlError::Malformed => invalid.clone(),
+        maas_shared::net::OutboundUrlError::Forbidden => InvalidValue::new(
             "agent_url",
             "must not be a link-local or cloud-metadata address",
-        ));
+        ),
+    })?;
+    if url.query().is_some() || url.fragment().is_some() || url.path() != "/" {
+        return Err(invalid);
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
