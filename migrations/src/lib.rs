@@ -10,6 +10,7 @@ mod m20261123_000003_inference_gateway;
 mod m20261123_000004_inference_conversations;
 mod m20261202_000001_user_durable_ledger;
 mod m20261202_000002_model_registry_compute;
+mod m20261202_000003_model_deployments;
 
 /// The platform's migrator.
 #[derive(Debug)]
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000004_inference_conversations::Migration),
             Box::new(m20261202_000001_user_durable_ledger::Migration),
             Box::new(m20261202_000002_model_registry_compute::Migration),
+            Box::new(m20261202_000003_model_deployments::Migration),
         ]
     }
 }

@@ -299,6 +299,8 @@ fn serve(
     let registry = web::Data::new(services.compute.registry.clone());
     let servers = web::Data::new(services.compute.servers.clone());
     let nodes = web::Data::new(services.compute.nodes.clone());
+    let deployments = web::Data::new(services.compute.deployments.clone());
+    let feed = web::Data::new(services.compute.feed.clone());
     let openapi = crate::openapi::document();
     let json_limit = settings.json_limit_bytes;
     let gateway_limit = services.gateway_limit;
@@ -327,6 +329,8 @@ fn serve(
             .app_data(registry.clone())
             .app_data(servers.clone())
             .app_data(nodes.clone())
+            .app_data(deployments.clone())
+            .app_data(feed.clone())
             .app_data(json_config::<Problem>(json_limit))
             .app_data(query_config::<Problem>())
             .app_data(path_config::<Problem>())

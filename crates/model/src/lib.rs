@@ -17,8 +17,14 @@ pub mod interface;
 #[cfg(feature = "http")]
 pub use interface::{ModelApi, configure};
 
-/// What other processes (the agent, the worker) share with this context.
+/// What other processes (the agent, the worker) and contexts (the gateway) share with this
+/// context.
 pub mod contract {
+    pub use crate::domain::deployment::{
+        Assignment, Assignments, InstanceReport, InstanceState, RESERVED_ENV,
+    };
+    pub use crate::domain::directory::{DeploymentDirectory, ServedEndpoint, ServedModel};
+    pub use crate::domain::registry::{Engine, ModelSource};
     pub use crate::domain::server::{DiskReport, GpuReport, NodeReport};
 }
 
@@ -38,6 +44,42 @@ pub mod jobs {
 
     impl maas_shared::jobs::Job for NodeLivenessJob {
         const QUEUE: &'static str = "model.node_liveness";
+    }
+
+    /// Runs one step of a deployment toward what its admin asked (and re-enqueues itself while
+    /// it is in motion). Idempotent: it reloads the deployment and does only what is due.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct DeployJob {
+        /// The deployment.
+        pub deployment_id: uuid::Uuid,
+        /// Retries after failures so far (the next waits `min(2^attempt, 60)` s).
+        #[serde(default)]
+        pub attempt: u32,
+    }
+
+    impl maas_shared::jobs::Job for DeployJob {
+        const QUEUE: &'static str = "model.deploy";
+    }
+
+    /// Compares desired and reported state of every deployment: places again the replicas of
+    /// nodes offline past the grace, and enqueues the deploy job of every deployment not at rest.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct StatusSyncJob {
+        /// The schedule's tick it was pushed for (Unix seconds).
+        #[serde(default)]
+        pub tick: Option<u64>,
+    }
+
+    impl maas_shared::jobs::Job for StatusSyncJob {
+        const QUEUE: &'static str = "model.status_sync";
+    }
+
+    impl maas_shared::jobs::Scheduled for StatusSyncJob {
+        fn at_tick(timestamp: u64) -> Self {
+            Self {
+                tick: Some(timestamp),
+            }
+        }
     }
 
     impl maas_shared::jobs::Scheduled for NodeLivenessJob {

@@ -16,6 +16,7 @@ use maas_inference::app::conversations::{ConversationConfig, ConversationService
 use maas_inference::app::gateway::{GatewayConfig, TemplateOverhead};
 use maas_inference::infra::{Gateway, GatewayParams, upstream};
 use maas_model::domain::server::Liveness;
+use maas_model::app::deployer::DeployConfig;
 use maas_model::infra::{Compute, ComputeConfig, ComputeParams};
 use maas_shared::audit::AuditLog;
 use maas_shared::audit_pg::PgAuditLog;
@@ -198,7 +199,11 @@ impl Platform {
     ///
     /// # Errors
     /// When the encryption key is malformed or the HTTP client cannot be built.
-    pub fn gateway(&self, quota: Arc<dyn QuotaGate>) -> anyhow::Result<Gateway> {
+    pub fn gateway(
+        &self,
+        quota: Arc<dyn QuotaGate>,
+        deployments: Option<Arc<dyn maas_model::contract::DeploymentDirectory>>,
+    ) -> anyhow::Result<Gateway> {
         let s = &self.settings;
         let g = &s.gateway;
         Gateway::build(GatewayParams {
@@ -227,6 +232,7 @@ impl Platform {
             audit: self.audit(),
             clock: self.clock(),
             tasks: self.tasks.clone(),
+            deployments,
         })
     }
 
@@ -257,6 +263,13 @@ impl Platform {
                 ),
                 logo_max_bytes: c.logo_max_bytes,
                 agent_timeout: Duration::from_millis(c.agent_timeout_ms.max(1)),
+                deploy: DeployConfig {
+                    deploy_timeout: seconds(c.deploy_timeout_secs.max(1)),
+                    follow_every: Duration::from_millis(c.deploy_follow_ms.max(1)),
+                    pending_retry: Duration::from_secs(c.pending_retry_secs.max(1)),
+                    lost_grace: seconds(c.reschedule_after_offline_secs),
+                },
+                assignment_wait: Duration::from_secs(c.assignment_wait_secs.clamp(1, 60)),
             },
             clock: self.clock(),
         })
@@ -287,13 +300,33 @@ impl Platform {
     pub fn api(&self) -> anyhow::Result<ApiServices> {
         let identity = self.identity()?;
         let quota: Arc<dyn QuotaGate> = Arc::new(identity.quotas.clone());
-        let gateway = self.gateway(quota)?;
         let compute = self.compute()?;
+        self.listen_for_compute_changes(&compute)?;
+        let gateway = self.gateway(quota, Some(Arc::new(compute.directory.clone())))?;
         Ok(ApiServices {
             identity,
             gateway,
             compute,
         })
+    }
+
+    /// Keeps `compute`'s deployment directory and long-poll hub fresh (Redis pub/sub, with a
+    /// refresh on a timer): `maas-api`'s background loop.
+    ///
+    /// # Errors
+    /// A malformed Redis URL.
+    pub fn listen_for_compute_changes(&self, compute: &Compute) -> anyhow::Result<()> {
+        let s = &self.settings;
+        let client = redis::Client::open(s.redis.url.expose_secret()).context("Redis URL")?;
+        maas_model::infra::changes::listen(
+            client,
+            &self.keyspace,
+            compute.hub.clone(),
+            compute.directory.clone(),
+            Duration::from_secs(s.compute.directory_refresh_secs.max(1)),
+            &self.tasks,
+        );
+        Ok(())
     }
 
     /// Starts the drain of the settlement stream into the ledger and the usage table (and the

@@ -346,6 +346,20 @@ pub struct ComputeSettings {
     pub logo_max_bytes: usize,
     /// Milliseconds a call from the platform to an agent may take.
     pub agent_timeout_ms: u64,
+    /// Seconds a deployment's instances may take to turn ready before it fails.
+    pub deploy_timeout_secs: u64,
+    /// Milliseconds before a deploy job in motion looks again (whole seconds on the queue).
+    pub deploy_follow_ms: u64,
+    /// Seconds before a pending deployment tries to place again.
+    pub pending_retry_secs: u64,
+    /// Seconds a node stays offline before its replicas are placed elsewhere.
+    pub reschedule_after_offline_secs: u64,
+    /// Cron schedule of the worker's status sync (desired vs reported state).
+    pub status_sync_schedule: String,
+    /// Longest long-poll of an agent for its assignments, seconds (at most 60).
+    pub assignment_wait_secs: u64,
+    /// Seconds between two refreshes of the deployment directory (besides announced changes).
+    pub directory_refresh_secs: u64,
 }
 
 /// `[storage]`: uploads (logos).

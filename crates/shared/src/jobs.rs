@@ -170,6 +170,25 @@ impl<J: Job> JobProducer<J> {
     }
 }
 
+impl<J: Job> JobProducer<J> {
+    /// Enqueues `job` to run after `delay` (whole seconds: apalis schedules by the second),
+    /// unless a job with the same `key` was pushed within [`IDEMPOTENCY_TTL`].
+    ///
+    /// # Errors
+    /// When Redis rejects the push.
+    pub async fn push_once_after(&self, job: J, key: &str, delay: Duration) -> anyhow::Result<()> {
+        let mut storage = self.storage.clone();
+        let mut builder = TaskBuilder::new(job).idempotency_key(key);
+        if !delay.is_zero() {
+            builder = builder.run_after(delay);
+        }
+        storage
+            .push_task(builder.build())
+            .await
+            .with_context(|| format!("enqueueing a {} job", J::QUEUE))
+    }
+}
+
 /// Proves the API → Redis → worker path end to end: the worker answers by storing a pong.
 /// Used by `maas diagnostics ping-worker` and the worker integration test.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

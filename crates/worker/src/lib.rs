@@ -8,6 +8,7 @@
 //! idempotency key, so it runs once per tick across any number of replicas.
 
 mod conversations;
+mod deploy;
 mod diagnostics;
 mod nodes;
 mod quotas;
@@ -20,7 +21,7 @@ use anyhow::Context as _;
 use apalis::layers::retry::RetryPolicy;
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt as _};
 use maas_inference::jobs::ConversationExpiryJob;
-use maas_model::jobs::NodeLivenessJob;
+use maas_model::jobs::{DeployJob, NodeLivenessJob, StatusSyncJob};
 use maas_platform::{Platform, Role, Settings};
 use maas_shared::jobs::{self, DiagnosticPing, Job, JobProducer};
 use maas_user::jobs::ReservationSweepJob;
@@ -48,6 +49,10 @@ pub async fn run(
         "compute.liveness_schedule",
         &settings.compute.liveness_schedule,
     )?;
+    let sync_schedule = schedule(
+        "compute.status_sync_schedule",
+        &settings.compute.status_sync_schedule,
+    )?;
     let platform = Platform::connect(settings, Role::Server).await?;
     let identity = platform.identity()?;
     platform.start_ledger_drain(&identity);
@@ -67,7 +72,16 @@ pub async fn run(
     let sweep_storage = jobs::storage::<ReservationSweepJob>(conn.clone(), &keyspace);
     let sweep_producer = JobProducer::<ReservationSweepJob>::new(conn.clone(), &keyspace);
     let quotas = identity.quotas.clone();
-    let nodes = platform.compute()?.nodes;
+    let compute = platform.compute()?;
+    let nodes = compute.nodes.clone();
+    let deployer = compute.deployer.clone();
+    let sync_deployer = compute.deployer;
+    let deploy_storage = jobs::storage::<DeployJob>(conn.clone(), &keyspace);
+    let deploy_name = jobs::worker_name(DeployJob::QUEUE);
+    let sync_storage = jobs::storage::<StatusSyncJob>(conn.clone(), &keyspace);
+    let sync_producer = JobProducer::<StatusSyncJob>::new(conn.clone(), &keyspace);
+    let sync_name = jobs::worker_name(StatusSyncJob::QUEUE);
+    let sync_schedule_name = jobs::worker_name("schedule.status_sync");
     let liveness_storage = jobs::storage::<NodeLivenessJob>(conn.clone(), &keyspace);
     let liveness_producer = JobProducer::<NodeLivenessJob>::new(conn.clone(), &keyspace);
     let liveness_name = jobs::worker_name(NodeLivenessJob::QUEUE);
@@ -140,9 +154,36 @@ pub async fn run(
                 .enable_tracing()
                 .build(schedule::push_tick::<NodeLivenessJob>)
         })
+        .register(move |_| {
+            WorkerBuilder::new(deploy_name.clone())
+                .backend(jobs::polled(deploy_storage.clone()))
+                .data(deployer.clone())
+                .concurrency(concurrency)
+                .retry(RetryPolicy::retries(RETRIES))
+                .enable_tracing()
+                .catch_panic()
+                .build(deploy::deploy)
+        })
+        .register(move |_| {
+            WorkerBuilder::new(sync_name.clone())
+                .backend(jobs::polled(sync_storage.clone()))
+                .data(sync_deployer.clone())
+                .concurrency(1)
+                .retry(RetryPolicy::retries(RETRIES))
+                .enable_tracing()
+                .catch_panic()
+                .build(deploy::sync)
+        })
+        .register(move |_| {
+            WorkerBuilder::new(sync_schedule_name.clone())
+                .backend(apalis_cron::CronScheduler::new(sync_schedule.clone()))
+                .data(sync_producer.clone())
+                .enable_tracing()
+                .build(schedule::push_tick::<StatusSyncJob>)
+        })
         .shutdown_timeout(drain_timeout);
     tracing::info!(
-        queues = ?[DiagnosticPing::QUEUE, ConversationExpiryJob::QUEUE, ReservationSweepJob::QUEUE, NodeLivenessJob::QUEUE],
+        queues = ?[DiagnosticPing::QUEUE, ConversationExpiryJob::QUEUE, ReservationSweepJob::QUEUE, NodeLivenessJob::QUEUE, DeployJob::QUEUE, StatusSyncJob::QUEUE],
         concurrency,
         "maas-worker running"
     );

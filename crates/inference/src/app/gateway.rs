@@ -27,6 +27,7 @@ use crate::domain::ports::{
 };
 use crate::domain::provider::{Provider, Target};
 use crate::domain::usage::{TokenUsage, estimate_tokens};
+use maas_model::contract::DeploymentDirectory;
 
 /// The body of a proxied answer.
 pub enum ProxiedBody {
@@ -120,6 +121,7 @@ pub struct GatewayService {
     turn: Arc<AtomicUsize>,
     balancer: Balancer,
     conversations: Option<ConversationService>,
+    deployments: Option<Arc<dyn DeploymentDirectory>>,
 }
 
 impl GatewayService {
@@ -138,7 +140,30 @@ impl GatewayService {
             turn: Arc::new(AtomicUsize::new(0)),
             balancer: Balancer::default(),
             conversations: None,
+            deployments: None,
         }
+    }
+
+    /// Routes served names of deployments to their ready instances (beside providers).
+    #[must_use]
+    pub fn with_deployments(mut self, directory: Arc<dyn DeploymentDirectory>) -> Self {
+        self.deployments = Some(directory);
+        self
+    }
+
+    /// The served name a deployment is called by (its first), when it should run.
+    #[must_use]
+    pub fn deployment_model(&self, deployment: uuid::Uuid) -> Option<String> {
+        self.deployments
+            .as_ref()
+            .and_then(|d| d.deployment(deployment))
+            .map(|m| m.name.clone())
+    }
+
+    /// The conversations of this gateway, when enabled.
+    #[must_use]
+    pub fn conversations(&self) -> Option<&ConversationService> {
+        self.conversations.as_ref()
     }
 
     /// Enables `conversation_id` on chat calls.
@@ -213,6 +238,18 @@ impl GatewayService {
                         id: model.model.clone(),
                         owned_by: provider.name().as_str().to_owned(),
                         created: provider.created_at().timestamp(),
+                    });
+                }
+            }
+        }
+        if let Some(directory) = &self.deployments {
+            for served in directory.models() {
+                if principal.may_use_model(&served.name) && !out.iter().any(|m| m.id == served.name)
+                {
+                    out.push(ListedModel {
+                        id: served.name.clone(),
+                        owned_by: "deployment".to_owned(),
+                        created: served.created_at.timestamp(),
                     });
                 }
             }
@@ -311,8 +348,33 @@ impl GatewayService {
                 })
             })
             .collect();
+        let deployed = self.deployments.as_ref().and_then(|d| d.lookup(model));
+        if let Some(served) = &deployed {
+            for endpoint in &served.endpoints {
+                match crate::domain::provider::BaseUrl::parse(&endpoint.base_url) {
+                    Ok(base_url) => targets.push(Target {
+                        provider_id: crate::domain::provider::ProviderId::from_uuid(
+                            endpoint.instance,
+                        ),
+                        provider: format!("deployment/{}", served.name),
+                        base_url,
+                        api_key: None,
+                        upstream_model: served.upstream_model.clone(),
+                    }),
+                    Err(_) => {
+                        tracing::warn!(instance = %endpoint.instance, "an instance's address is not routable; skipping it");
+                    }
+                }
+            }
+        }
         if targets.is_empty() {
-            return Err(InferenceError::ModelNotFound(model.to_owned()));
+            return Err(match deployed {
+                // Deployed, but nothing can answer now: unavailable at once, not unknown.
+                Some(_) => InferenceError::UpstreamUnavailable(format!(
+                    "deployment `{model}` has no ready instance"
+                )),
+                None => InferenceError::ModelNotFound(model.to_owned()),
+            });
         }
         if targets.len() > 1 {
             let start = self.turn.fetch_add(1, Ordering::Relaxed) % targets.len();

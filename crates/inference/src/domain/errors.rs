@@ -23,6 +23,9 @@ pub enum InferenceError {
     /// No such conversation (or not the caller's).
     #[error("conversation not found")]
     ConversationNotFound,
+    /// No such deployment (or it should not run).
+    #[error("deployment not found (or stopped)")]
+    DeploymentNotFound,
     /// A provider with this name exists.
     #[error("a provider with this name already exists")]
     ProviderNameTaken,
@@ -47,9 +50,10 @@ impl Classify for InferenceError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::Invalid(_) => ErrorKind::Invalid,
-            Self::ModelNotFound(_) | Self::ProviderNotFound | Self::ConversationNotFound => {
-                ErrorKind::NotFound
-            }
+            Self::ModelNotFound(_)
+            | Self::ProviderNotFound
+            | Self::ConversationNotFound
+            | Self::DeploymentNotFound => ErrorKind::NotFound,
             Self::ProviderNameTaken => ErrorKind::Conflict,
             Self::UpstreamUnavailable(_) => ErrorKind::Unavailable,
             Self::Identity(inner) => inner.kind(),
@@ -63,6 +67,7 @@ impl Classify for InferenceError {
             Self::ModelNotFound(_) => "model_not_found",
             Self::ProviderNotFound => "provider_not_found",
             Self::ConversationNotFound => "conversation_not_found",
+            Self::DeploymentNotFound => "deployment_not_found",
             Self::ProviderNameTaken => "provider_name_taken",
             Self::UpstreamUnavailable(_) => "upstream_unavailable",
             Self::Identity(inner) => inner.code(),
@@ -85,6 +90,7 @@ impl Classify for InferenceError {
             Self::ModelNotFound(_)
             | Self::ProviderNotFound
             | Self::ConversationNotFound
+            | Self::DeploymentNotFound
             | Self::ProviderNameTaken
             | Self::UpstreamUnavailable(_)
             | Self::Unexpected(_) => Vec::new(),

@@ -67,6 +67,8 @@ pub struct GatewayParams {
     /// The process's background work (settlements of calls whose client left, conversation
     /// writes).
     pub tasks: Tasks,
+    /// Served names of deployments and their ready instances, when the model context runs.
+    pub deployments: Option<Arc<dyn maas_model::contract::DeploymentDirectory>>,
 }
 
 /// The gateway's services, wired.
@@ -118,6 +120,10 @@ impl Gateway {
             p.config,
         )
         .with_conversations(conversations.clone());
+        let gateway = match p.deployments {
+            Some(directory) => gateway.with_deployments(directory),
+            None => gateway,
+        };
         let providers = ProviderService::new(repo, sealer, p.audit, p.clock, gateway.invalidator());
         Ok(Self {
             gateway,

@@ -388,3 +388,60 @@ pub async fn export_one(
     )
     .await
 }
+
+/// Chat with a deployment (admin)
+///
+/// The seeds' per-service chat: an OpenAI chat completion sent to the deployment under its
+/// first served name, through the gateway (metered like any call). Without `conversation_id`
+/// a conversation is started; its id comes back in `x-conversation-id` and the exchange is
+/// kept in it.
+#[utoipa::path(post, path = "/deployments/{deployment_id}/chat/completions", tag = "deployments", request_body = Object,
+    params(("deployment_id" = Uuid, Path)),
+    responses((status = 200, description = "OpenAI chat completion (JSON or text/event-stream); `x-conversation-id` names the conversation"),
+        (status = 403, description = "`forbidden`"), (status = 404, description = "`deployment_not_found`, `conversation_not_found`"),
+        (status = 503, description = "`upstream_unavailable` (no ready instance)")),
+    security(("bearer" = [])))]
+pub async fn deployment_chat(
+    auth: Authenticated,
+    gateway: web::Data<GatewayService>,
+    path: web::Path<Uuid>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    auth.0
+        .require(maas_user::contract::Permission::ManageServers)
+        .map_err(crate::domain::errors::InferenceError::from)?;
+    let model = gateway
+        .deployment_model(path.into_inner())
+        .ok_or(crate::domain::errors::InferenceError::DeploymentNotFound)?;
+    let mut body = body.into_inner();
+    let Some(object) = body.as_object_mut() else {
+        return Err(crate::domain::errors::InferenceError::Invalid(vec![
+            maas_shared::error::InvalidValue::new("body", "a JSON object"),
+        ])
+        .into());
+    };
+    object.insert("model".into(), Value::String(model.clone()));
+    let conversation = match object.get("conversation_id") {
+        Some(Value::String(id)) => id.clone(),
+        _ => {
+            let conversations = gateway
+                .conversations()
+                .ok_or(crate::domain::errors::InferenceError::ConversationNotFound)?;
+            let created = conversations
+                .create(&auth.0, Some(&format!("Chat with {model}")), Some(model))
+                .await?;
+            let id = created.id().to_string();
+            object.insert("conversation_id".into(), Value::String(id.clone()));
+            id
+        }
+    };
+    let call = Call::parse(Endpoint::Chat, body)?;
+    let mut response = respond(gateway.proxy(auth.0, call).await?);
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&conversation) {
+        response.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("x-conversation-id"),
+            value,
+        );
+    }
+    Ok(response)
+}

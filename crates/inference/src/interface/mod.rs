@@ -22,7 +22,7 @@ pub struct InferenceApi;
         handlers::create_provider, handlers::list_providers, handlers::delete_provider, handlers::usage_report,
         handlers::create_conversation, handlers::list_conversations, handlers::get_conversation,
         handlers::rename_conversation, handlers::delete_conversation, handlers::list_messages, handlers::add_message,
-        handlers::export_all, handlers::export_one,
+        handlers::export_all, handlers::export_one, handlers::deployment_chat,
     ),
     components(schemas(dto::CreateProviderRequest, dto::ModelRouteDto, dto::ProviderResponse, dto::UsageReportResponse, dto::UsageRowResponse,
         dto::CreateConversationRequest, dto::RenameConversationRequest, dto::AddMessageRequest, dto::ConversationResponse, dto::MessageResponse)),
@@ -58,6 +58,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub fn configure_admin(cfg: &mut web::ServiceConfig) {
     use handlers as h;
     cfg.service(
+        web::resource("/deployments/{deployment_id}/chat/completions")
+            .route(web::post().to(h::deployment_chat)),
+    )
+    .service(
         web::resource("/providers")
             .route(web::get().to(h::list_providers))
             .route(web::post().to(h::create_provider)),

@@ -60,13 +60,31 @@ pub struct NodePorts {
 pub struct NodeService {
     ports: NodePorts,
     liveness: Liveness,
+    events: Option<Arc<dyn crate::domain::deploy_ports::ComputeEvents>>,
 }
 
 impl NodeService {
     /// The service under `liveness`.
     #[must_use]
     pub fn new(ports: NodePorts, liveness: Liveness) -> Self {
-        Self { ports, liveness }
+        Self {
+            ports,
+            liveness,
+            events: None,
+        }
+    }
+
+    /// Announces status changes (the instances of a node that is not ready leave routing).
+    #[must_use]
+    pub fn with_events(mut self, events: Arc<dyn crate::domain::deploy_ports::ComputeEvents>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    async fn routes_changed(&self) {
+        if let Some(events) = &self.events {
+            events.routes_changed().await;
+        }
     }
 
     /// Spends a join token: the agent gets its node credential.
@@ -142,10 +160,14 @@ impl NodeService {
                 Some(id),
                 json!({"from": session.status.as_str(), "to": "ready", "reason": "heartbeat received"}),
             );
-            self.ports
+            if self
+                .ports
                 .servers
                 .set_status(id, session.status, &ready, now, audit)
-                .await?;
+                .await?
+            {
+                self.routes_changed().await;
+            }
         }
         Ok(Beat {
             status: NodeStatus::Ready,
@@ -208,6 +230,9 @@ impl NodeService {
                 swept.changed += 1;
                 tracing::warn!(server.id = %node.server, from = node.status.as_str(), to = grade.status.as_str(), reason = grade.reason.as_deref().unwrap_or(""), "node status changed");
             }
+        }
+        if swept.changed > 0 {
+            self.routes_changed().await;
         }
         Ok(swept)
     }

@@ -49,6 +49,10 @@ pub struct Stats {
     pub servers_by_status: BTreeMap<&'static str, u64>,
     /// Registered models.
     pub models: u64,
+    /// Deployments per state.
+    pub deployments_by_state: BTreeMap<&'static str, u64>,
+    /// Instances ready to serve.
+    pub ready_instances: u64,
 }
 
 /// The ports [`ServerService`] uses.
@@ -347,6 +351,8 @@ impl ServerService {
             online_servers: online,
             servers_by_status: by_status,
             models,
+            deployments_by_state: BTreeMap::new(),
+            ready_instances: 0,
         })
     }
 

@@ -18,6 +18,12 @@ pub enum Entity {
     Server,
     /// A stored logo.
     Logo,
+    /// A deployment.
+    Deployment,
+    /// A deployment's served model name.
+    ServedName,
+    /// An instance of a deployment.
+    Instance,
 }
 
 impl Entity {
@@ -28,6 +34,9 @@ impl Entity {
             Self::Model => "model",
             Self::Server => "server",
             Self::Logo => "logo",
+            Self::Deployment => "deployment",
+            Self::ServedName => "served model name",
+            Self::Instance => "instance",
         }
     }
 }
@@ -65,6 +74,9 @@ pub enum ModelError {
     /// The agent did not answer.
     #[error("the agent did not answer: {0}")]
     AgentUnreachable(String),
+    /// The action does not fit the entity's state (e.g. changing a deployment being deleted).
+    #[error("{0}")]
+    InvalidState(&'static str),
     /// Identity refused (forbidden) or failed.
     #[error(transparent)]
     Identity(#[from] IdentityError),
@@ -98,7 +110,10 @@ impl Classify for ModelError {
         match self {
             Self::Invalid(_) => ErrorKind::Invalid,
             Self::NotFound(_) => ErrorKind::NotFound,
-            Self::NameTaken(_) | Self::InUse(..) | Self::AgentNotApproved(_) => ErrorKind::Conflict,
+            Self::NameTaken(_)
+            | Self::InUse(..)
+            | Self::AgentNotApproved(_)
+            | Self::InvalidState(_) => ErrorKind::Conflict,
             Self::TooLarge(_) => ErrorKind::PayloadTooLarge,
             Self::UnsupportedType(_) => ErrorKind::UnsupportedMediaType,
             Self::InvalidJoinToken | Self::InvalidNodeCredential => ErrorKind::Unauthenticated,
@@ -116,11 +131,15 @@ impl Classify for ModelError {
             Self::NotFound(Entity::Model) => "model_not_found",
             Self::NotFound(Entity::Server) => "server_not_found",
             Self::NotFound(Entity::Logo) => "logo_not_found",
+            Self::NotFound(Entity::Deployment | Entity::ServedName) => "deployment_not_found",
+            Self::NotFound(Entity::Instance) => "instance_not_found",
             Self::NameTaken(Entity::Brand) => "brand_name_taken",
             Self::NameTaken(Entity::Card) => "card_model_taken",
             Self::NameTaken(Entity::Model) => "model_name_taken",
             Self::NameTaken(Entity::Server) => "server_name_taken",
-            Self::NameTaken(Entity::Logo) => "conflict",
+            Self::NameTaken(Entity::Logo | Entity::Instance) => "conflict",
+            Self::NameTaken(Entity::Deployment) => "deployment_name_taken",
+            Self::NameTaken(Entity::ServedName) => "served_name_taken",
             Self::InUse(..) => "in_use",
             Self::TooLarge(_) => "payload_too_large",
             Self::UnsupportedType(_) => "unsupported_media_type",
@@ -128,6 +147,7 @@ impl Classify for ModelError {
             Self::InvalidNodeCredential => "invalid_node_credential",
             Self::AgentNotApproved(_) => "agent_address_not_approved",
             Self::AgentUnreachable(_) => "agent_unreachable",
+            Self::InvalidState(_) => "invalid_state",
             Self::Identity(inner) => inner.code(),
             Self::Unexpected(_) => "internal",
         }
@@ -146,6 +166,7 @@ impl Classify for ModelError {
             | Self::InvalidNodeCredential
             | Self::AgentNotApproved(_)
             | Self::AgentUnreachable(_)
+            | Self::InvalidState(_)
             | Self::Unexpected(_) => Vec::new(),
         }
     }

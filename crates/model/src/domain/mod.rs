@@ -1,5 +1,8 @@
 //! Entities, value objects, domain errors and the ports this context needs.
 
+pub mod deploy_ports;
+pub mod deployment;
+pub mod directory;
 pub mod errors;
 pub mod logo;
 pub mod ports;

@@ -1,6 +1,8 @@
 //! Adapters: PostgreSQL (registry, servers), Redis (heartbeats), the HMAC node secrets, the
 //! agent HTTP client, and [`Compute::build`] wiring them for a composition root.
 
+pub mod changes;
+pub mod deployments_pg;
 pub mod heartbeats;
 mod pg;
 pub mod probe;
@@ -16,7 +18,18 @@ use maas_shared::kv::{Keyspace, Multiplexed};
 use maas_shared::storage::BlobStore;
 use sea_orm::DatabaseConnection;
 
+use async_trait::async_trait;
+
+use crate::app::deployer::{DeployConfig, Deployer, DeployerPorts};
+use crate::app::deployments::{DeploymentPorts, DeploymentService};
+use crate::app::directory::Directory;
+use crate::app::feed::{FeedPorts, InstanceFeed};
 use crate::app::nodes::{NodePorts, NodeService};
+use crate::domain::deploy_ports::{
+    ComputeEvents, DeployQueue, DeploymentRepository, SecretSealer,
+};
+use crate::domain::deployment::DeploymentId;
+use crate::domain::errors::ModelError;
 use crate::app::registry::RegistryService;
 use crate::app::servers::{ServerPorts, ServerService};
 use crate::domain::ports::{Heartbeats, NodeSecrets, RegistryRepository, ServerRepository};
@@ -33,6 +46,10 @@ pub struct ComputeConfig {
     pub logo_max_bytes: usize,
     /// How long a call to an agent may take.
     pub agent_timeout: Duration,
+    /// The deploy job's tunables.
+    pub deploy: DeployConfig,
+    /// The longest long-poll of an agent.
+    pub assignment_wait: Duration,
 }
 
 /// What [`Compute::build`] needs: ready adapters and the typed config.
@@ -62,6 +79,73 @@ pub struct Compute {
     pub servers: ServerService,
     /// Agents and the liveness sweep.
     pub nodes: NodeService,
+    /// Deployment administration.
+    pub deployments: DeploymentService,
+    /// The deploy job and the status sync.
+    pub deployer: Deployer,
+    /// Agents' assignments and instance reports.
+    pub feed: InstanceFeed,
+    /// Served names → ready endpoints, in memory (start [`changes::listen`] to keep it fresh).
+    pub directory: Directory,
+    /// Wakes this process's long-polls (fed by [`changes::listen`]).
+    pub hub: changes::LocalHub,
+}
+
+/// [`DeployQueue`] on the apalis queue of [`crate::jobs::DeployJob`]: at most one job per
+/// deployment per second of run time (the idempotency key), so kicks, follows and syncs never
+/// pile up.
+struct ApalisDeployQueue {
+    redis: Multiplexed,
+    keys: Keyspace,
+}
+
+#[async_trait]
+impl DeployQueue for ApalisDeployQueue {
+    async fn enqueue(&self, deployment: DeploymentId, delay: Duration) -> Result<(), ModelError> {
+        self.retry(deployment, 0, delay).await
+    }
+
+    async fn retry(
+        &self,
+        deployment: DeploymentId,
+        attempt: u32,
+        delay: Duration,
+    ) -> Result<(), ModelError> {
+        let conn = self.redis.get().await?;
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            + delay;
+        let key = format!("deploy:{deployment}:{}", at.as_secs());
+        maas_shared::jobs::JobProducer::<crate::jobs::DeployJob>::new(conn, &self.keys)
+            .push_once_after(
+                crate::jobs::DeployJob {
+                    deployment_id: deployment.as_uuid(),
+                    attempt,
+                },
+                &key,
+                delay,
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// [`SecretSealer`] over the platform's sealing key.
+struct PlatformSealer(maas_shared::seal::Sealer);
+
+impl SecretSealer for PlatformSealer {
+    fn seal(&self, plaintext: &str) -> Vec<u8> {
+        self.0.seal(plaintext)
+    }
+
+    fn open(&self, sealed: &[u8]) -> Result<String, ModelError> {
+        self.0.open(sealed).map_err(|_| {
+            ModelError::Unexpected(anyhow::anyhow!(
+                "an agent secret is sealed under another platform key"
+            ))
+        })
+    }
 }
 
 impl Compute {
@@ -75,12 +159,55 @@ impl Compute {
             Arc::clone(&p.clock),
         ));
         let servers: Arc<dyn ServerRepository> =
-            Arc::new(servers_pg::PgServers::new(p.db, Arc::clone(&p.clock)));
+            Arc::new(servers_pg::PgServers::new(p.db.clone(), Arc::clone(&p.clock)));
+        let deployments: Arc<dyn DeploymentRepository> =
+            Arc::new(deployments_pg::PgDeployments::new(p.db));
+        let queue: Arc<dyn DeployQueue> = Arc::new(ApalisDeployQueue {
+            redis: p.redis.clone(),
+            keys: p.keys.clone(),
+        });
+        let events: Arc<dyn ComputeEvents> =
+            Arc::new(changes::RedisComputeEvents::new(p.redis.clone(), &p.keys));
+        let sealer: Arc<dyn SecretSealer> = Arc::new(PlatformSealer(
+            maas_shared::seal::Sealer::new(&p.platform_key),
+        ));
+        let hub = changes::LocalHub::default();
         let heartbeats: Arc<dyn Heartbeats> =
             Arc::new(heartbeats::RedisHeartbeats::new(p.redis, &p.keys));
         let secrets: Arc<dyn NodeSecrets> =
             Arc::new(secrets::HmacNodeSecrets::new(&p.platform_key));
         let probe = Arc::new(probe::HttpAgentProbe::new(p.config.agent_timeout)?);
+        let deployment_service = DeploymentService::new(DeploymentPorts {
+            deployments: Arc::clone(&deployments),
+            registry: Arc::clone(&registry_repo),
+            servers: Arc::clone(&servers),
+            queue: Arc::clone(&queue),
+            logs: Arc::clone(&probe) as _,
+            sealer: Arc::clone(&sealer),
+            events: Arc::clone(&events),
+            clock: Arc::clone(&p.clock),
+        });
+        let deployer = Deployer::new(
+            DeployerPorts {
+                deployments: Arc::clone(&deployments),
+                queue: Arc::clone(&queue),
+                events: Arc::clone(&events),
+                clock: Arc::clone(&p.clock),
+            },
+            p.config.deploy,
+        );
+        let feed = InstanceFeed::new(
+            FeedPorts {
+                deployments: Arc::clone(&deployments),
+                queue,
+                events: Arc::clone(&events),
+                watches: Arc::new(hub.clone()),
+                sealer,
+                clock: Arc::clone(&p.clock),
+            },
+            p.config.assignment_wait,
+        );
+        let directory = Directory::new(deployments);
         let registry = RegistryService::new(
             Arc::clone(&registry_repo),
             p.logos,
@@ -93,7 +220,7 @@ impl Compute {
                 registry: registry_repo,
                 heartbeats: Arc::clone(&heartbeats),
                 secrets: Arc::clone(&secrets),
-                probe,
+                probe: probe as _,
                 clock: Arc::clone(&p.clock),
             },
             p.config.liveness,
@@ -107,11 +234,17 @@ impl Compute {
                 clock: p.clock,
             },
             p.config.liveness,
-        );
+        )
+        .with_events(Arc::clone(&events));
         Ok(Self {
             registry,
             servers: server_service,
             nodes,
+            deployments: deployment_service,
+            deployer,
+            feed,
+            directory,
+            hub,
         })
     }
 }

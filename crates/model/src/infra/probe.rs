@@ -7,12 +7,20 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use crate::domain::errors::ModelError;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use futures_util::stream::BoxStream;
+
+use crate::domain::deploy_ports::AgentLogs;
+use crate::domain::deployment::InstanceId;
+use crate::domain::errors::{Entity, ModelError};
 use crate::domain::ports::{AgentHealth, AgentProbe};
 
 /// [`AgentProbe`] over reqwest.
 pub struct HttpAgentProbe {
     client: reqwest::Client,
+    /// For log streams: the same rules, but no total timeout (a followed log lasts).
+    streams: reqwest::Client,
 }
 
 impl HttpAgentProbe {
@@ -28,7 +36,14 @@ impl HttpAgentProbe {
             .timeout(timeout)
             .build()
             .context("building the agent HTTP client")?;
-        Ok(Self { client })
+        let streams = reqwest::Client::builder()
+            .dns_resolver(std::sync::Arc::new(maas_shared::net::RefusingResolver))
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(timeout)
+            .read_timeout(Duration::from_secs(300))
+            .build()
+            .context("building the agent HTTP client")?;
+        Ok(Self { client, streams })
     }
 }
 
@@ -62,6 +77,40 @@ impl AgentProbe for HttpAgentProbe {
             version: health.version.chars().take(64).collect(),
             latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         })
+    }
+}
+
+#[async_trait]
+impl AgentLogs for HttpAgentProbe {
+    async fn logs(
+        &self,
+        url: &str,
+        secret: &str,
+        instance: InstanceId,
+        tail: u32,
+        follow: bool,
+    ) -> Result<BoxStream<'static, Result<Bytes, std::io::Error>>, ModelError> {
+        let response = self
+            .streams
+            .get(format!("{url}/instances/{instance}/logs"))
+            .query(&[("tail", tail.to_string()), ("follow", follow.to_string())])
+            .bearer_auth(secret)
+            .send()
+            .await
+            .map_err(|e| ModelError::AgentUnreachable(without_url(&e)))?;
+        match response.status().as_u16() {
+            200 => Ok(response
+                .bytes_stream()
+                .map(|chunk| chunk.map_err(std::io::Error::other))
+                .boxed()),
+            404 => Err(ModelError::NotFound(Entity::Instance)),
+            401 | 403 => Err(ModelError::AgentUnreachable(
+                "the agent refused the platform's secret (it joined again?)".into(),
+            )),
+            status => Err(ModelError::AgentUnreachable(format!(
+                "it answered HTTP {status}"
+            ))),
+        }
     }
 }
 

@@ -1025,7 +1025,7 @@ pub struct StatsResponse {
     pub online_servers: u64,
     /// Servers per status (`pending`, `ready`, `not_ready`, `offline`).
     pub servers_by_status: BTreeMap<String, u64>,
-    /// Deployments per state (deployments arrive with model services; none exist before).
+    /// Deployments per state.
     pub deployments_by_state: BTreeMap<String, u64>,
     /// Model instances ready to serve.
     pub ready_instances: u64,
@@ -1043,8 +1043,12 @@ impl From<Stats> for StatsResponse {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
-            deployments_by_state: BTreeMap::new(),
-            ready_instances: 0,
+            deployments_by_state: s
+                .deployments_by_state
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            ready_instances: s.ready_instances,
             models: s.models,
         }
     }

@@ -638,6 +638,8 @@ pub async fn agent_health(
 pub async fn stats(
     _caller: Caller,
     servers: web::Data<ServerService>,
+    deployments: web::Data<crate::app::deployments::DeploymentService>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(StatsResponse::from(servers.stats().await?)))
+    let stats = deployments.add_figures(servers.stats().await?).await?;
+    Ok(HttpResponse::Ok().json(StatsResponse::from(stats)))
 }

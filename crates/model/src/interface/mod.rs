@@ -1,5 +1,6 @@
 //! HTTP: the registry, servers, stats and the agents' API (all under `/api/v1`).
 
+pub mod deployments;
 pub mod dto;
 pub mod handlers;
 pub mod node;
@@ -18,6 +19,11 @@ use actix_web::web;
         handlers::create_server, handlers::list_servers, handlers::get_server, handlers::update_server, handlers::delete_server,
         handlers::issue_join_token, handlers::approve_agent, handlers::agent_health, handlers::stats,
         node::join, node::heartbeat, node::report,
+        deployments::create_deployment, deployments::list_deployments, deployments::get_deployment,
+        deployments::update_deployment, deployments::scale_deployment, deployments::delete_deployment,
+        deployments::start_deployment, deployments::stop_deployment, deployments::restart_deployment,
+        deployments::deployment_events, deployments::deployment_instances, deployments::instance_logs,
+        deployments::assignments, deployments::report_instances,
     ),
     components(schemas(
         dto::BrandRequest, dto::BrandPatch, dto::BrandResponse, dto::ReorderBrandsRequest,
@@ -27,10 +33,16 @@ use actix_web::web;
         dto::ApproveAgentRequest, dto::AgentHealthResponse, dto::AgentResponse, dto::ReportedResources, dto::ResourcesDto,
         dto::DiskDto, dto::GpuDto, dto::NodeStatusDto, dto::StatsResponse,
         dto::JoinRequest, dto::JoinResponse, dto::HeartbeatResponse, dto::ReportRequest,
+        deployments::PlacementDto, deployments::DeploymentRequest, deployments::DeploymentPatchRequest,
+        deployments::ReplicasRequest, deployments::DeploymentStateDto, deployments::DeploymentResponse,
+        deployments::InstanceStateDto, deployments::InstanceResponse, deployments::DeployEventResponse,
+        deployments::InstancesResponse, deployments::AssignmentDto, deployments::AssignmentsResponse,
+        deployments::InstanceReportDto, deployments::InstancesReportRequest, deployments::InstancesReportResponse,
     )),
     tags(
         (name = "registry", description = "Accelerator brands and cards, and the models the platform can deploy (admins write, every signed-in user reads)"),
         (name = "servers", description = "GPU servers and their node agents (admin), and platform figures"),
+        (name = "deployments", description = "Model services deployed onto the servers (admin): run by deploy jobs, reconciled by each node's agent, reached through `/v1` under their served names"),
         (name = "agents", description = "What `maas-agent` calls: join with a join token, then heartbeat and report with its node credential"),
     )
 )]
@@ -38,6 +50,7 @@ pub struct ModelApi;
 
 /// Registers this context's routes (under `/api/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    use deployments as d;
     use handlers as h;
     cfg.service(
         web::resource("/brands")
@@ -105,5 +118,49 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/stats").route(web::get().to(h::stats)))
     .service(web::resource("/agents/join").route(web::post().to(node::join)))
     .service(web::resource("/nodes/{server_id}/heartbeat").route(web::post().to(node::heartbeat)))
-    .service(web::resource("/nodes/{server_id}/report").route(web::put().to(node::report)));
+    .service(web::resource("/nodes/{server_id}/report").route(web::put().to(node::report)))
+    .service(
+        web::resource("/nodes/{server_id}/assignments").route(web::get().to(deployments::assignments)),
+    )
+    .service(
+        web::resource("/nodes/{server_id}/instances")
+            .route(web::put().to(deployments::report_instances)),
+    )
+    .service(
+        web::resource("/deployments")
+            .route(web::get().to(d::list_deployments))
+            .route(web::post().to(d::create_deployment)),
+    )
+    .service(
+        web::resource("/deployments/{deployment_id}")
+            .route(web::get().to(d::get_deployment))
+            .route(web::patch().to(d::update_deployment))
+            .route(web::delete().to(d::delete_deployment)),
+    )
+    .service(
+        web::resource("/deployments/{deployment_id}/replicas")
+            .route(web::patch().to(d::scale_deployment)),
+    )
+    .service(
+        web::resource("/deployments/{deployment_id}/start").route(web::post().to(d::start_deployment)),
+    )
+    .service(
+        web::resource("/deployments/{deployment_id}/stop").route(web::post().to(d::stop_deployment)),
+    )
+    .service(
+        web::resource("/deployments/{deployment_id}/restart")
+            .route(web::post().to(d::restart_deployment)),
+    )
+    .service(
+        web::resource("/deployments/{deployment_id}/events")
+            .route(web::get().to(d::deployment_events)),
+    )
+    .service(
+        web::resource("/deployments/{deployment_id}/instances")
+            .route(web::get().to(d::deployment_instances)),
+    )
+    .service(
+        web::resource("/deployments/{deployment_id}/instances/{instance_id}/logs")
+            .route(web::get().to(d::instance_logs)),
+    );
 }
