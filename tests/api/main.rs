@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod binaries;
 mod conversations;
+mod deployments;
 mod engine;
 mod errors;
 mod gateway;

@@ -17,6 +17,18 @@ struct Identity {
     node_credential: String,
     /// The platform it joined (a credential is only sent there).
     platform: String,
+    /// What the platform presents when it calls this agent (logs); made by the agent, given
+    /// to the platform with its instance reports.
+    #[serde(default)]
+    agent_secret: Option<String>,
+}
+
+/// A random secret: 64 hex digits (256 bits).
+fn new_secret() -> String {
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Deserialize)]
@@ -102,6 +114,7 @@ impl Agent {
                 server_id: Uuid::nil(),
                 node_credential: String::new(),
                 platform: base.clone(),
+                agent_secret: None,
             },
             token: args.token.clone(),
             data_dir: args.data_dir.clone(),
@@ -121,6 +134,10 @@ impl Agent {
                 identity_path(&args.data_dir).display()
             ),
             None => agent.join().await?,
+        }
+        if agent.identity.agent_secret.is_none() {
+            agent.identity.agent_secret = Some(new_secret());
+            save(&agent.data_dir, &agent.identity)?;
         }
         Ok(agent)
     }
@@ -155,6 +172,7 @@ impl Agent {
             server_id: joined.server_id,
             node_credential: joined.node_credential,
             platform: self.base.clone(),
+            agent_secret: Some(new_secret()),
         };
         save(&self.data_dir, &self.identity)?;
         self.heartbeat = secs(joined.heartbeat_interval_secs);
@@ -163,6 +181,23 @@ impl Agent {
         self.token = None;
         tracing::info!(server.id = %joined.server_id, "joined the platform");
         Ok(())
+    }
+
+    /// A client for the instance calls (shares the identity).
+    #[must_use]
+    pub fn platform(&self) -> PlatformClient {
+        PlatformClient {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            server_id: self.identity.server_id,
+            credential: self.identity.node_credential.clone(),
+        }
+    }
+
+    /// The secret the platform presents when it calls this agent.
+    #[must_use]
+    pub fn agent_secret(&self) -> String {
+        self.identity.agent_secret.clone().unwrap_or_default()
     }
 
     /// Heartbeats and reports until the process stops.
@@ -252,4 +287,84 @@ impl Agent {
 enum Failure {
     Refused,
     Other(anyhow::Error),
+}
+
+/// The node's calls about its instances.
+#[derive(Clone)]
+pub struct PlatformClient {
+    http: reqwest::Client,
+    base: String,
+    server_id: Uuid,
+    credential: String,
+}
+
+#[derive(Deserialize)]
+struct AssignmentsAnswer {
+    version: String,
+    instances: Vec<maas_model::contract::Assignment>,
+}
+
+impl PlatformClient {
+    /// What this node should run: at once when it differs from `version`, else when it
+    /// changes or after `wait`.
+    ///
+    /// # Errors
+    /// When the platform cannot be reached or refuses the credential.
+    pub async fn assignments(
+        &self,
+        version: Option<&str>,
+        wait: Duration,
+    ) -> anyhow::Result<(String, Vec<maas_model::contract::Assignment>)> {
+        let mut request = self
+            .http
+            .get(format!(
+                "{}/api/v1/nodes/{}/assignments",
+                self.base, self.server_id
+            ))
+            .query(&[("wait_secs", wait.as_secs().to_string())])
+            .timeout(wait + Duration::from_secs(15))
+            .bearer_auth(&self.credential);
+        if let Some(version) = version {
+            request = request.query(&[("version", version)]);
+        }
+        let response = request.send().await.context("asking for assignments")?;
+        let status = response.status();
+        anyhow::ensure!(
+            status.is_success(),
+            "the platform answered HTTP {status} to the assignments request"
+        );
+        let answer: AssignmentsAnswer = response.json().await.context("reading assignments")?;
+        Ok((answer.version, answer.instances))
+    }
+
+    /// Reports every instance (with the agent's secret when given).
+    ///
+    /// # Errors
+    /// When the platform cannot be reached or refuses the report.
+    pub async fn report(
+        &self,
+        instances: &[maas_model::contract::InstanceReport],
+        agent_secret: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .put(format!(
+                "{}/api/v1/nodes/{}/instances",
+                self.base, self.server_id
+            ))
+            .bearer_auth(&self.credential)
+            .json(&serde_json::json!({"instances": instances, "agent_secret": agent_secret}))
+            .send()
+            .await
+            .context("reporting instances")?;
+        let status = response.status();
+        if !status.is_success() {
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            anyhow::bail!(
+                "the platform refused the instance report (HTTP {status}, {})",
+                body["code"].as_str().unwrap_or("no code")
+            );
+        }
+        Ok(())
+    }
 }

@@ -317,7 +317,6 @@ pub fn parse_engine(raw: &str) -> Result<Engine, InvalidValue> {
 }
 
 /// Checks the runtime fields every change must keep valid; pushes each failure.
-#[allow(clippy::too_many_arguments)]
 fn check_runtime(
     engine: Engine,
     command: Option<&str>,

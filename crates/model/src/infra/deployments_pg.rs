@@ -909,7 +909,7 @@ impl DeploymentRepository for PgDeployments {
              FROM deployment_names n JOIN deployments d ON d.id = n.deployment_id \
              LEFT JOIN instances i ON i.deployment_id = d.id AND i.desired = 'running' AND i.state = 'ready' AND i.port IS NOT NULL \
              LEFT JOIN servers s ON s.id = i.server_id AND s.status = 'ready' \
-             WHERE d.desired = 'running' ORDER BY n.name, i.id",
+             WHERE d.desired <> 'deleted' ORDER BY n.name, i.id",
             [],
         ))
         .all(&self.db)
