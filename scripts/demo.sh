@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The one-command demo (`just demo`): on a fresh machine, fetches the built-in engine's models,
-# starts PostgreSQL and Redis, migrates, seeds an admin, starts maas-api, maas-worker and
-# maas-engine in the background, registers the engine's models with the gateway, creates an API
-# key, and shows a streamed chat answer and an embedding through the gateway with curl. The
-# platform keeps running afterwards; `just demo-down` stops it.
+# starts PostgreSQL and Redis, migrates, seeds an admin, starts maas-api and maas-worker in the
+# background, registers this machine as a server and starts its node agent (maas-agent),
+# registers the models and deploys them on the built-in engine (the agent starts maas-engine for
+# each), creates an API key, and shows a streamed chat answer and an embedding through the
+# gateway with curl. The platform keeps running afterwards; `just demo-down` stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -12,7 +13,6 @@ export MAAS_MODELS_DIR="${MAAS_MODELS_DIR:-$ROOT/.models}"
 RUN="$ROOT/.dev/demo"
 mkdir -p "$RUN"
 API_PORT="${MAAS__SERVER__PORT:-8080}"
-ENGINE_PORT="${MAAS_DEMO_ENGINE_PORT:-8000}"
 API="http://127.0.0.1:$API_PORT"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -32,20 +32,14 @@ say "migrate and seed the admin"
 "$TARGET"/debug/maas migrate up
 "$TARGET"/debug/maas seed
 
-# Stop what an earlier demo left running, then start the three processes.
+# Stop what an earlier demo left running, then start the platform's processes.
 bash scripts/demo-down.sh --quiet
-if [ ! -s "$RUN/engine-key" ]; then
-  python3 -c 'import secrets; print("ek-" + secrets.token_urlsafe(24))' > "$RUN/engine-key"
-  chmod 600 "$RUN/engine-key"
-fi
-ENGINE_KEY="$(cat "$RUN/engine-key")"
 start() { # name command...
   local name="$1"; shift
   nohup "$@" > "$RUN/$name.log" 2>&1 &
   echo $! > "$RUN/$name.pid"
 }
-say "start maas-engine (:$ENGINE_PORT), maas-worker, maas-api (:$API_PORT); logs in $RUN"
-MAAS_ENGINE_API_KEY="$ENGINE_KEY" start engine "$TARGET"/debug/maas-engine --listen "127.0.0.1:$ENGINE_PORT"
+say "start maas-worker and maas-api (:$API_PORT); logs in $RUN"
 start worker "$TARGET"/debug/maas-worker
 start api "$TARGET"/debug/maas-api
 wait_for() { # url what
@@ -57,7 +51,6 @@ wait_for() { # url what
   exit 1
 }
 wait_for "$API/ready" maas-api
-wait_for "http://127.0.0.1:$ENGINE_PORT/health" maas-engine
 
 say "an admin API key (made with the CLI; shown once, kept in $RUN/admin-key)"
 if [ ! -s "$RUN/admin-key" ] || ! curl -fsS -o /dev/null "$API/api/v1/me" -H "authorization: Bearer $(cat "$RUN/admin-key")"; then
@@ -71,17 +64,46 @@ KEY="$(cat "$RUN/admin-key")"
 "$TARGET"/debug/maas quota set "${MAAS_ADMIN_USERNAME:-admin}" --requests-per-minute 600 \
   --requests-per-hour 20000 --requests-per-day 200000 >/dev/null
 
-say "register the built-in engine's models with the gateway"
-status=$(curl -s -o "$RUN/provider.json" -w '%{http_code}' "$API/api/v1/providers" \
-  -H "authorization: Bearer $KEY" -H 'content-type: application/json' \
-  -d "{\"name\":\"builtin\",\"base_url\":\"http://127.0.0.1:$ENGINE_PORT/v1\",\"api_key\":\"$ENGINE_KEY\",
-       \"models\":[{\"model\":\"smollm2\",\"upstream_model\":\"smollm2-135m-instruct\"},
-                   {\"model\":\"minilm\",\"upstream_model\":\"all-minilm-l6-v2\"}]}")
-case "$status" in
-  201) echo "registered provider 'builtin' with models smollm2 and minilm" ;;
-  409) echo "provider 'builtin' is already registered" ;;
-  *) echo "demo: registering the provider answered $status: $(cat "$RUN/provider.json")" >&2; exit 1 ;;
-esac
+say "this machine as a GPU server, with its node agent (maas-agent)"
+if [ ! -s "$RUN/agent/node.json" ]; then
+  rm -rf "$RUN/agent"
+  token=$("$TARGET"/debug/maas server add "demo-$(hostname -s)-$(date +%s)" --address 127.0.0.1 \
+    | sed -n 's/^join token (shown once, valid until [^)]*): //p')
+  [ -n "$token" ] || { echo "demo: could not register the server" >&2; exit 1; }
+  export MAAS_AGENT_TOKEN="$token"
+fi
+start agent "$TARGET"/debug/maas-agent --server "$API" --data-dir "$RUN/agent" --listen 127.0.0.1:9090 \
+  --engine-host 127.0.0.1 --port-range 41000-41099 --maas-engine "$TARGET"/debug/maas-engine \
+  --llama-launcher "$ROOT/scripts/xllamacpp-server.py"
+unset MAAS_AGENT_TOKEN
+wait_for "http://127.0.0.1:9090/health" maas-agent
+"$TARGET"/debug/maas server list
+
+say "the models in the registry, deployed on the built-in engine through the agent"
+"$TARGET"/debug/maas model add smollm2 --family smollm2 --context-length 2048 --capability chat \
+  --source "local:$MAAS_MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf" --engine builtin 2>/dev/null \
+  || echo "model smollm2 is already registered"
+"$TARGET"/debug/maas model add minilm --family minilm --context-length 512 --capability embedding \
+  --source "local:$MAAS_MODELS_DIR/all-MiniLM-L6-v2" --engine builtin 2>/dev/null \
+  || echo "model minilm is already registered"
+for name in smollm2 minilm; do
+  if ! "$TARGET"/debug/maas deploy create "$name" --model "$name" --replicas 1 --gpus 0 2>"$RUN/deploy.err"; then
+    if grep -q "already exists" "$RUN/deploy.err"; then
+      "$TARGET"/debug/maas deploy start "$name" 2>/dev/null || true
+    else
+      cat "$RUN/deploy.err" >&2; exit 1
+    fi
+  fi
+done
+echo "waiting for both deployments to be running (the agent starts maas-engine for each)"
+for _ in $(seq 1 240); do
+  running=$("$TARGET"/debug/maas deploy list | awk '$2=="smollm2"||$2=="minilm"{print $4}' | grep -c '^running$' || true)
+  [ "$running" = 2 ] && break
+  sleep 0.5
+done
+"$TARGET"/debug/maas deploy list
+[ "$running" = 2 ] || { echo "demo: the deployments did not start; see maas deploy events smollm2 and $RUN/*.log" >&2; exit 1; }
+"$TARGET"/debug/maas deploy events smollm2 | tail -n 5
 
 say "the models this key may use"
 curl -s "$API/v1/models" -H "authorization: Bearer $KEY"; echo
@@ -102,8 +124,8 @@ say "running"
 cat <<MSG
 The platform is running:
   API        $API            (Swagger UI: $API/docs/ , OpenAPI: $API/openapi.json)
-  engine     http://127.0.0.1:$ENGINE_PORT   (OpenAI-compatible; behind the gateway)
+  agent      http://127.0.0.1:9090   (its engines: maas deploy list / maas deploy show smollm2)
   API key    $RUN/admin-key  (export KEY=\$(cat $RUN/admin-key))
-  logs       $RUN/{api,worker,engine}.log
+  logs       $RUN/{api,worker,agent}.log, engines: maas deploy logs smollm2
 Stop it with: bash scripts/demo-down.sh (or just demo-down); PostgreSQL/Redis stay up: bash scripts/services-down.sh
 MSG

@@ -8,6 +8,7 @@
     reason = "test support fails loudly by design"
 )]
 
+pub mod cluster;
 pub mod engine;
 pub mod fake_upstream;
 pub mod load;

@@ -86,17 +86,24 @@ pub async fn fetch(cache: &Path, url: &str, sha256: &str) -> Result<PathBuf, Fet
     if have > 0 {
         request = request.header("range", format!("bytes={have}-"));
     }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| FetchError::Failed(if e.is_connect() { "connection refused or address not allowed".into() } else { "request failed".into() }))?;
+    let response = request.send().await.map_err(|e| {
+        FetchError::Failed(if e.is_connect() {
+            "connection refused or address not allowed".into()
+        } else {
+            "request failed".into()
+        })
+    })?;
     let status = response.status().as_u16();
     let append = match status {
         206 => true,
         200 => false,
         // The partial file is already whole.
         416 if have > 0 => true,
-        _ => return Err(FetchError::Failed(format!("the server answered HTTP {status}"))),
+        _ => {
+            return Err(FetchError::Failed(format!(
+                "the server answered HTTP {status}"
+            )));
+        }
     };
     if status != 416 {
         let mut file = tokio::fs::OpenOptions::new()

@@ -95,7 +95,12 @@ pub fn render(
             let path = local(model, "builtin")?;
             let mut args = vec!["--listen".to_owned(), format!("{host}:{port}")];
             if a.embeddings {
-                args.extend(["--embedding-model".into(), path, "--embedding-name".into(), name]);
+                args.extend([
+                    "--embedding-model".into(),
+                    path,
+                    "--embedding-name".into(),
+                    name,
+                ]);
             } else {
                 args.extend(["--chat-model".into(), path, "--chat-name".into(), name]);
             }
@@ -158,7 +163,10 @@ pub fn render(
                 .clone()
                 .ok_or_else(|| "a custom engine needs its command".to_owned())?;
             // The command is the script; the extra arguments are its $1, $2, …
-            ("bash".to_owned(), vec!["-lc".into(), command, "maas-custom".into()])
+            (
+                "bash".to_owned(),
+                vec!["-lc".into(), command, "maas-custom".into()],
+            )
         }
     };
     args.extend(a.args.iter().cloned());
@@ -222,31 +230,80 @@ mod tests {
 
     #[test]
     fn every_template_is_an_argv_with_the_extra_arguments_verbatim() {
-        let builtin = render(&assignment(Engine::Builtin), "127.0.0.1", 41000, &path(), &tools(false)).unwrap();
+        let builtin = render(
+            &assignment(Engine::Builtin),
+            "127.0.0.1",
+            41000,
+            &path(),
+            &tools(false),
+        )
+        .unwrap();
         assert_eq!(builtin.program, "/opt/maas-engine");
         assert_eq!(
             builtin.args,
             [
-                "--listen", "127.0.0.1:41000", "--chat-model", "/models/smol.gguf", "--chat-name",
-                "smol", "; touch /tmp/pwned", "--flag"
+                "--listen",
+                "127.0.0.1:41000",
+                "--chat-model",
+                "/models/smol.gguf",
+                "--chat-name",
+                "smol",
+                "; touch /tmp/pwned",
+                "--flag"
             ]
         );
-        assert!(builtin.env.contains(&("CUDA_VISIBLE_DEVICES".into(), "0,2".into())));
+        assert!(
+            builtin
+                .env
+                .contains(&("CUDA_VISIBLE_DEVICES".into(), "0,2".into()))
+        );
         assert!(builtin.env.contains(&("EXTRA".into(), "1".into())));
 
-        let launcher = render(&assignment(Engine::LlamaCpp), "0.0.0.0", 41001, &path(), &tools(false)).unwrap();
+        let launcher = render(
+            &assignment(Engine::LlamaCpp),
+            "0.0.0.0",
+            41001,
+            &path(),
+            &tools(false),
+        )
+        .unwrap();
         assert_eq!(launcher.program, "/venv/bin/python");
         assert_eq!(launcher.args[0], "/opt/xllamacpp-server.py");
-        let server = render(&assignment(Engine::LlamaCpp), "0.0.0.0", 41001, &path(), &tools(true)).unwrap();
+        let server = render(
+            &assignment(Engine::LlamaCpp),
+            "0.0.0.0",
+            41001,
+            &path(),
+            &tools(true),
+        )
+        .unwrap();
         assert_eq!(server.program, "/usr/bin/llama-server");
         assert_eq!(&server.args[..4], ["--host", "0.0.0.0", "--port", "41001"]);
 
         let hub = ModelLocation::Hub("Qwen/Qwen2.5-0.5B".into());
-        let vllm = render(&assignment(Engine::Vllm), "0.0.0.0", 8000, &hub, &tools(false)).unwrap();
+        let vllm = render(
+            &assignment(Engine::Vllm),
+            "0.0.0.0",
+            8000,
+            &hub,
+            &tools(false),
+        )
+        .unwrap();
         assert_eq!(vllm.program, "vllm");
         assert_eq!(&vllm.args[..2], ["serve", "Qwen/Qwen2.5-0.5B"]);
-        assert!(vllm.args.windows(3).any(|w| w == ["--served-model-name", "smol", "smol-alias"]));
-        let sglang = render(&assignment(Engine::Sglang), "0.0.0.0", 8000, &hub, &tools(false)).unwrap();
+        assert!(
+            vllm.args
+                .windows(3)
+                .any(|w| w == ["--served-model-name", "smol", "smol-alias"])
+        );
+        let sglang = render(
+            &assignment(Engine::Sglang),
+            "0.0.0.0",
+            8000,
+            &hub,
+            &tools(false),
+        )
+        .unwrap();
         assert_eq!(&sglang.args[..2], ["-m", "sglang.launch_server"]);
         assert!(render(&assignment(Engine::Builtin), "h", 1, &hub, &tools(false)).is_err());
 
@@ -256,9 +313,19 @@ mod tests {
         assert_eq!(custom.program, "bash");
         assert_eq!(
             custom.args,
-            ["-lc", "exec my-server --port \"$PORT\"", "maas-custom", "; touch /tmp/pwned", "--flag"]
+            [
+                "-lc",
+                "exec my-server --port \"$PORT\"",
+                "maas-custom",
+                "; touch /tmp/pwned",
+                "--flag"
+            ]
         );
         assert!(custom.env.contains(&("PORT".into(), "9000".into())));
-        assert!(custom.env.contains(&("MODEL_PATH".into(), "/models/smol.gguf".into())));
+        assert!(
+            custom
+                .env
+                .contains(&("MODEL_PATH".into(), "/models/smol.gguf".into()))
+        );
     }
 }

@@ -28,7 +28,7 @@ use serde::Serialize;
 
 /// The MaaS node agent.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_override_self = true)]
 pub struct Args {
     /// The platform's base URL (`https://maas.example.com`).
     #[arg(long, env = "MAAS_AGENT_SERVER")]
@@ -59,7 +59,11 @@ pub struct Args {
     #[arg(long, env = "MAAS_AGENT_RESTART_BACKOFF_SECS", default_value_t = 10.0)]
     restart_backoff_secs: f64,
     /// Longest restart delay, seconds.
-    #[arg(long, env = "MAAS_AGENT_RESTART_BACKOFF_MAX_SECS", default_value_t = 300.0)]
+    #[arg(
+        long,
+        env = "MAAS_AGENT_RESTART_BACKOFF_MAX_SECS",
+        default_value_t = 300.0
+    )]
     restart_backoff_max_secs: f64,
     /// Seconds between SIGTERM and SIGKILL when an engine is stopped.
     #[arg(long, env = "MAAS_AGENT_STOP_GRACE_SECS", default_value_t = 10.0)]
@@ -87,7 +91,10 @@ impl Args {
             .filter(|(a, b)| a <= b && *a > 0)
             .with_context(|| format!("--port-range `{}` is not FIRST-LAST", self.port_range))?;
         let secs = |v: f64, name: &str| {
-            anyhow::ensure!(v.is_finite() && v >= 0.0 && v <= 86_400.0, "{name} must be 0 to 86400 seconds");
+            anyhow::ensure!(
+                v.is_finite() && v >= 0.0 && v <= 86_400.0,
+                "{name} must be 0 to 86400 seconds"
+            );
             Ok(Duration::from_secs_f64(v))
         };
         let beside = |name: &str| {
@@ -179,7 +186,11 @@ async fn instance_logs(
     // Equal digests compare in constant time regardless of the presented length.
     let a = sha2::Sha256::digest(presented.as_bytes());
     let b = sha2::Sha256::digest(logs.secret.as_bytes());
-    let equal = a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+    let equal = a
+        .iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0;
     if logs.secret.is_empty() || !equal {
         return actix_web::HttpResponse::Unauthorized().finish();
     }
@@ -307,7 +318,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let mut version: Option<String> = None;
             let mut delay = Duration::from_millis(200);
             loop {
-                match platform.assignments(version.as_deref(), Duration::from_secs(20)).await {
+                match platform
+                    .assignments(version.as_deref(), Duration::from_secs(20))
+                    .await
+                {
                     Ok((next, instances)) => {
                         delay = Duration::from_millis(200);
                         if version.as_deref() != Some(next.as_str()) {
@@ -344,7 +358,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                             true
                         }
                         Err(err) => {
-                            tracing::warn!(error = format!("{err:#}"), "could not report instances; retrying");
+                            tracing::warn!(
+                                error = format!("{err:#}"),
+                                "could not report instances; retrying"
+                            );
                             false
                         }
                     }

@@ -147,8 +147,12 @@ fn start_time(pid: u32) -> Option<u64> {
     fields.get(19)?.parse().ok()
 }
 
+/// Signals the process group an engine leads. Never 0 or 1: `killpg(0)` is the agent's own
+/// group and group 1 is init's.
 fn signal_group(pid: u32, signal: nix::sys::signal::Signal) {
-    if let Ok(pid) = i32::try_from(pid) {
+    if let Ok(pid) = i32::try_from(pid)
+        && pid > 1
+    {
         let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal);
     }
 }
@@ -300,8 +304,7 @@ impl Supervisor {
     }
 
     fn reconcile(&mut self, wanted: &[Assignment]) {
-        let by_id: HashMap<Uuid, &Assignment> =
-            wanted.iter().map(|a| (a.instance_id, a)).collect();
+        let by_id: HashMap<Uuid, &Assignment> = wanted.iter().map(|a| (a.instance_id, a)).collect();
         for (id, m) in &mut self.managed {
             match by_id.get(id) {
                 None => {
@@ -351,10 +354,14 @@ impl Supervisor {
         let mut finished: Vec<Uuid> = Vec::new();
         let ids: Vec<Uuid> = self.managed.keys().copied().collect();
         for id in &ids {
-            let Some(m) = self.managed.get_mut(id) else { continue };
+            let Some(m) = self.managed.get_mut(id) else {
+                continue;
+            };
             // Exits.
             let exit = match &mut m.process {
-                Some(Process { child: Some(child), .. }) => match child.try_wait() {
+                Some(Process {
+                    child: Some(child), ..
+                }) => match child.try_wait() {
                     Ok(Some(status)) => Some(exit_code(status)),
                     _ => None,
                 },
@@ -448,7 +455,10 @@ impl Supervisor {
                 if Path::new(&path).exists() {
                     Some(ModelLocation::Path(path.into()))
                 } else {
-                    self.fail(id, format!("the model path {path} does not exist on this node"));
+                    self.fail(
+                        id,
+                        format!("the model path {path} does not exist on this node"),
+                    );
                     None
                 }
             }
@@ -457,7 +467,9 @@ impl Supervisor {
             }
             ModelSource::Url { url, sha256 } => {
                 let Some(task) = &m.download else {
-                    m.download = Some(tokio::spawn(async move { fetch(&cache, &url, &sha256).await }));
+                    m.download = Some(tokio::spawn(
+                        async move { fetch(&cache, &url, &sha256).await },
+                    ));
                     m.state = InstanceState::Downloading;
                     m.message = Some("downloading the model file".into());
                     self.dirty = true;
@@ -495,7 +507,13 @@ impl Supervisor {
         let Some(m) = self.managed.get(&id) else {
             return false;
         };
-        let launch = match render(&m.assignment, &self.cfg.host, m.port, &model, &self.cfg.tools) {
+        let launch = match render(
+            &m.assignment,
+            &self.cfg.host,
+            m.port,
+            &model,
+            &self.cfg.tools,
+        ) {
             Ok(launch) => launch,
             Err(message) => {
                 self.fail(id, message);
@@ -588,7 +606,11 @@ impl Supervisor {
         let results = futures_util::future::join_all(targets.iter().map(|(id, port)| {
             let host = host.clone();
             async move {
-                let ok = match client.get(format!("http://{host}:{port}/health")).send().await {
+                let ok = match client
+                    .get(format!("http://{host}:{port}/health"))
+                    .send()
+                    .await
+                {
                     Ok(r) if r.status().is_success() => true,
                     Ok(r) if r.status().as_u16() == 404 => client
                         .get(format!("http://{host}:{port}/v1/models"))
@@ -602,7 +624,9 @@ impl Supervisor {
         }))
         .await;
         for (id, ok) in results {
-            let Some(m) = self.managed.get_mut(&id) else { continue };
+            let Some(m) = self.managed.get_mut(&id) else {
+                continue;
+            };
             match (m.state, ok) {
                 (InstanceState::Starting | InstanceState::Unhealthy, true) => {
                     tracing::info!(instance.id = %id, port = m.port, "engine ready");

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use clap::Subcommand;
+use maas_model::domain::deployment::{DeploymentDraft, Placement};
 use maas_model::domain::registry::{BrandDraft, Capability, Engine, ModelDraft, ModelSource};
 use maas_model::domain::server::ServerDraft;
 use maas_platform::Platform;
@@ -287,6 +288,330 @@ async fn resolve(
         }
         let Some(next) = found.next else {
             anyhow::bail!("no server `{key}`");
+        };
+        page = PageRequest::parse(Some(200), Some(&next.encode()))?;
+    }
+}
+
+/// `maas deploy ...`
+#[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// Deploy a registered model onto the servers (the deploy job places and starts it).
+    Create {
+        /// Unique name (also the served name when no --served-name is given).
+        name: String,
+        /// The model (id or name).
+        #[arg(long)]
+        model: String,
+        /// Engine (builtin, llama.cpp, vllm, sglang, custom); default: the model's.
+        #[arg(long)]
+        engine: Option<String>,
+        /// The command of a `custom` engine.
+        #[arg(long)]
+        command: Option<String>,
+        /// One engine argument (one argv item each; repeat).
+        #[arg(long = "arg", allow_hyphen_values = true)]
+        args: Vec<String>,
+        /// Environment `NAME=value` (repeat).
+        #[arg(long = "env")]
+        env: Vec<String>,
+        /// Replicas.
+        #[arg(long, default_value_t = 1)]
+        replicas: i64,
+        /// GPUs per replica (0 for CPU engines).
+        #[arg(long, default_value_t = 0)]
+        gpus: i64,
+        /// CPU cores per replica.
+        #[arg(long)]
+        cpu: Option<f64>,
+        /// Memory per replica, MiB.
+        #[arg(long)]
+        memory_mib: Option<i64>,
+        /// Allowed servers (id or name; repeat or comma-separate; none: every server).
+        #[arg(long = "server", value_delimiter = ',')]
+        servers: Vec<String>,
+        /// Labels a server must carry `key=value` (repeat or comma-separate).
+        #[arg(long = "label", value_delimiter = ',')]
+        labels: Vec<String>,
+        /// Names callers send in `model` (repeat; default: the name).
+        #[arg(long = "served-name")]
+        served_names: Vec<String>,
+    },
+    /// List deployments.
+    List {
+        /// How many (1-200).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show a deployment's instances.
+    Show {
+        /// Deployment id or name.
+        deployment: String,
+    },
+    /// Start a stopped deployment.
+    Start {
+        /// Deployment id or name.
+        deployment: String,
+    },
+    /// Stop every instance (the deployment stays, callers get 503).
+    Stop {
+        /// Deployment id or name.
+        deployment: String,
+    },
+    /// Restart every instance (a new generation).
+    Restart {
+        /// Deployment id or name.
+        deployment: String,
+    },
+    /// Stop and delete a deployment.
+    Delete {
+        /// Deployment id or name.
+        deployment: String,
+    },
+    /// The deploy log, oldest first.
+    Events {
+        /// Deployment id or name.
+        deployment: String,
+        /// How many (1-200).
+        #[arg(long, default_value_t = 200)]
+        limit: u32,
+    },
+    /// An instance's engine log, read from its agent.
+    Logs {
+        /// Deployment id or name.
+        deployment: String,
+        /// Which replica (0-based).
+        #[arg(long, default_value_t = 0)]
+        replica: i32,
+        /// The last N lines.
+        #[arg(long, default_value_t = 200)]
+        tail: u32,
+        /// Keep printing new lines.
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+fn pairs(raw: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    raw.iter()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("{what} `{l}` is not key=value"))
+        })
+        .collect()
+}
+
+pub async fn deploy(platform: &Platform, command: DeployCommand) -> anyhow::Result<()> {
+    use futures_util::StreamExt as _;
+    use std::io::Write as _;
+
+    let compute = platform.compute()?;
+    let deployments = &compute.deployments;
+    let actor = Actor::System;
+    match command {
+        DeployCommand::Create {
+            name,
+            model,
+            engine,
+            command,
+            args,
+            env,
+            replicas,
+            gpus,
+            cpu,
+            memory_mib,
+            servers,
+            labels,
+            served_names,
+        } => {
+            let model_id = resolve_model(&compute.registry, &model).await?;
+            let mut allowed = Vec::with_capacity(servers.len());
+            for s in servers.iter().filter(|s| !s.is_empty()) {
+                allowed.push(resolve(&compute.servers, s).await?);
+            }
+            let draft = DeploymentDraft {
+                name,
+                model_id,
+                engine,
+                command,
+                args,
+                env: pairs(&env, "environment")?,
+                replicas,
+                gpus_per_replica: gpus,
+                cpu_cores: cpu,
+                memory_mib,
+                placement: Placement {
+                    servers: allowed,
+                    labels: pairs(&labels, "label")?,
+                },
+                served_names,
+            };
+            let d = deployments.create(&actor, draft).await?;
+            println!(
+                "deployment `{}` ({}) is {}; follow it with `maas deploy events {}`",
+                d.spec().name(),
+                d.id(),
+                d.state().as_str(),
+                d.spec().name()
+            );
+        }
+        DeployCommand::List { limit } => {
+            let page = deployments
+                .list(&actor, &PageRequest::parse(Some(limit), None)?)
+                .await?;
+            println!(
+                "{:<36}  {:<24}  {:<9}  {:<11}  replicas  served",
+                "id", "name", "engine", "state"
+            );
+            for d in page.items {
+                println!(
+                    "{:<36}  {:<24}  {:<9}  {:<11}  {:<8}  {}",
+                    d.id(),
+                    d.spec().name(),
+                    d.spec().engine().as_str(),
+                    d.state().as_str(),
+                    d.spec().replicas(),
+                    d.spec().served_names().join(",")
+                );
+            }
+        }
+        DeployCommand::Show { deployment } => {
+            let id = resolve_deployment(deployments, &deployment).await?;
+            let d = deployments.get(&actor, id).await?;
+            println!(
+                "{} ({}): {} (desired {}), generation {}{}",
+                d.spec().name(),
+                d.id(),
+                d.state().as_str(),
+                d.desired().as_str(),
+                d.generation(),
+                d.reason().map(|r| format!(": {r}")).unwrap_or_default()
+            );
+            println!(
+                "{:<7}  {:<36}  {:<36}  {:<11}  {:<5}  restarts  message",
+                "replica", "instance", "server", "state", "port"
+            );
+            for i in deployments.instances(&actor, id).await? {
+                println!(
+                    "{:<7}  {:<36}  {:<36}  {:<11}  {:<5}  {:<8}  {}",
+                    i.replica,
+                    i.id,
+                    i.server_id,
+                    i.state.as_str(),
+                    i.port.map(|p| p.to_string()).unwrap_or_default(),
+                    i.restarts,
+                    i.message.as_deref().unwrap_or("")
+                );
+            }
+        }
+        DeployCommand::Start { deployment } => {
+            let id = resolve_deployment(deployments, &deployment).await?;
+            let d = deployments.start(&actor, id).await?;
+            println!("`{}` is {}", d.spec().name(), d.state().as_str());
+        }
+        DeployCommand::Stop { deployment } => {
+            let id = resolve_deployment(deployments, &deployment).await?;
+            let d = deployments.stop(&actor, id).await?;
+            println!("`{}` is {}", d.spec().name(), d.state().as_str());
+        }
+        DeployCommand::Restart { deployment } => {
+            let id = resolve_deployment(deployments, &deployment).await?;
+            let d = deployments.restart(&actor, id).await?;
+            println!(
+                "`{}` is {} (generation {})",
+                d.spec().name(),
+                d.state().as_str(),
+                d.generation()
+            );
+        }
+        DeployCommand::Delete { deployment } => {
+            let id = resolve_deployment(deployments, &deployment).await?;
+            deployments.delete(&actor, id).await?;
+            println!("deleting `{deployment}`: its instances stop, then it is removed");
+        }
+        DeployCommand::Events { deployment, limit } => {
+            let id = resolve_deployment(deployments, &deployment).await?;
+            let mut page = PageRequest::parse(Some(limit), None)?;
+            loop {
+                let found = deployments.events(&actor, id, &page).await?;
+                for e in &found.items {
+                    println!(
+                        "{}  {:<12}  {}",
+                        e.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        e.kind,
+                        e.message
+                    );
+                }
+                let Some(next) = found.next else { break };
+                page = PageRequest::parse(Some(limit), Some(&next.encode()))?;
+            }
+        }
+        DeployCommand::Logs {
+            deployment,
+            replica,
+            tail,
+            follow,
+        } => {
+            let id = resolve_deployment(deployments, &deployment).await?;
+            let instance = deployments
+                .instances(&actor, id)
+                .await?
+                .into_iter()
+                .filter(|i| i.replica == replica)
+                .max_by_key(|i| (i.desired_running, i.generation))
+                .with_context(|| format!("`{deployment}` has no replica {replica}"))?;
+            let mut stream = deployments
+                .logs(&actor, id, instance.id, tail, follow)
+                .await?;
+            let mut out = std::io::stdout().lock();
+            while let Some(chunk) = stream.next().await {
+                out.write_all(&chunk?)?;
+                out.flush()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A model by id or name.
+async fn resolve_model(
+    registry: &maas_model::app::registry::RegistryService,
+    key: &str,
+) -> anyhow::Result<maas_model::domain::registry::ModelId> {
+    if let Ok(id) = key.parse() {
+        return Ok(id);
+    }
+    let mut page = PageRequest::parse(Some(200), None)?;
+    loop {
+        let found = registry.models(&page).await?;
+        if let Some(m) = found.items.iter().find(|m| m.spec().name() == key) {
+            return Ok(m.id());
+        }
+        let Some(next) = found.next else {
+            anyhow::bail!("no model `{key}`");
+        };
+        page = PageRequest::parse(Some(200), Some(&next.encode()))?;
+    }
+}
+
+/// A deployment by id or name.
+async fn resolve_deployment(
+    deployments: &maas_model::app::deployments::DeploymentService,
+    key: &str,
+) -> anyhow::Result<maas_model::domain::deployment::DeploymentId> {
+    if let Ok(id) = key.parse() {
+        return Ok(id);
+    }
+    let mut page = PageRequest::parse(Some(200), None)?;
+    loop {
+        let found = deployments.list(&Actor::System, &page).await?;
+        if let Some(d) = found.items.iter().find(|d| d.spec().name() == key) {
+            return Ok(d.id());
+        }
+        let Some(next) = found.next else {
+            anyhow::bail!("no deployment `{key}`");
         };
         page = PageRequest::parse(Some(200), Some(&next.encode()))?;
     }

@@ -66,6 +66,9 @@ enum Command {
     /// GPU servers and their agents' join tokens.
     #[command(subcommand)]
     Server(compute::ServerCommand),
+    /// Model deployments on the servers.
+    #[command(subcommand)]
+    Deploy(compute::DeployCommand),
     /// Certificates for `maas-api`'s HTTPS.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
@@ -149,6 +152,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Brand(command) => compute::brand(&platform, command).await,
         Command::Model(command) => compute::model(&platform, command).await,
         Command::Server(command) => compute::server(&platform, command).await,
+        Command::Deploy(command) => compute::deploy(&platform, command).await,
     };
     // What the command wrote in the background (key use times, ledger entries) is flushed.
     let report = platform.shutdown(Duration::from_secs(10)).await;

@@ -19,9 +19,18 @@ pub(crate) async fn deploy(job: DeployJob, deployer: Data<Deployer>) -> Result<(
 pub(crate) async fn sync(job: StatusSyncJob, deployer: Data<Deployer>) -> Result<(), BoxDynError> {
     let synced = deployer.sync().await?;
     if synced.lost > 0 {
-        tracing::info!(lost = synced.lost, enqueued = synced.enqueued, tick = job.tick, "status sync placed lost replicas again");
+        tracing::info!(
+            lost = synced.lost,
+            enqueued = synced.enqueued,
+            tick = job.tick,
+            "status sync placed lost replicas again"
+        );
     } else {
-        tracing::debug!(enqueued = synced.enqueued, tick = job.tick, "status sync ran");
+        tracing::debug!(
+            enqueued = synced.enqueued,
+            tick = job.tick,
+            "status sync ran"
+        );
     }
     Ok(())
 }

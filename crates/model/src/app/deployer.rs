@@ -132,9 +132,13 @@ impl Deployer {
                 Ok(Next::After(delay))
             }
             Err(err) => {
-                let delay = Duration::from_secs(1u64 << attempt.min(6)).min(Duration::from_secs(60));
+                let delay =
+                    Duration::from_secs(1u64 << attempt.min(6)).min(Duration::from_secs(60));
                 tracing::warn!(deployment.id = %id, attempt, retry_in = ?delay, error = %err, "deploy step failed; retrying");
-                self.ports.queue.retry(id, attempt.saturating_add(1), delay).await?;
+                self.ports
+                    .queue
+                    .retry(id, attempt.saturating_add(1), delay)
+                    .await?;
                 Ok(Next::After(delay))
             }
         }
@@ -202,7 +206,10 @@ impl Deployer {
                     )
                 })
                 .collect();
-            self.ports.deployments.remove_instances(&ids, events).await?;
+            self.ports
+                .deployments
+                .remove_instances(&ids, events)
+                .await?;
             self.tell_nodes(never_started.iter().map(|i| i.server_id))
                 .await;
         }
@@ -226,7 +233,10 @@ impl Deployer {
                 details: json!({"name": deployment.spec().name()}),
                 context: maas_shared::audit::ActionContext::default(),
             };
-            self.ports.deployments.remove(deployment.id(), audit).await?;
+            self.ports
+                .deployments
+                .remove(deployment.id(), audit)
+                .await?;
             self.ports.events.routes_changed().await;
             tracing::info!(deployment.id = %deployment.id(), "deployment removed");
             return Ok(Next::Done);
@@ -259,7 +269,11 @@ impl Deployer {
                         deployment.id(),
                         self.event(
                             "instance_stopping",
-                            format!("replica {} stopping: scaled to {}", i.replica, spec.replicas()),
+                            format!(
+                                "replica {} stopping: scaled to {}",
+                                i.replica,
+                                spec.replicas()
+                            ),
                         ),
                     )
                 })
@@ -280,6 +294,8 @@ impl Deployer {
                 .set_generation(deployment.id(), generation)
                 .await?;
             self.tell_nodes(kept.iter().map(|i| i.server_id)).await;
+            // Restarting instances answer nothing until they report ready again.
+            self.ports.events.routes_changed().await;
         }
         let present: BTreeSet<i32> = kept.iter().map(|i| i.replica).collect();
         let missing: Vec<i32> = (0..spec.replicas())
@@ -322,7 +338,10 @@ impl Deployer {
             self.set(
                 deployment,
                 state,
-                Some(format!("waiting for {} instance(s) to turn ready", spec.replicas())),
+                Some(format!(
+                    "waiting for {} instance(s) to turn ready",
+                    spec.replicas()
+                )),
                 Some(deadline),
             )
             .await?;
@@ -390,7 +409,10 @@ impl Deployer {
                 self.ports.events.node_changed(placed.server_id).await;
                 return Ok(Ok(()));
             }
-            tracing::debug!(replica, "the ledger refused a slot taken meanwhile; placing again");
+            tracing::debug!(
+                replica,
+                "the ledger refused a slot taken meanwhile; placing again"
+            );
         }
         Ok(Err(vec![
             "the GPU ledger kept refusing slots taken meanwhile; trying again".to_owned(),
@@ -533,7 +555,10 @@ impl Deployer {
                     )
                 })
                 .collect();
-            self.ports.deployments.remove_instances(&ids, events).await?;
+            self.ports
+                .deployments
+                .remove_instances(&ids, events)
+                .await?;
             self.ports.events.routes_changed().await;
             touched.extend(stranded.iter().map(|i| i.deployment_id));
         }

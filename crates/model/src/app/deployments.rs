@@ -86,10 +86,13 @@ impl DeploymentService {
     ) -> Result<Deployment, ModelError> {
         Self::admin(actor)?;
         let model = self.ports.registry.model(draft.model_id).await?;
-        let spec = draft.parse(model.as_ref().map_or(
-            crate::domain::registry::Engine::Builtin,
-            |m| m.spec().default_engine(),
-        ));
+        let spec = draft.parse(
+            model
+                .as_ref()
+                .map_or(crate::domain::registry::Engine::Builtin, |m| {
+                    m.spec().default_engine()
+                }),
+        );
         let spec = match (model, spec) {
             (None, Err(mut errors)) => {
                 errors.insert(0, InvalidValue::new("model_id", "no such model"));
@@ -237,6 +240,14 @@ impl DeploymentService {
         if changed.runtime || changed.placement {
             deployment.generation += 1;
         }
+        if deployment.desired == Desired::Running {
+            deployment.state = if changed.runtime && !changed.placement && !changed.replicas {
+                DeploymentState::Restarting
+            } else {
+                DeploymentState::Scheduling
+            };
+            deployment.reason = Some(format!("updated: {}", what.join("; ")));
+        }
         if changed.placement {
             // Every replica is placed again under the new resources or placement.
             let now = self.ports.clock.now();
@@ -302,7 +313,11 @@ impl DeploymentService {
     ///
     /// # Errors
     /// Forbidden; not found; being deleted.
-    pub async fn start(&self, actor: &Actor<'_>, id: DeploymentId) -> Result<Deployment, ModelError> {
+    pub async fn start(
+        &self,
+        actor: &Actor<'_>,
+        id: DeploymentId,
+    ) -> Result<Deployment, ModelError> {
         Self::admin(actor)?;
         let mut deployment = self.live(id).await?;
         let failed = deployment.state == DeploymentState::Failed;
@@ -314,6 +329,8 @@ impl DeploymentService {
             // A failed instance is started again only under a new generation.
             deployment.generation += 1;
         }
+        deployment.state = DeploymentState::Scheduling;
+        deployment.reason = Some("start requested".into());
         self.store(
             actor,
             deployment,
@@ -328,15 +345,27 @@ impl DeploymentService {
     ///
     /// # Errors
     /// Forbidden; not found; being deleted.
-    pub async fn stop(&self, actor: &Actor<'_>, id: DeploymentId) -> Result<Deployment, ModelError> {
+    pub async fn stop(
+        &self,
+        actor: &Actor<'_>,
+        id: DeploymentId,
+    ) -> Result<Deployment, ModelError> {
         Self::admin(actor)?;
         let mut deployment = self.live(id).await?;
         if deployment.desired == Desired::Stopped {
             return Ok(deployment);
         }
         deployment.desired = Desired::Stopped;
-        self.store(actor, deployment, "stop", "stop requested".into(), json!({}))
-            .await
+        deployment.state = DeploymentState::Stopping;
+        deployment.reason = Some("stop requested".into());
+        self.store(
+            actor,
+            deployment,
+            "stop",
+            "stop requested".into(),
+            json!({}),
+        )
+        .await
     }
 
     /// Restarts every instance (a new generation), starting the deployment if it was stopped.
@@ -353,6 +382,8 @@ impl DeploymentService {
         deployment.desired = Desired::Running;
         deployment.generation += 1;
         let generation = deployment.generation;
+        deployment.state = DeploymentState::Restarting;
+        deployment.reason = Some(format!("restart requested (generation {generation})"));
         self.store(
             actor,
             deployment,
@@ -374,6 +405,8 @@ impl DeploymentService {
             return Ok(());
         }
         deployment.desired = Desired::Deleted;
+        deployment.state = DeploymentState::Stopping;
+        deployment.reason = Some("delete requested".into());
         self.store(
             actor,
             deployment,

@@ -116,7 +116,8 @@ impl InstanceFeed {
             errors.push(e);
         }
         if agent_secret.is_some_and(|s| {
-            !(32..=128).contains(&s.len()) || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            !(32..=128).contains(&s.len())
+                || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         }) {
             errors.push(InvalidValue::new(
                 "agent_secret",

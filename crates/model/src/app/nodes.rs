@@ -76,7 +76,10 @@ impl NodeService {
 
     /// Announces status changes (the instances of a node that is not ready leave routing).
     #[must_use]
-    pub fn with_events(mut self, events: Arc<dyn crate::domain::deploy_ports::ComputeEvents>) -> Self {
+    pub fn with_events(
+        mut self,
+        events: Arc<dyn crate::domain::deploy_ports::ComputeEvents>,
+    ) -> Self {
         self.events = Some(events);
         self
     }

@@ -316,20 +316,22 @@ pub fn parse_engine(raw: &str) -> Result<Engine, InvalidValue> {
     ))
 }
 
-/// Checks the runtime fields every change must keep valid; pushes each failure.
+/// Checks the runtime fields every change must keep valid; pushes each failure (the command
+/// only when the engine is known).
 fn check_runtime(
-    engine: Engine,
+    engine: Option<Engine>,
     command: Option<&str>,
     args: &[String],
     env: &BTreeMap<String, String>,
     errors: &mut Vec<InvalidValue>,
 ) {
     match (engine, command) {
-        (Engine::Custom, None) => errors.push(InvalidValue::new(
+        (None, _) => {}
+        (Some(Engine::Custom), None) => errors.push(InvalidValue::new(
             "command",
             "a custom engine needs its command (run as `bash -lc <command>` with PORT and MODEL_PATH set)",
         )),
-        (Engine::Custom, Some(c))
+        (Some(Engine::Custom), Some(c))
             if c.trim().is_empty() || !engine_text(c, limits::MAX_COMMAND_CHARS) =>
         {
             errors.push(InvalidValue::new(
@@ -337,8 +339,8 @@ fn check_runtime(
                 "1 to 4096 characters, without NUL",
             ));
         }
-        (Engine::Custom, Some(_)) | (_, None) => {}
-        (_, Some(_)) => errors.push(InvalidValue::new(
+        (Some(Engine::Custom), Some(_)) | (Some(_), None) => {}
+        (Some(_), Some(_)) => errors.push(InvalidValue::new(
             "command",
             "only a custom engine takes a command; pass arguments in args",
         )),
@@ -450,15 +452,13 @@ impl DeploymentDraft {
             None => Some(default_engine),
             Some(raw) => collect(parse_engine(raw), &mut errors),
         };
-        if let Some(engine) = engine {
-            check_runtime(
-                engine,
-                self.command.as_deref(),
-                &self.args,
-                &self.env,
-                &mut errors,
-            );
-        }
+        check_runtime(
+            engine,
+            self.command.as_deref(),
+            &self.args,
+            &self.env,
+            &mut errors,
+        );
         check_resources(
             self.replicas,
             self.gpus_per_replica,
@@ -545,7 +545,7 @@ impl DeploymentSpec {
             next.command = Some(command.clone());
         }
         check_runtime(
-            next.engine,
+            Some(next.engine),
             next.command.as_deref(),
             &next.args,
             &next.env,
@@ -1093,7 +1093,11 @@ mod tests {
         assert_eq!(env.parse(Engine::Builtin).unwrap_err()[0].field, "env");
 
         let mut ok = draft();
-        ok.args = vec!["; touch /tmp/pwned".into(), "--ctx-size".into(), "2048".into()];
+        ok.args = vec![
+            "; touch /tmp/pwned".into(),
+            "--ctx-size".into(),
+            "2048".into(),
+        ];
         let spec = ok.parse(Engine::LlamaCpp).unwrap();
         assert_eq!(spec.args()[0], "; touch /tmp/pwned");
         assert_eq!(spec.engine(), Engine::LlamaCpp);

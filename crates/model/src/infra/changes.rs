@@ -49,7 +49,11 @@ impl RedisComputeEvents {
         }
         .await;
         if let Err(err) = result {
-            tracing::warn!(error = format!("{err:#}"), message, "could not announce a change; readers refresh on their own schedule");
+            tracing::warn!(
+                error = format!("{err:#}"),
+                message,
+                "could not announce a change; readers refresh on their own schedule"
+            );
         }
     }
 }

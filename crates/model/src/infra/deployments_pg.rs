@@ -403,7 +403,7 @@ impl DeploymentRepository for PgDeployments {
         let done = txn
             .execute(stmt(
                 "UPDATE deployments SET command = $2, args = $3, env = $4, replicas = $5, gpus_per_replica = $6, cpu_cores = $7, \
-                 memory_mib = $8, placement = $9, desired = $10, generation = $11, updated_at = $12, \
+                 memory_mib = $8, placement = $9, desired = $10, generation = $11, updated_at = $12, state = $13, reason = $14, \
                  deadline = CASE WHEN generation = $11 THEN deadline ELSE NULL END WHERE id = $1",
                 [
                     deployment.id.as_uuid().into(),
@@ -418,6 +418,8 @@ impl DeploymentRepository for PgDeployments {
                     deployment.desired.as_str().into(),
                     deployment.generation.into(),
                     deployment.updated_at.into(),
+                    deployment.state.as_str().into(),
+                    deployment.reason.clone().into(),
                 ],
             ))
             .await
@@ -455,8 +457,7 @@ impl DeploymentRepository for PgDeployments {
         else {
             return Ok(false);
         };
-        let same_state =
-            current.state == change.state.as_str() && current.reason == change.reason;
+        let same_state = current.state == change.state.as_str() && current.reason == change.reason;
         if same_state && current.deadline == change.deadline {
             return Ok(false);
         }
@@ -576,7 +577,8 @@ impl DeploymentRepository for PgDeployments {
                     .map_err(|_| corrupt("servers", r.id, "labels"))?;
                 let report: Option<NodeReport> = match r.last_report {
                     Some(v) => Some(
-                        serde_json::from_value(v).map_err(|_| corrupt("servers", r.id, "report"))?,
+                        serde_json::from_value(v)
+                            .map_err(|_| corrupt("servers", r.id, "report"))?,
                     ),
                     None => None,
                 };
@@ -610,7 +612,9 @@ impl DeploymentRepository for PgDeployments {
         let refused = |e: &DbErr| {
             matches!(
                 e.sql_err(),
-                Some(SqlErr::UniqueConstraintViolation(_) | SqlErr::ForeignKeyConstraintViolation(_))
+                Some(
+                    SqlErr::UniqueConstraintViolation(_) | SqlErr::ForeignKeyConstraintViolation(_)
+                )
             )
         };
         let inserted = txn
@@ -684,7 +688,7 @@ impl DeploymentRepository for PgDeployments {
         let done = self
             .db
             .execute(stmt(
-                "UPDATE instances SET generation = $2, state = CASE WHEN state = 'failed' THEN 'assigned' ELSE state END, \
+                "UPDATE instances SET generation = $2, state = 'assigned', message = 'restarting for generation ' || $2, \
                  updated_at = now() WHERE deployment_id = $1 AND desired = 'running' AND generation < $2",
                 [deployment.as_uuid().into(), generation.into()],
             ))
@@ -722,6 +726,8 @@ impl DeploymentRepository for PgDeployments {
             "SELECT d.id FROM deployments d WHERE d.desired = 'deleted' \
              OR (d.desired = 'stopped' AND d.state <> 'stopped') \
              OR (d.desired = 'running' AND d.state NOT IN ('running', 'failed')) \
+             OR (d.desired = 'running' AND d.state = 'running' AND EXISTS (SELECT 1 FROM instances i \
+                 WHERE i.deployment_id = d.id AND i.desired = 'running' AND i.generation <> d.generation)) \
              OR (d.desired = 'running' AND d.state = 'running' AND (d.reason IS NOT NULL AND d.replicas > 0 \
                  OR (SELECT count(*) FROM instances i WHERE i.deployment_id = d.id AND i.desired = 'running') <> d.replicas \
                  OR EXISTS (SELECT 1 FROM instances i WHERE i.deployment_id = d.id AND i.desired = 'running' AND i.state <> 'ready'))) \

@@ -25,13 +25,11 @@ use crate::app::deployments::{DeploymentPorts, DeploymentService};
 use crate::app::directory::Directory;
 use crate::app::feed::{FeedPorts, InstanceFeed};
 use crate::app::nodes::{NodePorts, NodeService};
-use crate::domain::deploy_ports::{
-    ComputeEvents, DeployQueue, DeploymentRepository, SecretSealer,
-};
-use crate::domain::deployment::DeploymentId;
-use crate::domain::errors::ModelError;
 use crate::app::registry::RegistryService;
 use crate::app::servers::{ServerPorts, ServerService};
+use crate::domain::deploy_ports::{ComputeEvents, DeployQueue, DeploymentRepository, SecretSealer};
+use crate::domain::deployment::DeploymentId;
+use crate::domain::errors::ModelError;
 use crate::domain::ports::{Heartbeats, NodeSecrets, RegistryRepository, ServerRepository};
 use crate::domain::server::Liveness;
 
@@ -91,9 +89,10 @@ pub struct Compute {
     pub hub: changes::LocalHub,
 }
 
-/// [`DeployQueue`] on the apalis queue of [`crate::jobs::DeployJob`]: at most one job per
-/// deployment per second of run time (the idempotency key), so kicks, follows and syncs never
-/// pile up.
+/// [`DeployQueue`] on the apalis queue of [`crate::jobs::DeployJob`]: delayed jobs (follows,
+/// retries) are at most one per deployment per second of run time (the idempotency key), so
+/// they never pile up; an immediate kick is always pushed, so a change is never lost to a job
+/// that already ran.
 struct ApalisDeployQueue {
     redis: Multiplexed,
     keys: Keyspace,
@@ -102,7 +101,20 @@ struct ApalisDeployQueue {
 #[async_trait]
 impl DeployQueue for ApalisDeployQueue {
     async fn enqueue(&self, deployment: DeploymentId, delay: Duration) -> Result<(), ModelError> {
-        self.retry(deployment, 0, delay).await
+        if !delay.is_zero() {
+            return self.retry(deployment, 0, delay).await;
+        }
+        // A kick for a change just made is never folded into a job of the same second: that
+        // one may have run already, before the change (the job is idempotent; a spare run
+        // finds nothing due).
+        let conn = self.redis.get().await?;
+        maas_shared::jobs::JobProducer::<crate::jobs::DeployJob>::new(conn, &self.keys)
+            .push(crate::jobs::DeployJob {
+                deployment_id: deployment.as_uuid(),
+                attempt: 0,
+            })
+            .await?;
+        Ok(())
     }
 
     async fn retry(
@@ -158,8 +170,10 @@ impl Compute {
             p.db.clone(),
             Arc::clone(&p.clock),
         ));
-        let servers: Arc<dyn ServerRepository> =
-            Arc::new(servers_pg::PgServers::new(p.db.clone(), Arc::clone(&p.clock)));
+        let servers: Arc<dyn ServerRepository> = Arc::new(servers_pg::PgServers::new(
+            p.db.clone(),
+            Arc::clone(&p.clock),
+        ));
         let deployments: Arc<dyn DeploymentRepository> =
             Arc::new(deployments_pg::PgDeployments::new(p.db));
         let queue: Arc<dyn DeployQueue> = Arc::new(ApalisDeployQueue {

@@ -19,8 +19,8 @@ use crate::app::deployments::DeploymentService;
 use crate::app::feed::InstanceFeed;
 use crate::domain::deployment::{
     Assignment, Assignments, DeployEvent, Deployment, DeploymentDraft, DeploymentId,
-    DeploymentPatch, DeploymentState, Instance, InstanceId, InstanceReport,
-    InstanceState, Placement,
+    DeploymentPatch, DeploymentState, Instance, InstanceId, InstanceReport, InstanceState,
+    Placement,
 };
 use crate::domain::errors::{InvalidValue, ModelError};
 use crate::domain::registry::ModelId;
@@ -498,9 +498,7 @@ pub async fn create_deployment(
     body: ValidatedJson<DeploymentRequest>,
 ) -> Result<HttpResponse, ApiError> {
     actor!(req, caller, ctx, actor);
-    let deployment = deployments
-        .create(&actor, draft(body.into_inner()))
-        .await?;
+    let deployment = deployments.create(&actor, draft(body.into_inner())).await?;
     Ok(HttpResponse::Created().json(DeploymentResponse::from(&deployment)))
 }
 
@@ -565,9 +563,10 @@ pub async fn scale_deployment(
     body: ValidatedJson<ReplicasRequest>,
 ) -> Result<HttpResponse, ApiError> {
     actor!(req, caller, ctx, actor);
-    let replicas = body.into_inner().replicas.ok_or_else(|| {
-        ModelError::Invalid(vec![InvalidValue::new("replicas", "0 to 64")])
-    })?;
+    let replicas = body
+        .into_inner()
+        .replicas
+        .ok_or_else(|| ModelError::Invalid(vec![InvalidValue::new("replicas", "0 to 64")]))?;
     let deployment = deployments
         .scale(&actor, id(path), to_i64(replicas))
         .await?;
@@ -691,7 +690,9 @@ pub async fn instance_logs(
     actor!(req, caller, ctx, actor);
     let (deployment, instance) = path.into_inner();
     let q = query.into_inner();
-    if q.tail.is_some_and(|t| t > crate::app::deployments::MAX_LOG_TAIL) {
+    if q.tail
+        .is_some_and(|t| t > crate::app::deployments::MAX_LOG_TAIL)
+    {
         return Err(
             ModelError::Invalid(vec![InvalidValue::new("tail", "0 to 10000 lines")]).into(),
         );

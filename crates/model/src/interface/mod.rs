@@ -120,7 +120,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/nodes/{server_id}/heartbeat").route(web::post().to(node::heartbeat)))
     .service(web::resource("/nodes/{server_id}/report").route(web::put().to(node::report)))
     .service(
-        web::resource("/nodes/{server_id}/assignments").route(web::get().to(deployments::assignments)),
+        web::resource("/nodes/{server_id}/assignments")
+            .route(web::get().to(deployments::assignments)),
     )
     .service(
         web::resource("/nodes/{server_id}/instances")
@@ -142,10 +143,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::patch().to(d::scale_deployment)),
     )
     .service(
-        web::resource("/deployments/{deployment_id}/start").route(web::post().to(d::start_deployment)),
+        web::resource("/deployments/{deployment_id}/start")
+            .route(web::post().to(d::start_deployment)),
     )
     .service(
-        web::resource("/deployments/{deployment_id}/stop").route(web::post().to(d::stop_deployment)),
+        web::resource("/deployments/{deployment_id}/stop")
+            .route(web::post().to(d::stop_deployment)),
     )
     .service(
         web::resource("/deployments/{deployment_id}/restart")
