@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use maas_tests::cluster::{
     Cluster, WAIT, alive, chat_model, engines_serving, kill_group, kill9, range,
 };
-use maas_tests::eventually;
 use maas_tests::engine::models_dir;
+use maas_tests::eventually;
 use maas_tests::process::free_port;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -478,9 +478,7 @@ async fn a_dead_node_leaves_routing_at_once_and_its_replica_moves_to_another_ser
     let model = c
         .model("smollm2", chat_model(&models), &["chat"], "builtin")
         .await;
-    let created = c
-        .deploy(json!({"name": "mover", "model_id": model}))
-        .await;
+    let created = c.deploy(json!({"name": "mover", "model_id": model})).await;
     let id = created["id"].as_str().unwrap().to_owned();
     let first = c.settle(&id, "running", 1).await;
     let key = c.developer_key().await;

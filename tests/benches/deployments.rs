@@ -73,7 +73,12 @@ async fn run() {
         Some(&token),
         0,
         &range(40),
-        &["--restart-backoff-secs", "30", "--restart-backoff-max-secs", "30"],
+        &[
+            "--restart-backoff-secs",
+            "30",
+            "--restart-backoff-max-secs",
+            "30",
+        ],
     );
     c.wait_server(&server, "ready").await;
     let key = c.developer_key().await;
@@ -83,18 +88,26 @@ async fn run() {
 
     println!("== POST /deployments → first token through /v1");
     let builtin = first_token(&c, &key, json!({"name": "smol", "model_id": smol})).await;
-    println!("builtin (maas-engine, SmolLM2-135M Q4_1): {:.0} ms", ms(builtin));
+    println!(
+        "builtin (maas-engine, SmolLM2-135M Q4_1): {:.0} ms",
+        ms(builtin)
+    );
     if std::env::var_os("MAAS_LLAMA_PYTHON").is_some() {
         let llama = c
             .model("smollm2-gguf", chat_model(&models), &["chat"], "llama.cpp")
             .await;
         let took = first_token(&c, &key, json!({"name": "smol-llama", "model_id": llama})).await;
-        println!("llama.cpp (xllamacpp, same GGUF):          {:.0} ms", ms(took));
+        println!(
+            "llama.cpp (xllamacpp, same GGUF):          {:.0} ms",
+            ms(took)
+        );
     } else {
         println!("llama.cpp: skipped (MAAS_LLAMA_PYTHON is not set)");
     }
 
-    println!("== the gateway's added latency (non-streamed chat, max_tokens 1, {calls} calls each, interleaved)");
+    println!(
+        "== the gateway's added latency (non-streamed chat, max_tokens 1, {calls} calls each, interleaved)"
+    );
     let id = deployment_id(&c, "smol").await;
     let instance = c.instances(&id).await.remove(0);
     let port = instance["port"].as_u64().unwrap();
@@ -157,7 +170,10 @@ async fn run() {
         })
         .await
         .expect("routing never dropped the killed instance");
-        println!("{name}: routing dropped it {:.0} ms after the SIGKILL", ms(dropped));
+        println!(
+            "{name}: routing dropped it {:.0} ms after the SIGKILL",
+            ms(dropped)
+        );
     }
     let _ = replica.kill();
     let _ = replica.wait();
@@ -179,8 +195,10 @@ async fn run() {
         site.display()
     );
     let stat = c
-        .deploy(json!({"name": "static", "model_id": static_model, "engine": "custom",
-                       "command": command, "replicas": 10}))
+        .deploy(
+            json!({"name": "static", "model_id": static_model, "engine": "custom",
+                       "command": command, "replicas": 10}),
+        )
         .await;
     let stat_id = stat["id"].as_str().unwrap().to_owned();
     c.settle(&stat_id, "running", 10).await;
@@ -258,7 +276,12 @@ async fn chat_status(c: &Cluster, base: &str, key: &str) -> (StatusCode, Value) 
 async fn idle(pid: u32, window: Duration) -> (f64, f64) {
     fn cpu_ticks(pid: u32) -> u64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
         // utime and stime are fields 14 and 15; after the `)` they are the 12th and 13th.
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     }

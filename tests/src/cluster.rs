@@ -83,7 +83,7 @@ pub fn engines_serving(served: &str) -> Vec<u64> {
             continue;
         };
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.iter().any(|a| *a == served.as_bytes()) && alive(pid) {
+        if args.contains(&served.as_bytes()) && alive(pid) {
             pids.push(pid);
         }
     }

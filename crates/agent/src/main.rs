@@ -92,7 +92,7 @@ impl Args {
             .with_context(|| format!("--port-range `{}` is not FIRST-LAST", self.port_range))?;
         let secs = |v: f64, name: &str| {
             anyhow::ensure!(
-                v.is_finite() && v >= 0.0 && v <= 86_400.0,
+                v.is_finite() && (0.0..=86_400.0).contains(&v),
                 "{name} must be 0 to 86400 seconds"
             );
             Ok(Duration::from_secs_f64(v))

@@ -293,50 +293,54 @@ async fn resolve(
     }
 }
 
+/// `maas deploy create`.
+#[derive(Debug, clap::Args)]
+pub struct CreateDeployment {
+    /// Unique name (also the served name when no --served-name is given).
+    name: String,
+    /// The model (id or name).
+    #[arg(long)]
+    model: String,
+    /// Engine (builtin, llama.cpp, vllm, sglang, custom); default: the model's.
+    #[arg(long)]
+    engine: Option<String>,
+    /// The command of a `custom` engine.
+    #[arg(long)]
+    command: Option<String>,
+    /// One engine argument (one argv item each; repeat).
+    #[arg(long = "arg", allow_hyphen_values = true)]
+    args: Vec<String>,
+    /// Environment `NAME=value` (repeat).
+    #[arg(long = "env")]
+    env: Vec<String>,
+    /// Replicas.
+    #[arg(long, default_value_t = 1)]
+    replicas: i64,
+    /// GPUs per replica (0 for CPU engines).
+    #[arg(long, default_value_t = 0)]
+    gpus: i64,
+    /// CPU cores per replica.
+    #[arg(long)]
+    cpu: Option<f64>,
+    /// Memory per replica, MiB.
+    #[arg(long)]
+    memory_mib: Option<i64>,
+    /// Allowed servers (id or name; repeat or comma-separate; none: every server).
+    #[arg(long = "server", value_delimiter = ',')]
+    servers: Vec<String>,
+    /// Labels a server must carry `key=value` (repeat or comma-separate).
+    #[arg(long = "label", value_delimiter = ',')]
+    labels: Vec<String>,
+    /// Names callers send in `model` (repeat; default: the name).
+    #[arg(long = "served-name")]
+    served_names: Vec<String>,
+}
+
 /// `maas deploy ...`
 #[derive(Debug, Subcommand)]
 pub enum DeployCommand {
     /// Deploy a registered model onto the servers (the deploy job places and starts it).
-    Create {
-        /// Unique name (also the served name when no --served-name is given).
-        name: String,
-        /// The model (id or name).
-        #[arg(long)]
-        model: String,
-        /// Engine (builtin, llama.cpp, vllm, sglang, custom); default: the model's.
-        #[arg(long)]
-        engine: Option<String>,
-        /// The command of a `custom` engine.
-        #[arg(long)]
-        command: Option<String>,
-        /// One engine argument (one argv item each; repeat).
-        #[arg(long = "arg", allow_hyphen_values = true)]
-        args: Vec<String>,
-        /// Environment `NAME=value` (repeat).
-        #[arg(long = "env")]
-        env: Vec<String>,
-        /// Replicas.
-        #[arg(long, default_value_t = 1)]
-        replicas: i64,
-        /// GPUs per replica (0 for CPU engines).
-        #[arg(long, default_value_t = 0)]
-        gpus: i64,
-        /// CPU cores per replica.
-        #[arg(long)]
-        cpu: Option<f64>,
-        /// Memory per replica, MiB.
-        #[arg(long)]
-        memory_mib: Option<i64>,
-        /// Allowed servers (id or name; repeat or comma-separate; none: every server).
-        #[arg(long = "server", value_delimiter = ',')]
-        servers: Vec<String>,
-        /// Labels a server must carry `key=value` (repeat or comma-separate).
-        #[arg(long = "label", value_delimiter = ',')]
-        labels: Vec<String>,
-        /// Names callers send in `model` (repeat; default: the name).
-        #[arg(long = "served-name")]
-        served_names: Vec<String>,
-    },
+    Create(Box<CreateDeployment>),
     /// List deployments.
     List {
         /// How many (1-200).
@@ -411,21 +415,22 @@ pub async fn deploy(platform: &Platform, command: DeployCommand) -> anyhow::Resu
     let deployments = &compute.deployments;
     let actor = Actor::System;
     match command {
-        DeployCommand::Create {
-            name,
-            model,
-            engine,
-            command,
-            args,
-            env,
-            replicas,
-            gpus,
-            cpu,
-            memory_mib,
-            servers,
-            labels,
-            served_names,
-        } => {
+        DeployCommand::Create(create) => {
+            let CreateDeployment {
+                name,
+                model,
+                engine,
+                command,
+                args,
+                env,
+                replicas,
+                gpus,
+                cpu,
+                memory_mib,
+                servers,
+                labels,
+                served_names,
+            } = *create;
             let model_id = resolve_model(&compute.registry, &model).await?;
             let mut allowed = Vec::with_capacity(servers.len());
             for s in servers.iter().filter(|s| !s.is_empty()) {

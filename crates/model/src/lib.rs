@@ -52,6 +52,9 @@ pub mod jobs {
     pub struct DeployJob {
         /// The deployment.
         pub deployment_id: uuid::Uuid,
+        /// Why it was enqueued (logged; the job acts on the deployment's state).
+        #[serde(default)]
+        pub action: crate::domain::deploy_ports::DeployAction,
         /// Retries after failures so far (the next waits `min(2^attempt, 60)` s).
         #[serde(default)]
         pub attempt: u32,

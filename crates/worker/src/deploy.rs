@@ -9,7 +9,11 @@ use maas_model::jobs::{DeployJob, StatusSyncJob};
 /// One step of a deployment; the deployer enqueues the next look itself.
 pub(crate) async fn deploy(job: DeployJob, deployer: Data<Deployer>) -> Result<(), BoxDynError> {
     let next = deployer
-        .run(DeploymentId::from_uuid(job.deployment_id), job.attempt)
+        .run(
+            DeploymentId::from_uuid(job.deployment_id),
+            job.action,
+            job.attempt,
+        )
         .await?;
     tracing::debug!(deployment.id = %job.deployment_id, ?next, "deploy step ran");
     Ok(())

@@ -10,7 +10,9 @@ use std::time::Duration;
 use maas_shared::clock::Clock;
 use serde_json::json;
 
-use crate::domain::deploy_ports::{ComputeEvents, DeployQueue, DeploymentRepository, StateChange};
+use crate::domain::deploy_ports::{
+    ComputeEvents, DeployAction, DeployQueue, DeploymentRepository, StateChange,
+};
 use crate::domain::deployment::{
     DeployEvent, Deployment, DeploymentId, DeploymentState, Desired, Instance, InstanceId,
     InstanceState, place,
@@ -124,11 +126,20 @@ impl Deployer {
     /// # Errors
     /// When even the retry cannot be enqueued (apalis retries the job, the status sync
     /// enqueues it again on its next tick).
-    pub async fn run(&self, id: DeploymentId, attempt: u32) -> Result<Next, ModelError> {
+    #[tracing::instrument(name = "deploy.job", skip_all, fields(deployment.id = %id, action = action.as_str(), attempt))]
+    pub async fn run(
+        &self,
+        id: DeploymentId,
+        action: DeployAction,
+        attempt: u32,
+    ) -> Result<Next, ModelError> {
         match self.step(id).await {
             Ok(Next::Done) => Ok(Next::Done),
             Ok(Next::After(delay)) => {
-                self.ports.queue.enqueue(id, delay).await?;
+                self.ports
+                    .queue
+                    .enqueue(id, DeployAction::Follow, delay)
+                    .await?;
                 Ok(Next::After(delay))
             }
             Err(err) => {
@@ -235,7 +246,7 @@ impl Deployer {
             };
             self.ports
                 .deployments
-                .remove(deployment.id(), audit)
+                .remove(deployment.id(), audit, self.ports.clock.now())
                 .await?;
             self.ports.events.routes_changed().await;
             tracing::info!(deployment.id = %deployment.id(), "deployment removed");
@@ -483,7 +494,12 @@ impl Deployer {
                 Ok(Next::Done)
             }
             DeploymentState::Failed => Ok(Next::Done),
-            state => {
+            state @ (DeploymentState::Pending
+            | DeploymentState::Scheduling
+            | DeploymentState::Deploying
+            | DeploymentState::Stopping
+            | DeploymentState::Stopped
+            | DeploymentState::Restarting) => {
                 let now = self.ports.clock.now();
                 let deadline = deployment
                     .deadline()
@@ -564,7 +580,10 @@ impl Deployer {
         }
         touched.extend(self.ports.deployments.unsettled().await?);
         for id in touched {
-            self.ports.queue.enqueue(id, Duration::ZERO).await?;
+            self.ports
+                .queue
+                .enqueue(id, DeployAction::Sync, Duration::ZERO)
+                .await?;
             synced.enqueued += 1;
         }
         Ok(synced)

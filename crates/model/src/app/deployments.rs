@@ -13,7 +13,7 @@ use maas_user::contract::{Actor, Permission};
 use serde_json::json;
 
 use crate::domain::deploy_ports::{
-    AgentLogs, ComputeEvents, DeployQueue, DeploymentRepository, SecretSealer,
+    AgentLogs, ComputeEvents, DeployAction, DeployQueue, DeploymentRepository, SecretSealer,
 };
 use crate::domain::deployment::{
     DeployEvent, Deployment, DeploymentDraft, DeploymentId, DeploymentPatch, DeploymentState,
@@ -67,8 +67,8 @@ impl DeploymentService {
         actor.user_id().map(|u| u.as_uuid())
     }
 
-    async fn kick(&self, id: DeploymentId) {
-        if let Err(err) = self.ports.queue.enqueue(id, Duration::ZERO).await {
+    async fn kick(&self, id: DeploymentId, action: DeployAction) {
+        if let Err(err) = self.ports.queue.enqueue(id, action, Duration::ZERO).await {
             // The status sync enqueues every unsettled deployment on its next tick.
             tracing::warn!(deployment.id = %id, error = %err, "could not enqueue a deploy job; the status sync will");
         }
@@ -132,7 +132,7 @@ impl DeploymentService {
             .deployments
             .insert(&deployment, event, audit)
             .await?;
-        self.kick(deployment.id()).await;
+        self.kick(deployment.id(), DeployAction::Create).await;
         Ok(deployment)
     }
 
@@ -179,14 +179,14 @@ impl DeploymentService {
         &self,
         actor: &Actor<'_>,
         deployment: Deployment,
-        action: &str,
+        (action, kind): (DeployAction, &str),
         message: String,
         details: serde_json::Value,
     ) -> Result<Deployment, ModelError> {
         let now = self.ports.clock.now();
-        let event = DeployEvent::new(now, Self::actor_id(actor), action, message);
+        let event = DeployEvent::new(now, Self::actor_id(actor), kind, message);
         let audit = actor.event(
-            &format!("deployment.{action}"),
+            &format!("deployment.{kind}"),
             "deployment",
             Some(deployment.id().to_string()),
             details,
@@ -197,7 +197,7 @@ impl DeploymentService {
             .deployments
             .update(&deployment, vec![event], audit)
             .await?;
-        self.kick(deployment.id()).await;
+        self.kick(deployment.id(), action).await;
         Ok(deployment)
     }
 
@@ -281,7 +281,7 @@ impl DeploymentService {
         self.store(
             actor,
             deployment,
-            "updated",
+            (DeployAction::Update, "updated"),
             format!("updated: {}", what.join("; ")),
             json!({"replicas": changed.replicas, "runtime": changed.runtime, "placement": changed.placement}),
         )
@@ -334,7 +334,7 @@ impl DeploymentService {
         self.store(
             actor,
             deployment,
-            "start",
+            (DeployAction::Start, "start"),
             "start requested".into(),
             json!({}),
         )
@@ -361,7 +361,7 @@ impl DeploymentService {
         self.store(
             actor,
             deployment,
-            "stop",
+            (DeployAction::Stop, "stop"),
             "stop requested".into(),
             json!({}),
         )
@@ -387,7 +387,7 @@ impl DeploymentService {
         self.store(
             actor,
             deployment,
-            "restart",
+            (DeployAction::Restart, "restart"),
             format!("restart requested (generation {generation})"),
             json!({"generation": generation}),
         )
@@ -410,7 +410,7 @@ impl DeploymentService {
         self.store(
             actor,
             deployment,
-            "delete",
+            (DeployAction::Delete, "delete"),
             "delete requested: stopping every instance".into(),
             json!({}),
         )

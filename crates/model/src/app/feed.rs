@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use maas_shared::clock::Clock;
 
 use crate::domain::deploy_ports::{
-    ComputeEvents, DeployQueue, DeploymentRepository, NodeWatches, SecretSealer,
+    ComputeEvents, DeployAction, DeployQueue, DeploymentRepository, NodeWatches, SecretSealer,
 };
 use crate::domain::deployment::{Assignments, InstanceReport, InstanceState};
 use crate::domain::errors::{Entity, InvalidValue, ModelError};
@@ -149,7 +149,12 @@ impl InstanceFeed {
         let deployments: std::collections::BTreeSet<_> =
             transitions.iter().map(|t| t.deployment_id).collect();
         for deployment in deployments {
-            if let Err(err) = self.ports.queue.enqueue(deployment, Duration::ZERO).await {
+            if let Err(err) = self
+                .ports
+                .queue
+                .enqueue(deployment, DeployAction::Report, Duration::ZERO)
+                .await
+            {
                 tracing::warn!(deployment.id = %deployment, error = %err, "could not wake a deploy job; the status sync will");
             }
         }

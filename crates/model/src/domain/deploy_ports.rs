@@ -112,7 +112,12 @@ pub trait DeploymentRepository: Send + Sync {
     ///
     /// # Errors
     /// Storage failures.
-    async fn remove(&self, id: DeploymentId, audit: NewAuditEvent) -> Result<bool, ModelError>;
+    async fn remove(
+        &self,
+        id: DeploymentId,
+        audit: NewAuditEvent,
+        at: DateTime<Utc>,
+    ) -> Result<bool, ModelError>;
 
     /// The deploy log, oldest first.
     ///
@@ -238,14 +243,66 @@ pub trait DeploymentRepository: Send + Sync {
     async fn set_agent_secret(&self, server: ServerId, sealed: Vec<u8>) -> Result<(), ModelError>;
 }
 
+/// Why a deploy job was enqueued. It is logged with the job; what the job does is decided by
+/// the deployment's state when it runs (a job for a stale action does only what is still due).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployAction {
+    /// A deployment was created.
+    Create,
+    /// Its replicas, runtime or placement changed.
+    Update,
+    /// Start requested.
+    Start,
+    /// Stop requested.
+    Stop,
+    /// Restart requested.
+    Restart,
+    /// Delete requested.
+    Delete,
+    /// An agent reported a change of its instances.
+    Report,
+    /// The job's own next look while the deployment is in motion.
+    #[default]
+    Follow,
+    /// A failed step, tried again.
+    Retry,
+    /// The status sync found it unsettled.
+    Sync,
+}
+
+impl DeployAction {
+    /// The stored name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Restart => "restart",
+            Self::Delete => "delete",
+            Self::Report => "report",
+            Self::Follow => "follow",
+            Self::Retry => "retry",
+            Self::Sync => "sync",
+        }
+    }
+}
+
 /// The deploy queue.
 #[async_trait]
 pub trait DeployQueue: Send + Sync {
-    /// Enqueues the deploy job of `deployment` to run after `delay`.
+    /// Enqueues the deploy job of `deployment`, for `action`, to run after `delay`.
     ///
     /// # Errors
     /// When the queue refuses it.
-    async fn enqueue(&self, deployment: DeploymentId, delay: Duration) -> Result<(), ModelError>;
+    async fn enqueue(
+        &self,
+        deployment: DeploymentId,
+        action: DeployAction,
+        delay: Duration,
+    ) -> Result<(), ModelError>;
 
     /// Enqueues the deploy job of `deployment` again after a failure: its `attempt`-th retry.
     ///

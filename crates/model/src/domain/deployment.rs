@@ -572,10 +572,10 @@ impl DeploymentSpec {
             &next.placement,
             &mut errors,
         );
-        if let Some(names) = &patch.served_names {
-            if let Some(names) = collect(parse_served_names(names, &self.name), &mut errors) {
-                next.served_names = names;
-            }
+        if let Some(names) = &patch.served_names
+            && let Some(names) = collect(parse_served_names(names, &self.name), &mut errors)
+        {
+            next.served_names = names;
         }
         if !errors.is_empty() {
             return Err(errors);
@@ -1083,6 +1083,7 @@ mod tests {
             [
                 "name",
                 "engine",
+                "env",
                 "replicas",
                 "gpus_per_replica",
                 "served_names"

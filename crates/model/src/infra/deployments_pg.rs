@@ -480,7 +480,12 @@ impl DeploymentRepository for PgDeployments {
         Ok(!same_state)
     }
 
-    async fn remove(&self, id: DeploymentId, audit: NewAuditEvent) -> Result<bool, ModelError> {
+    async fn remove(
+        &self,
+        id: DeploymentId,
+        audit: NewAuditEvent,
+        at: DateTime<Utc>,
+    ) -> Result<bool, ModelError> {
         let txn = begin(&self.db).await?;
         let done = txn
             .execute(stmt(
@@ -492,7 +497,7 @@ impl DeploymentRepository for PgDeployments {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
-        commit(txn, audit, Utc::now()).await?;
+        commit(txn, audit, at).await?;
         Ok(true)
     }
 

@@ -27,7 +27,9 @@ use crate::app::feed::{FeedPorts, InstanceFeed};
 use crate::app::nodes::{NodePorts, NodeService};
 use crate::app::registry::RegistryService;
 use crate::app::servers::{ServerPorts, ServerService};
-use crate::domain::deploy_ports::{ComputeEvents, DeployQueue, DeploymentRepository, SecretSealer};
+use crate::domain::deploy_ports::{
+    ComputeEvents, DeployAction, DeployQueue, DeploymentRepository, SecretSealer,
+};
 use crate::domain::deployment::DeploymentId;
 use crate::domain::errors::ModelError;
 use crate::domain::ports::{Heartbeats, NodeSecrets, RegistryRepository, ServerRepository};
@@ -100,9 +102,14 @@ struct ApalisDeployQueue {
 
 #[async_trait]
 impl DeployQueue for ApalisDeployQueue {
-    async fn enqueue(&self, deployment: DeploymentId, delay: Duration) -> Result<(), ModelError> {
+    async fn enqueue(
+        &self,
+        deployment: DeploymentId,
+        action: DeployAction,
+        delay: Duration,
+    ) -> Result<(), ModelError> {
         if !delay.is_zero() {
-            return self.retry(deployment, 0, delay).await;
+            return self.push_after(deployment, action, 0, delay).await;
         }
         // A kick for a change just made is never folded into a job of the same second: that
         // one may have run already, before the change (the job is idempotent; a spare run
@@ -111,6 +118,7 @@ impl DeployQueue for ApalisDeployQueue {
         maas_shared::jobs::JobProducer::<crate::jobs::DeployJob>::new(conn, &self.keys)
             .push(crate::jobs::DeployJob {
                 deployment_id: deployment.as_uuid(),
+                action,
                 attempt: 0,
             })
             .await?;
@@ -120,6 +128,19 @@ impl DeployQueue for ApalisDeployQueue {
     async fn retry(
         &self,
         deployment: DeploymentId,
+        attempt: u32,
+        delay: Duration,
+    ) -> Result<(), ModelError> {
+        self.push_after(deployment, DeployAction::Retry, attempt, delay)
+            .await
+    }
+}
+
+impl ApalisDeployQueue {
+    async fn push_after(
+        &self,
+        deployment: DeploymentId,
+        action: DeployAction,
         attempt: u32,
         delay: Duration,
     ) -> Result<(), ModelError> {
@@ -133,6 +154,7 @@ impl DeployQueue for ApalisDeployQueue {
             .push_once_after(
                 crate::jobs::DeployJob {
                     deployment_id: deployment.as_uuid(),
+                    action,
                     attempt,
                 },
                 &key,
