@@ -95,14 +95,29 @@ for name in smollm2 minilm; do
     fi
   fi
 done
-echo "waiting for both deployments to be running (the agent starts maas-engine for each)"
+echo "waiting for both deployments to be running with every instance ready (the agent starts maas-engine for each)"
+ready=0
 for _ in $(seq 1 240); do
-  running=$("$TARGET"/debug/maas deploy list | awk '$2=="smollm2"||$2=="minilm"{print $4}' | grep -c '^running$' || true)
-  [ "$running" = 2 ] && break
+  if API="$API" KEY="$KEY" python3 - <<'PY'
+import json, os, sys, urllib.request
+def get(path):
+    req = urllib.request.Request(os.environ["API"] + "/api/v1" + path,
+                                 headers={"authorization": "Bearer " + os.environ["KEY"]})
+    return json.load(urllib.request.urlopen(req, timeout=5))
+deployments = {d["name"]: d for d in get("/deployments?limit=200")["data"]}
+for name in ("smollm2", "minilm"):
+    d = deployments.get(name)
+    if d is None or d["state"] != "running":
+        sys.exit(1)
+    instances = get(f"/deployments/{d['id']}/instances")["data"]
+    if len(instances) != d["replicas"] or any(i["state"] != "ready" for i in instances):
+        sys.exit(1)
+PY
+  then ready=1; break; fi
   sleep 0.5
 done
 "$TARGET"/debug/maas deploy list
-[ "$running" = 2 ] || { echo "demo: the deployments did not start; see maas deploy events smollm2 and $RUN/*.log" >&2; exit 1; }
+[ "$ready" = 1 ] || { echo "demo: the deployments did not start; see maas deploy events smollm2 and $RUN/*.log" >&2; exit 1; }
 "$TARGET"/debug/maas deploy events smollm2 | tail -n 5
 
 say "the models this key may use"
