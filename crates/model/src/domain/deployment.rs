@@ -682,7 +682,7 @@ impl Deployment {
             spec,
             desired: Desired::Running,
             state: DeploymentState::Pending,
-            reason: None,
+            reason: Some("waiting for the deploy job to place it".into()),
             generation: 1,
             deadline: None,
             created_by,
