@@ -20,9 +20,7 @@ use serde_json::{Value, json};
 async fn a_builtin_deployment_serves_through_the_gateway_and_follows_every_action() {
     let Some(models) = models_dir() else { return };
     let mut c = Cluster::start(&[], 1).await;
-    let (server_id, token) = c.server("cpu-1", 0).await;
-    let agent = c.agent("cpu-1", Some(&token), 0, &range(20));
-    c.wait_server(&server_id, "ready").await;
+    let (server_id, _, agent) = c.node("cpu-1", 20).await;
     let chat = c
         .model("smollm2", chat_model(&models), &["chat"], "builtin")
         .await;
@@ -322,9 +320,7 @@ async fn a_builtin_deployment_serves_through_the_gateway_and_follows_every_actio
 async fn a_killed_engine_is_restarted_with_backoff_and_a_restarted_agent_adopts_its_engines() {
     let Some(models) = models_dir() else { return };
     let mut c = Cluster::start(&[], 1).await;
-    let (server_id, token) = c.server("cpu-1", 0).await;
-    let agent = c.agent("cpu-1", Some(&token), 0, &range(10));
-    c.wait_server(&server_id, "ready").await;
+    let (_, _, agent) = c.node("cpu-1", 10).await;
     let model = c
         .model("smollm2", chat_model(&models), &["chat"], "builtin")
         .await;
@@ -472,9 +468,7 @@ async fn a_worker_killed_mid_deploy_leaves_exactly_the_desired_instances_and_slo
 async fn a_dead_node_leaves_routing_at_once_and_its_replica_moves_to_another_server() {
     let Some(models) = models_dir() else { return };
     let mut c = Cluster::start(&[], 1).await;
-    let (a_id, a_token) = c.server("node-a", 0).await;
-    let a = c.agent("node-a", Some(&a_token), 0, &range(10));
-    c.wait_server(&a_id, "ready").await;
+    let (a_id, _, a) = c.node("node-a", 10).await;
     let model = c
         .model("smollm2", chat_model(&models), &["chat"], "builtin")
         .await;
@@ -511,9 +505,7 @@ async fn a_dead_node_leaves_routing_at_once_and_its_replica_moves_to_another_ser
 
     // Another server fits: after the offline grace the status sync places the replica there
     // (nothing else changed: no edit, no restart).
-    let (b_id, b_token) = c.server("node-b", 0).await;
-    c.agent("node-b", Some(&b_token), 0, &range(10));
-    c.wait_server(&b_id, "ready").await;
+    let (b_id, _, _) = c.node("node-b", 10).await;
     let moved = eventually(WAIT, || async {
         let i = c.instances(&id).await;
         (i.len() == 1 && i[0]["server_id"] == b_id.as_str() && i[0]["state"] == "ready")
@@ -957,9 +949,7 @@ async fn a_llama_cpp_deployment_over_xllamacpp_answers_through_the_gateway() {
         return;
     }
     let mut c = Cluster::start(&[], 1).await;
-    let (server_id, token) = c.server("cpu-1", 0).await;
-    c.agent("cpu-1", Some(&token), 0, &range(5));
-    c.wait_server(&server_id, "ready").await;
+    let _ = c.node("cpu-1", 5).await;
     let model = c
         .model("smollm2-gguf", chat_model(&models), &["chat"], "llama.cpp")
         .await;

@@ -284,6 +284,15 @@ impl Cluster {
         )
     }
 
+    /// Registers a CPU server `name`, starts its agent with `ports` engine ports and waits
+    /// until it is ready; answers the server's id, its join token and the agent's index.
+    pub async fn node(&mut self, name: &str, ports: u16) -> (String, String, usize) {
+        let (id, token) = self.server(name, 0).await;
+        let agent = self.agent(name, Some(&token), 0, &range(ports));
+        self.wait_server(&id, "ready").await;
+        (id, token, agent)
+    }
+
     /// Starts an agent for server `name` with `gpus` fake GPUs and its own port range.
     pub fn agent(&mut self, name: &str, token: Option<&str>, gpus: u32, ports: &str) -> usize {
         self.agent_with(name, token, gpus, ports, &[])
