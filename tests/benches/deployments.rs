@@ -210,21 +210,19 @@ async fn run() {
     );
 }
 
-/// Creates the deployment, then polls it every 20 ms until running and takes the first token
+/// Creates the deployment, then polls it until running and takes the first token
 /// of a streamed chat: the time from the POST to that token.
 async fn first_token(c: &Cluster, key: &str, body: Value) -> Duration {
     let name = body["name"].as_str().unwrap().to_owned();
     let started = Instant::now();
     let created = c.deploy(body).await;
     let id = created["id"].as_str().unwrap().to_owned();
-    let deadline = started + Duration::from_secs(300);
-    loop {
-        assert!(Instant::now() < deadline, "{name} never became ready");
-        if c.deployment(&id).await["state"] == "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Polled every 50 ms (the figure's resolution).
+    let running = eventually(Duration::from_secs(300), || async {
+        (c.deployment(&id).await["state"] == "running").then_some(())
+    })
+    .await;
+    assert!(running.is_some(), "{name} never became ready");
     let mut response = c
         .client
         .post(format!("{}/v1/chat/completions", c.base))
