@@ -124,6 +124,7 @@ impl Application {
                 clock: platform.clock(),
                 audit: platform.audit(),
                 gateway_limit: settings.gateway.max_request_bytes,
+                console_assets: settings.compute.console_assets_dir.clone(),
             },
             extra,
         )?;
@@ -272,6 +273,8 @@ struct Services {
     audit: Arc<dyn AuditLog>,
     /// Body limit of `/v1` (images travel inline).
     gateway_limit: usize,
+    /// Where the console's fetched xterm.js files are.
+    console_assets: std::path::PathBuf,
 }
 
 fn serve(
@@ -301,6 +304,11 @@ fn serve(
     let nodes = web::Data::new(services.compute.nodes.clone());
     let deployments = web::Data::new(services.compute.deployments.clone());
     let feed = web::Data::new(services.compute.feed.clone());
+    let ssh = web::Data::new(services.compute.ssh.clone());
+    let tasks = web::Data::new(services.compute.tasks.clone());
+    let console_assets = web::Data::new(maas_model::interface::ssh::ConsoleAssets(
+        services.console_assets.clone(),
+    ));
     let openapi = crate::openapi::document();
     let json_limit = settings.json_limit_bytes;
     let gateway_limit = services.gateway_limit;
@@ -331,6 +339,9 @@ fn serve(
             .app_data(nodes.clone())
             .app_data(deployments.clone())
             .app_data(feed.clone())
+            .app_data(ssh.clone())
+            .app_data(tasks.clone())
+            .app_data(console_assets.clone())
             .app_data(json_config::<Problem>(json_limit))
             .app_data(query_config::<Problem>())
             .app_data(path_config::<Problem>())
@@ -343,6 +354,7 @@ fn serve(
             .wrap(from_fn(crate::tls::redirect_plain_http))
             .configure(system::configure)
             .configure(maas_inference::configure_legacy)
+            .configure(maas_model::configure_console)
             .service(
                 web::scope("/api/v1")
                     .configure(maas_user::configure)

@@ -1,5 +1,6 @@
 //! Registry and compute: accelerator brands and cards, models, GPU servers and the node agents
-//! that join, heartbeat and report their resources (deployments and instances arrive next).
+//! that join, heartbeat and report their resources, deployments and their instances, and the
+//! servers' SSH access, terminals and remote tasks.
 //!
 //! Layers (DESIGN §2): `domain` (entities, value objects, errors, ports; no framework types),
 //! `app` (use cases over the ports), `infra` (adapters, feature `infra`) and `interface` (HTTP
@@ -15,7 +16,7 @@ pub mod infra;
 pub mod interface;
 
 #[cfg(feature = "http")]
-pub use interface::{ModelApi, configure};
+pub use interface::{ModelApi, configure, configure_console};
 
 /// What other processes (the agent, the worker) and contexts (the gateway) share with this
 /// context.
@@ -78,6 +79,39 @@ pub mod jobs {
     }
 
     impl maas_shared::jobs::Scheduled for StatusSyncJob {
+        fn at_tick(timestamp: u64) -> Self {
+            Self {
+                tick: Some(timestamp),
+            }
+        }
+    }
+
+    /// Runs one queued run of a remote task on its server. Idempotent: a finished run is left
+    /// as it is, a run whose worker died is marked lost (never run twice).
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct RemoteTaskJob {
+        /// The run.
+        pub run_id: uuid::Uuid,
+    }
+
+    impl maas_shared::jobs::Job for RemoteTaskJob {
+        const QUEUE: &'static str = "model.remote_task";
+    }
+
+    /// Fires the remote tasks that are due (each due time once across all workers) and pushes
+    /// again the jobs of runs left queued.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct TaskTickJob {
+        /// The schedule's tick it was pushed for (Unix seconds).
+        #[serde(default)]
+        pub tick: Option<u64>,
+    }
+
+    impl maas_shared::jobs::Job for TaskTickJob {
+        const QUEUE: &'static str = "model.task_tick";
+    }
+
+    impl maas_shared::jobs::Scheduled for TaskTickJob {
         fn at_tick(timestamp: u64) -> Self {
             Self {
                 tick: Some(timestamp),

@@ -16,6 +16,7 @@ use maas_inference::app::conversations::{ConversationConfig, ConversationService
 use maas_inference::app::gateway::{GatewayConfig, TemplateOverhead};
 use maas_inference::infra::{Gateway, GatewayParams, upstream};
 use maas_model::app::deployer::DeployConfig;
+use maas_model::app::ssh::SshConfig;
 use maas_model::domain::server::Liveness;
 use maas_model::infra::{Compute, ComputeConfig, ComputeParams};
 use maas_shared::audit::AuditLog;
@@ -270,6 +271,13 @@ impl Platform {
                     lost_grace: seconds(c.reschedule_after_offline_secs),
                 },
                 assignment_wait: Duration::from_secs(c.assignment_wait_secs.clamp(1, 60)),
+                ssh: SshConfig {
+                    connect_timeout: Duration::from_millis(c.ssh_connect_timeout_ms.max(100)),
+                    ticket_ttl: Duration::from_secs(c.terminal_ticket_ttl_secs.clamp(1, 600)),
+                    idle_timeout: Duration::from_secs(c.terminal_idle_secs.max(1)),
+                    allowed_origins: c.terminal_allowed_origins.clone(),
+                    parallelism: c.remote_parallelism.clamp(1, 64),
+                },
             },
             clock: self.clock(),
         })

@@ -360,6 +360,20 @@ pub struct ComputeSettings {
     pub assignment_wait_secs: u64,
     /// Seconds between two refreshes of the deployment directory (besides announced changes).
     pub directory_refresh_secs: u64,
+    /// How long an SSH connection and login may take, milliseconds.
+    pub ssh_connect_timeout_ms: u64,
+    /// Seconds a terminal ticket stays valid (it is also single-use).
+    pub terminal_ticket_ttl_secs: u64,
+    /// A terminal with no input for this many seconds is closed.
+    pub terminal_idle_secs: u64,
+    /// Origins, besides the API's own, that a browser may open a terminal from.
+    pub terminal_allowed_origins: Vec<String>,
+    /// Cron schedule of the remote tasks' tick (which fires the tasks that are due).
+    pub task_schedule: String,
+    /// How many servers `check-all` and `resources` probe at once.
+    pub remote_parallelism: usize,
+    /// Where `scripts/fetch-console-assets.sh` put xterm.js for the terminal page.
+    pub console_assets_dir: std::path::PathBuf,
 }
 
 /// `[storage]`: uploads (logos).
@@ -435,6 +449,7 @@ impl Settings {
                     .separator("__")
                     .list_separator(",")
                     .with_list_parse_key("server.cors_allowed_origins")
+                    .with_list_parse_key("compute.terminal_allowed_origins")
                     .try_parsing(true),
             );
         for (alias, key, canonical) in [

@@ -13,6 +13,7 @@ mod diagnostics;
 mod nodes;
 mod quotas;
 mod schedule;
+mod tasks;
 
 use std::str::FromStr as _;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use anyhow::Context as _;
 use apalis::layers::retry::RetryPolicy;
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt as _};
 use maas_inference::jobs::ConversationExpiryJob;
-use maas_model::jobs::{DeployJob, NodeLivenessJob, StatusSyncJob};
+use maas_model::jobs::{DeployJob, NodeLivenessJob, RemoteTaskJob, StatusSyncJob, TaskTickJob};
 use maas_platform::{Platform, Role, Settings};
 use maas_shared::jobs::{self, DiagnosticPing, Job, JobProducer};
 use maas_user::jobs::ReservationSweepJob;
@@ -53,6 +54,7 @@ pub async fn run(
         "compute.status_sync_schedule",
         &settings.compute.status_sync_schedule,
     )?;
+    let task_schedule = schedule("compute.task_schedule", &settings.compute.task_schedule)?;
     let platform = Platform::connect(settings, Role::Server).await?;
     let identity = platform.identity()?;
     platform.start_ledger_drain(&identity);
@@ -76,6 +78,14 @@ pub async fn run(
     let nodes = compute.nodes.clone();
     let deployer = compute.deployer.clone();
     let sync_deployer = compute.deployer;
+    let tick_tasks = compute.tasks.clone();
+    let run_tasks = compute.tasks;
+    let tick_storage = jobs::storage::<TaskTickJob>(conn.clone(), &keyspace);
+    let tick_producer = JobProducer::<TaskTickJob>::new(conn.clone(), &keyspace);
+    let tick_name = jobs::worker_name(TaskTickJob::QUEUE);
+    let tick_schedule_name = jobs::worker_name("schedule.task_tick");
+    let run_storage = jobs::storage::<RemoteTaskJob>(conn.clone(), &keyspace);
+    let run_name = jobs::worker_name(RemoteTaskJob::QUEUE);
     let deploy_storage = jobs::storage::<DeployJob>(conn.clone(), &keyspace);
     let deploy_name = jobs::worker_name(DeployJob::QUEUE);
     let sync_storage = jobs::storage::<StatusSyncJob>(conn.clone(), &keyspace);
@@ -181,9 +191,37 @@ pub async fn run(
                 .enable_tracing()
                 .build(schedule::push_tick::<StatusSyncJob>)
         })
+        .register(move |_| {
+            WorkerBuilder::new(tick_name.clone())
+                .backend(jobs::polled(tick_storage.clone()))
+                .data(tick_tasks.clone())
+                .concurrency(1)
+                .retry(RetryPolicy::retries(RETRIES))
+                .enable_tracing()
+                .catch_panic()
+                .build(tasks::tick)
+        })
+        .register(move |_| {
+            WorkerBuilder::new(tick_schedule_name.clone())
+                .backend(apalis_cron::CronScheduler::new(task_schedule.clone()))
+                .data(tick_producer.clone())
+                .enable_tracing()
+                .build(schedule::push_tick::<TaskTickJob>)
+        })
+        .register(move |_| {
+            // Not retried in process: a run that failed to store its result is left running
+            // and its redelivery marks it lost rather than running the command twice.
+            WorkerBuilder::new(run_name.clone())
+                .backend(jobs::polled(run_storage.clone()))
+                .data(run_tasks.clone())
+                .concurrency(concurrency)
+                .enable_tracing()
+                .catch_panic()
+                .build(tasks::run)
+        })
         .shutdown_timeout(drain_timeout);
     tracing::info!(
-        queues = ?[DiagnosticPing::QUEUE, ConversationExpiryJob::QUEUE, ReservationSweepJob::QUEUE, NodeLivenessJob::QUEUE, DeployJob::QUEUE, StatusSyncJob::QUEUE],
+        queues = ?[DiagnosticPing::QUEUE, ConversationExpiryJob::QUEUE, ReservationSweepJob::QUEUE, NodeLivenessJob::QUEUE, DeployJob::QUEUE, StatusSyncJob::QUEUE, TaskTickJob::QUEUE, RemoteTaskJob::QUEUE],
         concurrency,
         "maas-worker running"
     );

@@ -8,3 +8,5 @@ pub mod feed;
 pub mod nodes;
 pub mod registry;
 pub mod servers;
+pub mod ssh;
+pub mod tasks;

@@ -24,6 +24,10 @@ pub enum Entity {
     ServedName,
     /// An instance of a deployment.
     Instance,
+    /// A remote task.
+    Task,
+    /// A run of a remote task.
+    Run,
 }
 
 impl Entity {
@@ -37,6 +41,8 @@ impl Entity {
             Self::Deployment => "deployment",
             Self::ServedName => "served model name",
             Self::Instance => "instance",
+            Self::Task => "remote task",
+            Self::Run => "task run",
         }
     }
 }
@@ -78,6 +84,20 @@ pub enum ModelError {
     #[error("{0}")]
     InvalidState(&'static str),
     /// Identity refused (forbidden) or failed.
+    #[error(
+        "the server has no SSH access (PUT /api/v1/servers/{{id}}/ssh) and no agent that answers"
+    )]
+    NoRemoteAccess,
+
+    #[error(transparent)]
+    Ssh(#[from] crate::domain::ssh::SshFailure),
+
+    #[error("the terminal ticket is unknown, expired or already used")]
+    InvalidTicket,
+
+    #[error("the Origin of the WebSocket request is not allowed")]
+    OriginNotAllowed,
+
     #[error(transparent)]
     Identity(#[from] IdentityError),
     /// Storage or infrastructure failure.
@@ -118,6 +138,11 @@ impl Classify for ModelError {
             Self::UnsupportedType(_) => ErrorKind::UnsupportedMediaType,
             Self::InvalidJoinToken | Self::InvalidNodeCredential => ErrorKind::Unauthenticated,
             Self::AgentUnreachable(_) => ErrorKind::Unavailable,
+            Self::NoRemoteAccess => ErrorKind::Conflict,
+            Self::Ssh(crate::domain::ssh::SshFailure::HostKeyChanged { .. }) => ErrorKind::Conflict,
+            Self::Ssh(_) => ErrorKind::Unavailable,
+            Self::InvalidTicket => ErrorKind::Unauthenticated,
+            Self::OriginNotAllowed => ErrorKind::Forbidden,
             Self::Identity(inner) => inner.kind(),
             Self::Unexpected(_) => ErrorKind::Internal,
         }
@@ -133,6 +158,10 @@ impl Classify for ModelError {
             Self::NotFound(Entity::Logo) => "logo_not_found",
             Self::NotFound(Entity::Deployment | Entity::ServedName) => "deployment_not_found",
             Self::NotFound(Entity::Instance) => "instance_not_found",
+            Self::NotFound(Entity::Task) => "task_not_found",
+            Self::NotFound(Entity::Run) => "run_not_found",
+            Self::NameTaken(Entity::Task) => "task_name_taken",
+            Self::NameTaken(Entity::Run) => "conflict",
             Self::NameTaken(Entity::Brand) => "brand_name_taken",
             Self::NameTaken(Entity::Card) => "card_model_taken",
             Self::NameTaken(Entity::Model) => "model_name_taken",
@@ -148,6 +177,10 @@ impl Classify for ModelError {
             Self::AgentNotApproved(_) => "agent_address_not_approved",
             Self::AgentUnreachable(_) => "agent_unreachable",
             Self::InvalidState(_) => "invalid_state",
+            Self::NoRemoteAccess => "no_remote_access",
+            Self::Ssh(failure) => failure.code(),
+            Self::InvalidTicket => "terminal_ticket_invalid",
+            Self::OriginNotAllowed => "origin_not_allowed",
             Self::Identity(inner) => inner.code(),
             Self::Unexpected(_) => "internal",
         }
@@ -167,6 +200,10 @@ impl Classify for ModelError {
             | Self::AgentNotApproved(_)
             | Self::AgentUnreachable(_)
             | Self::InvalidState(_)
+            | Self::NoRemoteAccess
+            | Self::Ssh(_)
+            | Self::InvalidTicket
+            | Self::OriginNotAllowed
             | Self::Unexpected(_) => Vec::new(),
         }
     }

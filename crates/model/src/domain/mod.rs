@@ -8,4 +8,6 @@ pub mod logo;
 pub mod ports;
 pub mod registry;
 pub mod server;
+pub mod ssh;
+pub mod task;
 pub mod values;

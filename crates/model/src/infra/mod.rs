@@ -7,8 +7,11 @@ pub mod heartbeats;
 mod pg;
 pub mod probe;
 pub mod registry_pg;
+pub mod remote;
 pub mod secrets;
 pub mod servers_pg;
+pub mod ssh_pg;
+pub mod ssh_russh;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +30,8 @@ use crate::app::feed::{FeedPorts, InstanceFeed};
 use crate::app::nodes::{NodePorts, NodeService};
 use crate::app::registry::RegistryService;
 use crate::app::servers::{ServerPorts, ServerService};
+use crate::app::ssh::{SshConfig, SshPorts, SshService};
+use crate::app::tasks::{TaskPorts, TaskService};
 use crate::domain::deploy_ports::{
     ComputeEvents, DeployAction, DeployQueue, DeploymentRepository, SecretSealer,
 };
@@ -50,6 +55,8 @@ pub struct ComputeConfig {
     pub deploy: DeployConfig,
     /// The longest long-poll of an agent.
     pub assignment_wait: Duration,
+    /// SSH, terminals and remote commands.
+    pub ssh: SshConfig,
 }
 
 /// What [`Compute::build`] needs: ready adapters and the typed config.
@@ -89,6 +96,10 @@ pub struct Compute {
     pub directory: Directory,
     /// Wakes this process's long-polls (fed by [`changes::listen`]).
     pub hub: changes::LocalHub,
+    /// SSH access, checks, resources, terminals.
+    pub ssh: SshService,
+    /// Remote tasks, their schedule and runs.
+    pub tasks: TaskService,
 }
 
 /// [`DeployQueue`] on the apalis queue of [`crate::jobs::DeployJob`]: delayed jobs (follows,
@@ -197,7 +208,7 @@ impl Compute {
             Arc::clone(&p.clock),
         ));
         let deployments: Arc<dyn DeploymentRepository> =
-            Arc::new(deployments_pg::PgDeployments::new(p.db));
+            Arc::new(deployments_pg::PgDeployments::new(p.db.clone()));
         let queue: Arc<dyn DeployQueue> = Arc::new(ApalisDeployQueue {
             redis: p.redis.clone(),
             keys: p.keys.clone(),
@@ -209,7 +220,29 @@ impl Compute {
         ));
         let hub = changes::LocalHub::default();
         let heartbeats: Arc<dyn Heartbeats> =
-            Arc::new(heartbeats::RedisHeartbeats::new(p.redis, &p.keys));
+            Arc::new(heartbeats::RedisHeartbeats::new(p.redis.clone(), &p.keys));
+        let ssh = SshService::new(
+            SshPorts {
+                servers: Arc::clone(&servers),
+                ssh: Arc::new(ssh_pg::PgSsh::new(p.db.clone(), Arc::clone(&p.clock))),
+                connector: Arc::new(ssh_russh::RusshConnector),
+                agents: Arc::new(remote::HttpAgentShell::new(p.config.agent_timeout)?),
+                deployments: Arc::clone(&deployments),
+                heartbeats: Arc::clone(&heartbeats),
+                tickets: Arc::new(remote::RedisTickets::new(p.redis.clone(), &p.keys)),
+                sealer: Arc::clone(&sealer),
+                clock: Arc::clone(&p.clock),
+            },
+            p.config.ssh.clone(),
+            p.config.liveness,
+        );
+        let tasks = TaskService::new(TaskPorts {
+            tasks: Arc::new(ssh_pg::PgTasks::new(p.db.clone(), Arc::clone(&p.clock))),
+            servers: Arc::clone(&servers),
+            queue: Arc::new(remote::ApalisRunQueue::new(p.redis.clone(), &p.keys)),
+            ssh: ssh.clone(),
+            clock: Arc::clone(&p.clock),
+        });
         let secrets: Arc<dyn NodeSecrets> =
             Arc::new(secrets::HmacNodeSecrets::new(&p.platform_key));
         let probe = Arc::new(probe::HttpAgentProbe::new(p.config.agent_timeout)?);
@@ -281,6 +314,8 @@ impl Compute {
             feed,
             directory,
             hub,
+            ssh,
+            tasks,
         })
     }
 }

@@ -4,6 +4,8 @@ pub mod deployments;
 pub mod dto;
 pub mod handlers;
 pub mod node;
+pub mod ssh;
+pub mod tasks;
 
 use actix_web::web;
 
@@ -24,6 +26,10 @@ use actix_web::web;
         deployments::start_deployment, deployments::stop_deployment, deployments::restart_deployment,
         deployments::deployment_events, deployments::deployment_instances, deployments::instance_logs,
         deployments::assignments, deployments::report_instances,
+        ssh::set_ssh, ssh::get_ssh, ssh::delete_ssh, ssh::repin_ssh, ssh::check_server, ssh::check_all,
+        ssh::server_resources, ssh::many_resources, ssh::terminal_ticket, ssh::terminal,
+        tasks::create_task, tasks::list_tasks, tasks::get_task, tasks::update_task, tasks::delete_task,
+        tasks::run_task, tasks::task_runs, tasks::task_run,
     ),
     components(schemas(
         dto::BrandRequest, dto::BrandPatch, dto::BrandResponse, dto::ReorderBrandsRequest,
@@ -38,15 +44,30 @@ use actix_web::web;
         deployments::InstanceStateDto, deployments::InstanceResponse, deployments::DeployEventResponse,
         deployments::InstancesResponse, deployments::AssignmentDto, deployments::AssignmentsResponse,
         deployments::InstanceReportDto, deployments::InstancesReportRequest, deployments::InstancesReportResponse,
+        ssh::SshAccessRequest, ssh::HostKeyDto, ssh::SshAccessResponse, ssh::ProbeDto, ssh::CheckStatusDto,
+        ssh::ServerCheckResponse, ssh::MetricDto, ssh::ResourcesResponse, ssh::ResourcesRequest,
+        ssh::TicketRequest, ssh::TicketResponse,
+        tasks::ScheduleDto, tasks::TaskRequest, tasks::TaskPatch, tasks::TaskResponse, tasks::RunStateDto,
+        tasks::RunResponse, tasks::RunsQueuedResponse,
     )),
     tags(
         (name = "registry", description = "Accelerator brands and cards, and the models the platform can deploy (admins write, every signed-in user reads)"),
         (name = "servers", description = "GPU servers and their node agents (admin), and platform figures"),
         (name = "deployments", description = "Model services deployed onto the servers (admin): run by deploy jobs, reconciled by each node's agent, reached through `/v1` under their served names"),
+        (name = "tasks", description = "Remote tasks (admin): a command run on servers once, every N seconds or on a cron schedule, over SSH or through the agent; each run kept with exit code, output and duration"),
         (name = "agents", description = "What `maas-agent` calls: join with a join token, then heartbeat and report with its node credential"),
     )
 )]
 pub struct ModelApi;
+
+/// Registers the console pages this context serves (at the root, outside `/api/v1`).
+pub fn configure_console(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/console/servers/{server_id}/terminal")
+            .route(web::get().to(ssh::console_page)),
+    )
+    .service(web::resource("/console/assets/{name}").route(web::get().to(ssh::console_asset)));
+}
 
 /// Registers this context's routes (under `/api/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -100,6 +121,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(h::list_servers))
             .route(web::post().to(h::create_server)),
     )
+    // Fixed words before `{server_id}`, which would otherwise claim them.
+    .service(web::resource("/servers/check-all").route(web::post().to(ssh::check_all)))
+    .service(web::resource("/servers/resources").route(web::post().to(ssh::many_resources)))
     .service(
         web::resource("/servers/{server_id}")
             .route(web::get().to(h::get_server))
@@ -115,6 +139,36 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/servers/{server_id}/agent/health").route(web::get().to(h::agent_health)),
     )
+    .service(
+        web::resource("/servers/{server_id}/ssh")
+            .route(web::get().to(ssh::get_ssh))
+            .route(web::put().to(ssh::set_ssh))
+            .route(web::delete().to(ssh::delete_ssh)),
+    )
+    .service(web::resource("/servers/{server_id}/ssh/repin").route(web::post().to(ssh::repin_ssh)))
+    .service(web::resource("/servers/{server_id}/check").route(web::post().to(ssh::check_server)))
+    .service(
+        web::resource("/servers/{server_id}/resources").route(web::get().to(ssh::server_resources)),
+    )
+    .service(
+        web::resource("/servers/{server_id}/terminal-ticket")
+            .route(web::post().to(ssh::terminal_ticket)),
+    )
+    .service(web::resource("/servers/{server_id}/terminal").route(web::get().to(ssh::terminal)))
+    .service(
+        web::resource("/tasks")
+            .route(web::get().to(tasks::list_tasks))
+            .route(web::post().to(tasks::create_task)),
+    )
+    .service(
+        web::resource("/tasks/{task_id}")
+            .route(web::get().to(tasks::get_task))
+            .route(web::patch().to(tasks::update_task))
+            .route(web::delete().to(tasks::delete_task)),
+    )
+    .service(web::resource("/tasks/{task_id}/run").route(web::post().to(tasks::run_task)))
+    .service(web::resource("/tasks/{task_id}/runs").route(web::get().to(tasks::task_runs)))
+    .service(web::resource("/tasks/{task_id}/runs/{run_id}").route(web::get().to(tasks::task_run)))
     .service(web::resource("/stats").route(web::get().to(h::stats)))
     .service(web::resource("/agents/join").route(web::post().to(node::join)))
     .service(web::resource("/nodes/{server_id}/heartbeat").route(web::post().to(node::heartbeat)))
