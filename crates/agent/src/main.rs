@@ -10,12 +10,14 @@
 //! reconciles them: starts engines from argv templates, stops the extra ones, restarts
 //! crashed ones with backoff, and reports their state; engines outlive the agent, and a
 //! restarted agent adopts them. `GET /instances/{id}/logs` serves an engine's log to the
-//! platform (with the agent's secret).
+//! platform (with the agent's secret); `POST /exec` and the `/pty` WebSocket serve remote
+//! tasks and terminals of a server without SSH access.
 
 mod fetch;
 mod launch;
 mod node;
 mod resources;
+mod shell;
 mod supervisor;
 
 use std::net::TcpListener;
@@ -176,22 +178,7 @@ async fn instance_logs(
     path: actix_web::web::Path<uuid::Uuid>,
     query: actix_web::web::Query<LogsQuery>,
 ) -> actix_web::HttpResponse {
-    use sha2::Digest as _;
-    let presented = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Equal digests compare in constant time regardless of the presented length.
-    let a = sha2::Sha256::digest(presented.as_bytes());
-    let b = sha2::Sha256::digest(logs.secret.as_bytes());
-    let equal = a
-        .iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0;
-    if logs.secret.is_empty() || !equal {
+    if !shell::authorized(&req, &logs.secret) {
         return actix_web::HttpResponse::Unauthorized().finish();
     }
     let (current, _) = supervisor::log_paths(&logs.dir, path.into_inner());
@@ -292,14 +279,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         dir: config.data_dir.join("logs"),
         secret: agent.agent_secret(),
     });
+    let secret = actix_web::web::Data::new(shell::Secret(agent.agent_secret()));
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(logs.clone())
+            .app_data(secret.clone())
+            .app_data(actix_web::web::JsonConfig::default().limit(128 * 1024))
             .service(health)
             .route(
                 "/instances/{instance_id}/logs",
                 actix_web::web::get().to(instance_logs),
             )
+            .route("/exec", actix_web::web::post().to(shell::exec))
+            .route("/pty", actix_web::web::get().to(shell::pty))
     })
     .workers(1)
     .disable_signals()

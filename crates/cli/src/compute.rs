@@ -96,6 +96,31 @@ pub enum ServerCommand {
         /// Server id or name.
         server: String,
     },
+    /// Set a server's SSH access. The password comes from `MAAS_SSH_PASSWORD` or the key
+    /// from a file, never from the command line (which other users can read).
+    SshSet {
+        /// Server id or name.
+        server: String,
+        /// Login user.
+        #[arg(long)]
+        user: String,
+        /// sshd's port.
+        #[arg(long, default_value_t = 22)]
+        port: i64,
+        /// A private key file (else the password in `MAAS_SSH_PASSWORD`).
+        #[arg(long)]
+        key_file: Option<std::path::PathBuf>,
+    },
+    /// Check servers' TCP + SSH reachability and agent heartbeat (one server, or all).
+    SshCheck {
+        /// Server id or name (all servers when absent).
+        server: Option<String>,
+    },
+    /// Pin the host key a server presents now (after checking why it changed).
+    SshRepin {
+        /// Server id or name.
+        server: String,
+    },
 }
 
 fn source(raw: &str) -> anyhow::Result<ModelSource> {
@@ -210,7 +235,9 @@ pub async fn model(platform: &Platform, command: ModelCommand) -> anyhow::Result
 }
 
 pub async fn server(platform: &Platform, command: ServerCommand) -> anyhow::Result<()> {
-    let servers = platform.compute()?.servers;
+    let compute = platform.compute()?;
+    let servers = compute.servers;
+    let ssh = compute.ssh;
     match command {
         ServerCommand::Add {
             name,
@@ -268,12 +295,93 @@ pub async fn server(platform: &Platform, command: ServerCommand) -> anyhow::Resu
                 token.expires_at, token.token
             );
         }
+        ServerCommand::SshSet {
+            server,
+            user,
+            port,
+            key_file,
+        } => {
+            let id = resolve(&servers, &server).await?;
+            let (password, private_key) = match key_file {
+                Some(path) => (
+                    None,
+                    Some(
+                        std::fs::read_to_string(&path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    ),
+                ),
+                None => (
+                    Some(std::env::var("MAAS_SSH_PASSWORD").context(
+                        "set MAAS_SSH_PASSWORD (or pass --key-file): passwords are not taken from the command line",
+                    )?),
+                    None,
+                ),
+            };
+            let draft = maas_model::domain::ssh::SshAccessDraft {
+                port: Some(port),
+                username: user,
+                password,
+                private_key,
+                passphrase: std::env::var("MAAS_SSH_PASSPHRASE").ok(),
+            };
+            let view = ssh.set_access(&Actor::System, id, &draft).await?;
+            println!(
+                "SSH access set: {}@{}:{} ({})",
+                view.username, server, view.port, view.auth
+            );
+        }
+        ServerCommand::SshCheck { server } => {
+            let checks = match server {
+                Some(server) => {
+                    let id = resolve(&servers, &server).await?;
+                    vec![ssh.check(&Actor::System, id).await?]
+                }
+                None => ssh.check_all(&Actor::System).await?,
+            };
+            println!(
+                "{:<36}  {:<8}  {:>8}  probes",
+                "server", "status", "latency"
+            );
+            for c in &checks {
+                let probe = |name: &str, p: Option<&maas_model::domain::ssh::Probe>| match p {
+                    None => String::new(),
+                    Some(p) if p.ok => format!("{name}=ok "),
+                    Some(p) => format!(
+                        "{name}={} ",
+                        p.error.as_ref().map_or("failed", |e| e.code.as_str())
+                    ),
+                };
+                println!(
+                    "{:<36}  {:<8}  {:>8}  {}{}{}",
+                    c.server_id,
+                    c.status.as_str(),
+                    c.latency_ms
+                        .map_or_else(|| "-".to_owned(), |l| format!("{l} ms")),
+                    probe("tcp", Some(&c.detail.tcp)),
+                    probe("ssh", c.detail.ssh.as_ref()),
+                    probe("agent", c.detail.agent.as_ref()),
+                );
+            }
+            if checks
+                .iter()
+                .any(|c| c.status != maas_model::domain::ssh::CheckStatus::Online)
+            {
+                anyhow::bail!("not every server is online");
+            }
+        }
+        ServerCommand::SshRepin { server } => {
+            let id = resolve(&servers, &server).await?;
+            let view = ssh.repin(&Actor::System, id).await?;
+            if let Some(key) = view.host_key {
+                println!("pinned {} {}", key.algorithm, key.fingerprint);
+            }
+        }
     }
     Ok(())
 }
 
 /// A server by id or name.
-async fn resolve(
+pub(crate) async fn resolve(
     servers: &maas_model::app::servers::ServerService,
     key: &str,
 ) -> anyhow::Result<maas_model::domain::server::ServerId> {

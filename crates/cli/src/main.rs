@@ -3,6 +3,7 @@
 
 mod compute;
 mod identity;
+mod tasks;
 mod tls;
 
 use std::process::ExitCode;
@@ -63,12 +64,15 @@ enum Command {
     /// The model registry.
     #[command(subcommand)]
     Model(compute::ModelCommand),
-    /// GPU servers and their agents' join tokens.
+    /// GPU servers: registration, join tokens, SSH access and checks.
     #[command(subcommand)]
     Server(compute::ServerCommand),
     /// Model deployments on the servers.
     #[command(subcommand)]
     Deploy(compute::DeployCommand),
+    /// Remote tasks on the servers.
+    #[command(subcommand)]
+    Task(tasks::TaskCommand),
     /// Certificates for `maas-api`'s HTTPS.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
@@ -153,6 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(command) => compute::model(&platform, command).await,
         Command::Server(command) => compute::server(&platform, command).await,
         Command::Deploy(command) => compute::deploy(&platform, command).await,
+        Command::Task(command) => tasks::task(&platform, command).await,
     };
     // What the command wrote in the background (key use times, ledger entries) is flushed.
     let report = platform.shutdown(Duration::from_secs(10)).await;

@@ -27,6 +27,7 @@ pub mod contract {
     pub use crate::domain::directory::{DeploymentDirectory, ServedEndpoint, ServedModel};
     pub use crate::domain::registry::{Engine, ModelSource};
     pub use crate::domain::server::{DiskReport, GpuReport, NodeReport};
+    pub use crate::domain::ssh::{AgentExecRequest, AgentExecResponse, append_capped};
 }
 
 /// Job payloads of this context (produced and consumed through apalis).

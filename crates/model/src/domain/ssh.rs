@@ -459,6 +459,36 @@ impl fmt::Debug for AgentEndpoint {
     }
 }
 
+/// What `POST /exec` of an agent takes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AgentExecRequest {
+    /// The command line for `bash -lc`.
+    pub script: String,
+    /// Seconds until its process group is killed.
+    pub timeout_secs: u64,
+    /// Bytes of stdout and of stderr kept.
+    pub output_limit: usize,
+}
+
+/// What `POST /exec` of an agent answers.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct AgentExecResponse {
+    /// Exit code (`None`: killed by a signal).
+    pub exit_code: Option<i32>,
+    /// stdout, base64.
+    pub stdout: String,
+    /// stderr, base64.
+    pub stderr: String,
+    /// Whether stdout was cut.
+    pub stdout_truncated: bool,
+    /// Whether stderr was cut.
+    pub stderr_truncated: bool,
+    /// Whether it was killed at its timeout.
+    pub timed_out: bool,
+    /// How long it ran, ms.
+    pub duration_ms: u64,
+}
+
 /// A server's agent as a remote shell: commands and terminals when a server has no SSH access.
 #[async_trait]
 pub trait AgentShell: Send + Sync {

@@ -9,15 +9,15 @@ use base64::Engine as _;
 use futures_util::{SinkExt as _, StreamExt as _};
 use maas_shared::kv::{Keyspace, Multiplexed};
 use rand::Rng as _;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 use crate::domain::errors::ModelError;
 use crate::domain::ssh::{
-    AgentEndpoint, AgentShell, CommandOutcome, Pty, PtyOutput, PtyReader, PtySize, PtyWriter,
-    RemoteCommand, SshFailure, TerminalGrant, TerminalTickets,
+    AgentEndpoint, AgentExecRequest, AgentExecResponse, AgentShell, CommandOutcome, Pty, PtyOutput,
+    PtyReader, PtySize, PtyWriter, RemoteCommand, SshFailure, TerminalGrant, TerminalTickets,
 };
 use crate::domain::task::{RunId, RunQueue};
 
@@ -111,36 +111,6 @@ impl RunQueue for ApalisRunQueue {
     }
 }
 
-/// What `POST /exec` of an agent takes.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ExecRequest {
-    /// The command line for `bash -lc`.
-    pub script: String,
-    /// Seconds until its process group is killed.
-    pub timeout_secs: u64,
-    /// Bytes of stdout and of stderr kept.
-    pub output_limit: usize,
-}
-
-/// What `POST /exec` of an agent answers.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct ExecResponse {
-    /// Exit code (`None`: killed by a signal).
-    pub exit_code: Option<i32>,
-    /// stdout, base64.
-    pub stdout: String,
-    /// stderr, base64.
-    pub stderr: String,
-    /// Whether stdout was cut.
-    pub stdout_truncated: bool,
-    /// Whether stderr was cut.
-    pub stderr_truncated: bool,
-    /// Whether it was killed at its timeout.
-    pub timed_out: bool,
-    /// How long it ran, ms.
-    pub duration_ms: u64,
-}
-
 /// [`AgentShell`] over HTTP and WebSocket; refuses link-local and metadata addresses.
 pub struct HttpAgentShell {
     client: reqwest::Client,
@@ -183,7 +153,7 @@ impl AgentShell for HttpAgentShell {
             .post(url)
             .bearer_auth(&agent.secret)
             .timeout(command.timeout + Duration::from_secs(15))
-            .json(&ExecRequest {
+            .json(&AgentExecRequest {
                 script: command.script.clone(),
                 timeout_secs: command.timeout.as_secs().max(1),
                 output_limit: command.output_limit,
@@ -197,7 +167,7 @@ impl AgentShell for HttpAgentShell {
                 response.status()
             )));
         }
-        let body: ExecResponse = response.json().await.map_err(unreachable)?;
+        let body: AgentExecResponse = response.json().await.map_err(unreachable)?;
         let b64 = base64::engine::general_purpose::STANDARD;
         Ok(CommandOutcome {
             exit_code: body.exit_code,
