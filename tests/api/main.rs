@@ -21,5 +21,6 @@ mod registry;
 mod routes;
 mod sdk;
 mod shutdown;
+mod ssh;
 mod system;
 mod tls;

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod engine;
 pub mod fake_upstream;
 pub mod load;
+pub mod sshd;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
