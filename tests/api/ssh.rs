@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use maas_tests::cluster::{Cluster, WAIT, alive};
+use maas_tests::cluster::{Cluster, WAIT, alive, kill9};
 use maas_tests::eventually;
 use maas_tests::sshd::{PASSWORD, Sshd};
 use reqwest::StatusCode;
@@ -878,4 +878,85 @@ async fn the_console_page_shows_a_typed_command_in_headless_chromium() {
         std::fs::metadata(&shot).unwrap().len() > 1000,
         "no screenshot"
     );
+}
+
+#[tokio::test]
+async fn a_run_whose_worker_is_killed_is_marked_lost_and_never_runs_twice() {
+    let sshd = Sshd::start().await;
+    let mut c = Cluster::start(&[], 1).await;
+    let id = ssh_server(&c, &sshd, "ssh-kill", json!({"password": PASSWORD})).await;
+    let scratch = sshd.dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let count = scratch.join("count");
+    let (status, task) = c
+        .send(
+            reqwest::Method::POST,
+            "/tasks",
+            Some(json!({"name": "once", "command": format!("echo ran >> {}; sleep 3", count.display()),
+                "server_ids": [id], "timeout_secs": 2, "schedule": {"kind": "once", "at": "2100-01-01T00:00:00Z"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let task = task["id"].as_str().unwrap().to_owned();
+    let (_, queued) = c
+        .send(reqwest::Method::POST, &format!("/tasks/{task}/run"), None)
+        .await;
+    let run = queued["runs"][0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/tasks/{task}/runs/{run}");
+    let running = eventually(WAIT, || async {
+        (c.get(&path).await["state"] == "running" && count.exists()).then_some(())
+    })
+    .await;
+    assert!(
+        running.is_some(),
+        "the run never started: {}",
+        c.get(&path).await
+    );
+    kill9(&mut c.workers[0]);
+    let worker = c.spawn_worker();
+    c.workers.push(worker);
+
+    // The new worker's tick sees it running well past its timeout: lost, with the reason.
+    let r = eventually(WAIT, || async {
+        let r = c.get(&path).await;
+        (r["state"] != "running").then_some(r)
+    })
+    .await
+    .unwrap_or_else(|| panic!("the run stayed running; logs:\n{}", c.logs()));
+    assert_eq!(r["state"], "lost", "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("never runs twice"),
+        "{r}"
+    );
+    // Delivery is at least once: the killed worker's job comes back (apalis re-enqueues it
+    // after its orphan timeout; pushed here at once). The run is not started again.
+    c.app
+        .producer::<maas_model::jobs::RemoteTaskJob>()
+        .await
+        .push(maas_model::jobs::RemoteTaskJob {
+            run_id: run.parse().unwrap(),
+        })
+        .await
+        .unwrap();
+    let redelivered = eventually(WAIT, || async {
+        c.logs()
+            .lines()
+            .any(|l| l.contains(&run) && l.contains("remote task run ended"))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        redelivered.is_some(),
+        "the killed worker's job was never redelivered"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&count).unwrap(),
+        "ran\n",
+        "the command ran twice"
+    );
+    assert_eq!(c.get(&path).await["state"], "lost");
 }

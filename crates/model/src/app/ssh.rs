@@ -195,7 +195,15 @@ impl SshService {
         self.server(id).await?;
         let spec = draft.parse().map_err(ModelError::Invalid)?;
         if let SshCredential::PrivateKey { key, passphrase } = &spec.credential {
-            self.ports.connector.check_key(key, passphrase.as_deref())?;
+            self.ports
+                .connector
+                .check_key(key, passphrase.as_deref())
+                .map_err(|_| {
+                    ModelError::Invalid(vec![crate::domain::errors::InvalidValue::new(
+                        "private_key",
+                        "a private key in OpenSSH or PEM format that opens with the passphrase given",
+                    )])
+                })?;
         }
         let sealed = self.ports.sealer.seal(
             &serde_json::to_string(&spec.credential)
@@ -680,12 +688,12 @@ impl SshService {
         let server = self.server(id).await?;
         if auto_command
             .as_ref()
-            .is_some_and(|c| c.len() > 4096 || c.contains('\0'))
+            .is_some_and(|c| c.chars().count() > 4096 || c.contains('\0'))
         {
             return Err(ModelError::Invalid(vec![
                 crate::domain::errors::InvalidValue::new(
                     "auto_command",
-                    "at most 4096 bytes, without NUL",
+                    "at most 4096 characters, without NUL",
                 ),
             ]));
         }

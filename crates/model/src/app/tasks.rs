@@ -44,6 +44,8 @@ pub struct Fired {
     pub runs: usize,
     /// Queued runs whose job was pushed again.
     pub requeued: usize,
+    /// Runs marked lost (their worker died while they ran).
+    pub lost: u64,
 }
 
 /// Remote tasks and their runs.
@@ -56,6 +58,9 @@ pub struct TaskService {
 const TICK_BATCH: u32 = 500;
 /// A run still queued this long after it was created has its job pushed again.
 const REQUEUE_AFTER: Duration = Duration::from_secs(60);
+/// A run still running this long past its timeout lost its worker (a live one ends it at the
+/// timeout, plus the kill grace of the SSH client).
+const LOST_AFTER_SECS: u32 = 15;
 
 impl TaskService {
     /// The service.
@@ -281,6 +286,11 @@ impl TaskService {
             }
         }
         let stale_before = now - chrono::Duration::from_std(REQUEUE_AFTER).unwrap_or_default();
+        fired.lost = self
+            .ports
+            .tasks
+            .expire_running(now, LOST_AFTER_SECS)
+            .await?;
         for run in self
             .ports
             .tasks

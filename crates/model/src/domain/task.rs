@@ -538,6 +538,9 @@ pub trait TaskRepository: Send + Sync {
         before: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<RunId>, ModelError>;
+    /// Marks lost the runs still running well past their task's timeout (their worker died:
+    /// a live worker kills a command at its timeout). Answers how many.
+    async fn expire_running(&self, now: DateTime<Utc>, grace_secs: u32) -> Result<u64, ModelError>;
     /// One run.
     async fn run(&self, id: RunId) -> Result<Option<TaskRun>, ModelError>;
     /// Marks a queued run running (see [`Start`]).

@@ -671,6 +671,21 @@ impl TaskRepository for PgTasks {
         .collect())
     }
 
+    async fn expire_running(&self, now: DateTime<Utc>, grace_secs: u32) -> Result<u64, ModelError> {
+        let done = self
+            .db
+            .execute(stmt(
+                "UPDATE remote_task_runs r SET state = 'lost', finished_at = $1, \
+                 error = 'the worker running it stopped before it ended; it is not run again, so it never runs twice' \
+                 FROM remote_tasks t WHERE r.task_id = t.id AND r.state = 'running' \
+                 AND r.started_at + make_interval(secs => t.timeout_secs + $2) < $1",
+                [now.into(), i32::try_from(grace_secs).unwrap_or(i32::MAX).into()],
+            ))
+            .await
+            .context("expiring lost runs")?;
+        Ok(done.rows_affected())
+    }
+
     async fn run(&self, id: RunId) -> Result<Option<TaskRun>, ModelError> {
         RunRow::find_by_statement(stmt(
             &format!("SELECT {RUN_COLUMNS} FROM remote_task_runs WHERE id = $1"),

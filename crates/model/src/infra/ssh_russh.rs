@@ -82,13 +82,10 @@ impl SshConnector for RusshConnector {
             nodelay: true,
             ..client::Config::default()
         });
-        let addr = (target.host.clone(), target.port);
         let started = Instant::now();
-        let tcp = tokio::time::timeout(target.timeout, tokio::net::TcpStream::connect(addr))
+        let tcp = tokio::time::timeout(target.timeout, open_tcp(&target.host, target.port))
             .await
-            .map_err(|_| SshFailure::Timeout)?
-            .map_err(|e| SshFailure::Unreachable(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
+            .map_err(|_| SshFailure::Timeout)??;
         let left = target.timeout.saturating_sub(started.elapsed());
         let connected = tokio::time::timeout(left, client::connect_stream(config, tcp, handler))
             .await
@@ -136,12 +133,34 @@ impl SshConnector for RusshConnector {
         timeout: Duration,
     ) -> Result<Duration, SshFailure> {
         let started = Instant::now();
-        tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port)))
+        tokio::time::timeout(timeout, open_tcp(host, port))
             .await
-            .map_err(|_| SshFailure::Timeout)?
-            .map_err(|e| SshFailure::Unreachable(e.to_string()))?;
+            .map_err(|_| SshFailure::Timeout)??;
         Ok(started.elapsed())
     }
+}
+
+/// A TCP connection to `host:port`, never to a link-local or cloud-metadata address (a name
+/// may resolve to one).
+async fn open_tcp(host: &str, port: u16) -> Result<tokio::net::TcpStream, SshFailure> {
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| SshFailure::Unreachable(e.to_string()))?
+        .collect();
+    let allowed: Vec<std::net::SocketAddr> = addrs
+        .into_iter()
+        .filter(|a| !maas_shared::net::is_forbidden_ip(a.ip()))
+        .collect();
+    if allowed.is_empty() {
+        return Err(SshFailure::Unreachable(format!(
+            "{host} resolves to no address the platform may call"
+        )));
+    }
+    let stream = tokio::net::TcpStream::connect(allowed.as_slice())
+        .await
+        .map_err(|e| SshFailure::Unreachable(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 async fn authenticate(

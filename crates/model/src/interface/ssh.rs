@@ -262,7 +262,7 @@ pub struct ResourcesRequest {
 #[derive(Deserialize, ToSchema, Validate, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TicketRequest {
-    /// Typed into the shell once it opens (at most 4096 bytes).
+    /// Typed into the shell once it opens (at most 4096 characters, without NUL).
     #[schema(max_length = 4096)]
     pub auto_command: Option<String>,
     /// Initial columns (1–1000, default 80).
@@ -303,8 +303,7 @@ fn server_id(path: web::Path<Uuid>) -> ServerId {
 /// it survives a new user or credential but not a new port.
 #[utoipa::path(put, path = "/servers/{server_id}/ssh", tag = "servers", params(("server_id" = Uuid, Path)), request_body = SshAccessRequest,
     responses((status = 200, body = SshAccessResponse), (status = 404, description = "`server_not_found`"),
-        (status = 422, description = "`validation_failed` (every bad field); `ssh_bad_key` is a 503 only when a stored key fails later"),
-        (status = 503, description = "`ssh_bad_key`: the private key does not parse with the passphrase given")),
+        (status = 422, description = "`validation_failed` (every bad field; a private key that does not open with the passphrase given is refused here)")),
     security(("bearer" = [])))]
 pub async fn set_ssh(
     req: HttpRequest,
