@@ -393,6 +393,11 @@ async fn a_changed_host_key_is_refused_until_an_admin_repins_it_and_resources_fa
     assert_eq!(first["status"], "online", "{first}");
     assert!(first["ssh"]["ok"].as_bool().unwrap() && first["tcp"]["ok"].as_bool().unwrap());
     assert_eq!(first["agent"], Value::Null, "no agent joined");
+    let last = c.get(&format!("/servers/{id}/check")).await;
+    assert_eq!(
+        (last["status"].clone(), last["checked_at"].clone()),
+        (json!("online"), first["checked_at"].clone())
+    );
     let pinned = sshd.host_fingerprint();
     assert_eq!(
         c.get(&format!("/servers/{id}/ssh")).await["host_key"]["fingerprint"],

@@ -492,6 +492,25 @@ impl SshService {
         Ok(check)
     }
 
+    /// A server's last stored check.
+    ///
+    /// # Errors
+    /// Forbidden; [`ModelError::NotFound`] (the server, or a check).
+    pub async fn last_check(
+        &self,
+        actor: &Actor<'_>,
+        id: ServerId,
+    ) -> Result<ServerCheck, ModelError> {
+        Self::admin(actor)?;
+        self.server(id).await?;
+        self.ports
+            .ssh
+            .checks(&[id])
+            .await?
+            .pop()
+            .ok_or(ModelError::NotFound(Entity::Check))
+    }
+
     /// The last check of each of `servers`.
     ///
     /// # Errors

@@ -28,6 +28,8 @@ pub enum Entity {
     Task,
     /// A run of a remote task.
     Run,
+    /// A server's stored check.
+    Check,
 }
 
 impl Entity {
@@ -43,6 +45,7 @@ impl Entity {
             Self::Instance => "instance",
             Self::Task => "remote task",
             Self::Run => "task run",
+            Self::Check => "server check",
         }
     }
 }
@@ -161,7 +164,8 @@ impl Classify for ModelError {
             Self::NotFound(Entity::Task) => "task_not_found",
             Self::NotFound(Entity::Run) => "run_not_found",
             Self::NameTaken(Entity::Task) => "task_name_taken",
-            Self::NameTaken(Entity::Run) => "conflict",
+            Self::NotFound(Entity::Check) => "check_not_found",
+            Self::NameTaken(Entity::Run | Entity::Check) => "conflict",
             Self::NameTaken(Entity::Brand) => "brand_name_taken",
             Self::NameTaken(Entity::Card) => "card_model_taken",
             Self::NameTaken(Entity::Model) => "model_name_taken",

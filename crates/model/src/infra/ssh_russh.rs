@@ -380,15 +380,20 @@ mod tests {
     #[test]
     fn a_command_is_one_quoted_word() {
         let line = command_line(&RemoteCommand {
-            script: "echo 'a b'; echo $(whoami)".into(),
+            script: r#"printf '%s|' 'a b' "$(echo x)" '$(no)'; exit 3"#.into(),
             timeout: Duration::from_secs(7),
             output_limit: 10,
         })
         .expect("quotable");
-        assert!(
-            line.contains(r#"timeout -k 5 7 bash -lc 'echo '\''a b'\''; echo $(whoami)'"#),
-            "{line}"
-        );
+        assert!(line.contains("timeout -k 5 7 bash -lc "), "{line}");
+        // What the remote login shell does with the line: the command runs exactly as written.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .output()
+            .expect("sh runs");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a b|x|$(no)|");
+        assert_eq!(out.status.code(), Some(3));
         assert!(
             command_line(&RemoteCommand {
                 script: "a\0b".into(),

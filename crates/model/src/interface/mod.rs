@@ -26,7 +26,7 @@ use actix_web::web;
         deployments::start_deployment, deployments::stop_deployment, deployments::restart_deployment,
         deployments::deployment_events, deployments::deployment_instances, deployments::instance_logs,
         deployments::assignments, deployments::report_instances,
-        ssh::set_ssh, ssh::get_ssh, ssh::delete_ssh, ssh::repin_ssh, ssh::check_server, ssh::check_all,
+        ssh::set_ssh, ssh::get_ssh, ssh::delete_ssh, ssh::repin_ssh, ssh::check_server, ssh::last_check, ssh::check_all,
         ssh::server_resources, ssh::many_resources, ssh::terminal_ticket, ssh::terminal,
         tasks::create_task, tasks::list_tasks, tasks::get_task, tasks::update_task, tasks::delete_task,
         tasks::run_task, tasks::task_runs, tasks::task_run,
@@ -146,7 +146,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(ssh::delete_ssh)),
     )
     .service(web::resource("/servers/{server_id}/ssh/repin").route(web::post().to(ssh::repin_ssh)))
-    .service(web::resource("/servers/{server_id}/check").route(web::post().to(ssh::check_server)))
+    .service(
+        web::resource("/servers/{server_id}/check")
+            .route(web::get().to(ssh::last_check))
+            .route(web::post().to(ssh::check_server)),
+    )
     .service(
         web::resource("/servers/{server_id}/resources").route(web::get().to(ssh::server_resources)),
     )

@@ -184,8 +184,9 @@ impl From<&ServerCheck> for ServerCheckResponse {
 /// (`{"error": {"code", "message"}}`); each figure fails on its own.
 #[derive(Serialize, ToSchema)]
 pub struct MetricDto {
-    /// The figure (absent when it failed).
-    #[schema(value_type = Option<Object>)]
+    /// The figure (absent when it failed): an object for `cpu` and `memory`, a list for
+    /// `disks` and `gpus`.
+    #[schema(value_type = Option<serde_json::Value>)]
     pub value: Option<serde_json::Value>,
     /// Why it failed: a stable code (`command_failed`, `unparsable`, `ssh_auth_failed`,
     /// `no_remote_access`, …).
@@ -259,7 +260,7 @@ pub struct ResourcesRequest {
 }
 
 /// A terminal ticket request.
-#[derive(Deserialize, ToSchema, Validate, Default)]
+#[derive(Deserialize, ToSchema, Validate)]
 #[serde(deny_unknown_fields)]
 pub struct TicketRequest {
     /// Typed into the shell once it opens (at most 4096 characters, without NUL).
@@ -393,6 +394,21 @@ pub async fn check_server(
     Ok(HttpResponse::Ok().json(ServerCheckResponse::from(&check)))
 }
 
+/// A server's last check (admin)
+#[utoipa::path(get, path = "/servers/{server_id}/check", tag = "servers", params(("server_id" = Uuid, Path)),
+    responses((status = 200, body = ServerCheckResponse), (status = 404, description = "`server_not_found`, `check_not_found` (never checked)")),
+    security(("bearer" = [])))]
+pub async fn last_check(
+    req: HttpRequest,
+    caller: Caller,
+    ssh: web::Data<SshService>,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    actor!(req, caller, ctx, actor);
+    let check = ssh.last_check(&actor, server_id(path)).await?;
+    Ok(HttpResponse::Ok().json(ServerCheckResponse::from(&check)))
+}
+
 /// Check every server (admin)
 #[utoipa::path(post, path = "/servers/check-all", tag = "servers",
     responses((status = 200, body = Vec<ServerCheckResponse>)),
@@ -465,10 +481,10 @@ pub async fn terminal_ticket(
     caller: Caller,
     ssh: web::Data<SshService>,
     path: web::Path<Uuid>,
-    body: Option<ValidatedJson<TicketRequest>>,
+    body: ValidatedJson<TicketRequest>,
 ) -> Result<HttpResponse, ApiError> {
     actor!(req, caller, ctx, actor);
-    let b = body.map(ValidatedJson::into_inner).unwrap_or_default();
+    let b = body.into_inner();
     let size = PtySize::new(b.cols.unwrap_or(80), b.rows.unwrap_or(24))
         .map_err(|e| ModelError::Invalid(vec![e]))?;
     let id = server_id(path);
