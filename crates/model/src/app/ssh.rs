@@ -445,7 +445,15 @@ impl SshService {
                     Err(ModelError::Ssh(failure)) => {
                         Probe::failed(failure.code(), failure.to_string())
                     }
-                    Err(other) => return Err(other),
+                    // Anything else (a credential sealed under another platform key, the store
+                    // failing) fails this probe only; the other servers are still checked.
+                    Err(other) => {
+                        tracing::warn!(server.id = %server.id(), error = %other, "an SSH probe could not run");
+                        Probe::failed(
+                            maas_shared::error::Classify::code(&other),
+                            "the platform could not open this server's SSH access",
+                        )
+                    }
                 })
             }
         };
@@ -623,8 +631,16 @@ impl SshService {
         };
         let session = match self.connect(server, &access).await {
             Ok(session) => session,
-            Err(ModelError::Ssh(failure)) => {
-                let (code, message) = (failure.code(), failure.to_string());
+            Err(e) => {
+                let (code, message) = if let ModelError::Ssh(failure) = &e {
+                    (failure.code(), failure.to_string())
+                } else {
+                    tracing::warn!(server.id = %server.id(), error = %e, "SSH access could not be opened");
+                    (
+                        maas_shared::error::Classify::code(&e),
+                        "the platform could not open this server's SSH access".to_owned(),
+                    )
+                };
                 return Ok(Resources {
                     server_id: server.id(),
                     source: ResourceSource::Ssh,
@@ -635,7 +651,6 @@ impl SshService {
                     gpus: Metric::failed(code, message),
                 });
             }
-            Err(other) => return Err(other),
         };
         let run = |script: &str| RemoteCommand {
             script: script.to_owned(),
