@@ -896,3 +896,62 @@ async fn a_route_listed_twice_is_kept_once_and_two_upstreams_for_one_name_are_42
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["errors"][0]["field"], "models", "{body}");
 }
+
+#[tokio::test]
+async fn every_proxied_call_says_its_gateway_and_upstream_time_and_is_counted_in_the_overhead_histogram()
+ {
+    let s = setup().await;
+    let upstream = FakeUpstream::spawn(Behaviour::default());
+    register(&s, "fake", &upstream, "tiny").await;
+    let parse = |header: &str| -> (f64, f64) {
+        let part = |name: &str| {
+            header
+                .split(", ")
+                .find_map(|p| p.strip_prefix(&format!("{name};dur=")))
+                .unwrap_or_else(|| panic!("no {name} in {header}"))
+                .parse::<f64>()
+                .unwrap()
+        };
+        (part("gateway"), part("upstream"))
+    };
+    let plain = chat(
+        &s,
+        json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(plain.status(), StatusCode::OK);
+    let (gateway, upstream_ms) = parse(plain.headers()["server-timing"].to_str().unwrap());
+    assert!(
+        gateway > 0.0 && upstream_ms > 0.0,
+        "{gateway} {upstream_ms}"
+    );
+    plain.bytes().await.unwrap();
+    let streamed = chat(
+        &s,
+        json!({"model": "tiny", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(streamed.status(), StatusCode::OK);
+    parse(streamed.headers()["server-timing"].to_str().unwrap());
+    streamed.bytes().await.unwrap();
+    // A refused call (unknown model) never reached an upstream: no timing, not counted.
+    let refused = chat(
+        &s,
+        json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+    assert!(refused.headers().get("server-timing").is_none());
+    let metrics = s.app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "maas_gateway_overhead_seconds_count 2"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("overhead"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -96,6 +96,7 @@ impl Application {
         } = platform.api()?;
         let metrics = metrics()?;
         let gauges = SettlementGauges::register(&metrics.registry)?;
+        let overhead = GatewayOverhead::register(&metrics.registry)?;
         platform.watch_settlements(&identity, move |stats| gauges.set(stats));
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| {
@@ -125,6 +126,7 @@ impl Application {
                 audit: platform.audit(),
                 gateway_limit: settings.gateway.max_request_bytes,
                 console_assets: settings.compute.console_assets_dir.clone(),
+                overhead,
             },
             extra,
         )?;
@@ -171,6 +173,57 @@ fn metrics() -> anyhow::Result<PrometheusMetrics> {
         .exclude_regex("^/redoc")
         .build()
         .map_err(|e| anyhow::anyhow!("building metrics: {e}"))
+}
+
+/// `maas_gateway_overhead_seconds`: the time a proxied call spent in the gateway itself (the
+/// call minus its upstream's time), read from the `server-timing` header the gateway sets.
+#[derive(Clone)]
+struct GatewayOverhead(prometheus::Histogram);
+
+impl GatewayOverhead {
+    fn register(registry: &prometheus::Registry) -> anyhow::Result<Self> {
+        let histogram = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "maas_gateway_overhead_seconds",
+                "Time a proxied call spent in the gateway, excluding the upstream (to a stream's head)",
+            )
+            .buckets(vec![
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25,
+            ]),
+        )
+        .context("defining the gateway overhead histogram")?;
+        registry
+            .register(Box::new(histogram.clone()))
+            .context("registering the gateway overhead histogram")?;
+        Ok(Self(histogram))
+    }
+}
+
+/// The `gateway;dur=` milliseconds of a `server-timing` header.
+fn gateway_ms(header: &str) -> Option<f64> {
+    header
+        .split(',')
+        .find_map(|part| part.trim().strip_prefix("gateway;dur="))
+        .and_then(|ms| ms.parse().ok())
+}
+
+async fn observe_overhead(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let overhead = req.app_data::<web::Data<GatewayOverhead>>().cloned();
+    let response = next.call(req).await?;
+    if let Some(overhead) = overhead
+        && let Some(ms) = response
+            .headers()
+            .get("server-timing")
+            .and_then(|v| v.to_str().ok())
+            .and_then(gateway_ms)
+    {
+        overhead.0.observe(ms / 1000.0);
+    }
+    Ok(response)
 }
 
 /// The settlement stream's state in `/metrics`: how far the worker's drain into PostgreSQL is
@@ -275,6 +328,8 @@ struct Services {
     gateway_limit: usize,
     /// Where the console's fetched xterm.js files are.
     console_assets: std::path::PathBuf,
+    /// The gateway overhead histogram.
+    overhead: GatewayOverhead,
 }
 
 fn serve(
@@ -306,6 +361,7 @@ fn serve(
     let feed = web::Data::new(services.compute.feed.clone());
     let ssh = web::Data::new(services.compute.ssh.clone());
     let tasks = web::Data::new(services.compute.tasks.clone());
+    let overhead = web::Data::new(services.overhead.clone());
     let console_assets = web::Data::new(maas_model::interface::ssh::ConsoleAssets(
         services.console_assets.clone(),
     ));
@@ -342,12 +398,14 @@ fn serve(
             .app_data(ssh.clone())
             .app_data(tasks.clone())
             .app_data(console_assets.clone())
+            .app_data(overhead.clone())
             .app_data(json_config::<Problem>(json_limit))
             .app_data(query_config::<Problem>())
             .app_data(path_config::<Problem>())
             // Innermost first: the fallback rewrites any non-JSON error actix produced.
             .wrap(ErrorHandlers::new().default_handler(error_fallback))
             .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
+            .wrap(from_fn(observe_overhead))
             .wrap(metrics.clone())
             .wrap(from_fn(request_id))
             .wrap(from_fn(normalize_path))

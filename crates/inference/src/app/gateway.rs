@@ -49,6 +49,11 @@ pub struct Proxied {
     pub limit: Option<LimitState>,
     /// `hit` or `miss` when the request was cacheable (for `x-cache`).
     pub cache: Option<&'static str>,
+    /// Time spent waiting on upstreams (their headers, and a full body's bytes).
+    pub upstream_time: Duration,
+    /// Time spent in the gateway itself until the answer (or a stream's head) left: the whole
+    /// call minus `upstream_time` (for `server-timing` and the overhead histogram).
+    pub gateway_time: Duration,
 }
 
 /// A model as listed by `/v1/models`.
@@ -286,8 +291,9 @@ impl GatewayService {
         }
         let Admitted { mut settlement } = self.admit(&principal, &call, started, at).await?;
         settlement.on_answer(exchange.map(record_exchange(Arc::clone(&self.ports.background))));
-        let (response, settlement) = self.forward(&call, targets, settlement).await?;
+        let (response, settlement, waited) = self.forward(&call, targets, settlement).await?;
         let mut proxied = self.settle(&call, response, settlement).await;
+        proxied.upstream_time += waited;
         if let (Some(cache), Some(key)) = (&self.ports.cache, cache_key) {
             proxied.cache = Some("miss");
             if let ProxiedBody::Full(bytes) = &proxied.body
@@ -296,6 +302,7 @@ impl GatewayService {
                 cache.put(principal.user_id(), &key, bytes.clone()).await;
             }
         }
+        proxied.gateway_time = started.elapsed().saturating_sub(proxied.upstream_time);
         Ok(proxied)
     }
 
@@ -432,8 +439,9 @@ impl GatewayService {
         call: &Call,
         targets: Vec<Target>,
         mut settlement: Settlement,
-    ) -> Result<(UpstreamResponse, Settlement), InferenceError> {
+    ) -> Result<(UpstreamResponse, Settlement, Duration), InferenceError> {
         let mut last_failure = String::from("no upstream");
+        let mut waited = Duration::ZERO;
         for target in targets {
             let request = UpstreamRequest {
                 url: target.base_url.join(call.endpoint().path()),
@@ -441,7 +449,10 @@ impl GatewayService {
                 body: Bytes::from(call.upstream_body(&target.upstream_model)?),
             };
             let in_flight = self.balancer.start(target.provider_id);
-            match self.ports.upstream.post(request).await {
+            let asked = Instant::now();
+            let answered = self.ports.upstream.post(request).await;
+            waited += asked.elapsed();
+            match answered {
                 Ok(r) if r.status >= 500 => {
                     self.balancer.failed(target.provider_id);
                     last_failure = format!("{} answered {}", target.provider, r.status);
@@ -450,7 +461,7 @@ impl GatewayService {
                 Ok(response) => {
                     self.balancer.succeeded(target.provider_id);
                     settlement.serve_from(&target.provider, Some(in_flight));
-                    return Ok((response, settlement));
+                    return Ok((response, settlement, waited));
                 }
                 Err(failure) => {
                     self.balancer.failed(target.provider_id);
@@ -484,45 +495,49 @@ impl GatewayService {
                 body: ProxiedBody::Stream(metered.boxed()),
                 limit,
                 cache: None,
+                upstream_time: Duration::ZERO,
+                gateway_time: Duration::ZERO,
             };
         }
         let first_byte_ms = Some(elapsed_ms(settlement.started()));
-        let (status, content_type, body, outcome) =
-            match collect(response.body, self.config.max_response_bytes).await {
-                Err(reason) => {
-                    let body = openai_error(
-                        &format!("upstream response failed: {reason}"),
-                        "upstream_unavailable",
-                    );
-                    let outcome = Outcome {
-                        status: 502,
+        let reading = Instant::now();
+        let collected = collect(response.body, self.config.max_response_bytes).await;
+        let upstream_time = reading.elapsed();
+        let (status, content_type, body, outcome) = match collected {
+            Err(reason) => {
+                let body = openai_error(
+                    &format!("upstream response failed: {reason}"),
+                    "upstream_unavailable",
+                );
+                let outcome = Outcome {
+                    status: 502,
+                    first_byte_ms,
+                    ..Outcome::default()
+                };
+                (502, "application/json".to_owned(), body, outcome)
+            }
+            Ok(bytes) => {
+                let outcome = if success {
+                    Outcome {
+                        status: response.status,
+                        consumed: true,
+                        reported: reported_usage(&bytes),
+                        completion_bytes: bytes.len(),
+                        first_byte_ms,
+                        answer: Some(answer_text(&bytes)),
+                    }
+                } else {
+                    // The upstream refused the call (bad parameters and the like): nothing
+                    // was consumed.
+                    Outcome {
+                        status: response.status,
                         first_byte_ms,
                         ..Outcome::default()
-                    };
-                    (502, "application/json".to_owned(), body, outcome)
-                }
-                Ok(bytes) => {
-                    let outcome = if success {
-                        Outcome {
-                            status: response.status,
-                            consumed: true,
-                            reported: reported_usage(&bytes),
-                            completion_bytes: bytes.len(),
-                            first_byte_ms,
-                            answer: Some(answer_text(&bytes)),
-                        }
-                    } else {
-                        // The upstream refused the call (bad parameters and the like): nothing
-                        // was consumed.
-                        Outcome {
-                            status: response.status,
-                            first_byte_ms,
-                            ..Outcome::default()
-                        }
-                    };
-                    (response.status, content_type, bytes, outcome)
-                }
-            };
+                    }
+                };
+                (response.status, content_type, bytes, outcome)
+            }
+        };
         settlement.finish(outcome).await;
         Proxied {
             status,
@@ -530,6 +545,8 @@ impl GatewayService {
             body: ProxiedBody::Full(body),
             limit,
             cache: None,
+            upstream_time,
+            gateway_time: Duration::ZERO,
         }
     }
 
@@ -574,6 +591,8 @@ impl GatewayService {
             body: ProxiedBody::Full(hit),
             limit,
             cache: Some("hit"),
+            upstream_time: Duration::ZERO,
+            gateway_time: started.elapsed(),
         })
     }
 }

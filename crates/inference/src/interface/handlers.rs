@@ -25,6 +25,12 @@ pub(crate) fn respond(proxied: Proxied) -> HttpResponse {
     if let Some(cache) = proxied.cache {
         builder.insert_header(("x-cache", cache));
     }
+    // What the call cost here and upstream, in ms (W3C Server-Timing; a stream's figures run to
+    // its head). `maas-api` also records `gateway` in its overhead histogram.
+    builder.insert_header((
+        "server-timing",
+        server_timing(proxied.gateway_time, proxied.upstream_time),
+    ));
     if let Some(limit) = &proxied.limit {
         for (name, value) in limit_headers(limit) {
             builder.insert_header((name, value));
@@ -39,6 +45,16 @@ pub(crate) fn respond(proxied: Proxied) -> HttpResponse {
             builder.streaming(stream)
         }
     }
+}
+
+/// `gateway;dur=0.213, upstream;dur=1.532` (milliseconds).
+#[must_use]
+pub fn server_timing(gateway: std::time::Duration, upstream: std::time::Duration) -> String {
+    format!(
+        "gateway;dur={:.3}, upstream;dur={:.3}",
+        gateway.as_secs_f64() * 1000.0,
+        upstream.as_secs_f64() * 1000.0
+    )
 }
 
 async fn proxy(
