@@ -49,11 +49,8 @@ async fn capped(mut stream: impl AsyncRead + Unpin, limit: usize) -> (Vec<u8>, b
 }
 
 fn kill_group(pid: Option<u32>) {
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 1) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+    if let Some(pid) = pid {
+        crate::supervisor::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
     }
 }
 
@@ -216,11 +213,8 @@ async fn bridge(
         }
     }
     // The shell leads its own session: hang it up and end what it started.
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 1) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGHUP,
-        );
+    if let Some(pid) = pid {
+        crate::supervisor::signal_group(pid, nix::sys::signal::Signal::SIGHUP);
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
     kill_group(pid);

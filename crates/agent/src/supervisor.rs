@@ -149,7 +149,7 @@ fn start_time(pid: u32) -> Option<u64> {
 
 /// Signals the process group an engine leads. Never 0 or 1: `killpg(0)` is the agent's own
 /// group and group 1 is init's.
-fn signal_group(pid: u32, signal: nix::sys::signal::Signal) {
+pub(crate) fn signal_group(pid: u32, signal: nix::sys::signal::Signal) {
     if let Ok(pid) = i32::try_from(pid)
         && pid > 1
     {

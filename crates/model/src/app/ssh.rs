@@ -618,16 +618,13 @@ impl SshService {
             });
         }
         let Some(access) = self.ports.ssh.get(server.id()).await? else {
-            let missing = "no SSH access and no report from a live agent";
-            return Ok(Resources {
-                server_id: server.id(),
-                source: ResourceSource::None,
-                read_at: None,
-                cpu: Metric::failed("no_remote_access", missing),
-                memory: Metric::failed("no_remote_access", missing),
-                disks: Metric::failed("no_remote_access", missing),
-                gpus: Metric::failed("no_remote_access", missing),
-            });
+            return Ok(Resources::all_failed(
+                server.id(),
+                ResourceSource::None,
+                None,
+                "no_remote_access",
+                "no SSH access and no report from a live agent",
+            ));
         };
         let session = match self.connect(server, &access).await {
             Ok(session) => session,
@@ -641,15 +638,13 @@ impl SshService {
                         "the platform could not open this server's SSH access".to_owned(),
                     )
                 };
-                return Ok(Resources {
-                    server_id: server.id(),
-                    source: ResourceSource::Ssh,
-                    read_at: Some(now),
-                    cpu: Metric::failed(code, message.clone()),
-                    memory: Metric::failed(code, message.clone()),
-                    disks: Metric::failed(code, message.clone()),
-                    gpus: Metric::failed(code, message),
-                });
+                return Ok(Resources::all_failed(
+                    server.id(),
+                    ResourceSource::Ssh,
+                    Some(now),
+                    code,
+                    &message,
+                ));
             }
         };
         let run = |script: &str| RemoteCommand {

@@ -792,6 +792,28 @@ pub struct Resources {
     pub gpus: Metric<Vec<GpuFigures>>,
 }
 
+impl Resources {
+    /// A reading in which every figure failed for the same reason.
+    #[must_use]
+    pub fn all_failed(
+        server_id: ServerId,
+        source: ResourceSource,
+        read_at: Option<DateTime<Utc>>,
+        code: &str,
+        message: &str,
+    ) -> Self {
+        Self {
+            server_id,
+            source,
+            read_at,
+            cpu: Metric::failed(code, message),
+            memory: Metric::failed(code, message),
+            disks: Metric::failed(code, message),
+            gpus: Metric::failed(code, message),
+        }
+    }
+}
+
 /// Parses `/proc/meminfo`.
 #[must_use]
 pub fn parse_meminfo(text: &str) -> Option<MemoryFigures> {

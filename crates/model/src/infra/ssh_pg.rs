@@ -396,6 +396,30 @@ fn schedule_values(s: &Schedule) -> [Value; 4] {
     }
 }
 
+/// `$1`–`$12` of a task's insert and update (id to `next_run_at`), then `extra`.
+fn task_params<const N: usize>(task: &RemoteTask, extra: [Value; N]) -> Vec<Value> {
+    let s = &task.spec;
+    let [kind, at, every, cron] = schedule_values(&s.schedule);
+    let mut values: Vec<Value> = vec![
+        task.id.as_uuid().into(),
+        s.name.clone().into(),
+        s.command.clone().into(),
+        server_list(&s.server_ids).into(),
+        kind,
+        at,
+        every,
+        cron,
+        i32::try_from(s.timeout_secs).unwrap_or(i32::MAX).into(),
+        i32::try_from(s.output_limit_bytes)
+            .unwrap_or(i32::MAX)
+            .into(),
+        s.enabled.into(),
+        task.next_run_at.into(),
+    ];
+    values.extend(extra);
+    values
+}
+
 fn server_list(ids: &[ServerId]) -> serde_json::Value {
     serde_json::json!(ids.iter().map(ServerId::as_uuid).collect::<Vec<_>>())
 }
@@ -475,8 +499,6 @@ fn insert_run(run: &TaskRun, on_conflict: &str) -> sea_orm::Statement {
 #[async_trait]
 impl TaskRepository for PgTasks {
     async fn insert(&self, task: &RemoteTask, audit: NewAuditEvent) -> Result<(), ModelError> {
-        let s = &task.spec;
-        let [kind, at, every, cron] = schedule_values(&s.schedule);
         let txn = self.db.begin().await.context("starting a transaction")?;
         exec(
             &txn,
@@ -484,22 +506,7 @@ impl TaskRepository for PgTasks {
                 &format!(
                     "INSERT INTO remote_tasks ({TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)"
                 ),
-                [
-                    task.id.as_uuid().into(),
-                    s.name.clone().into(),
-                    s.command.clone().into(),
-                    server_list(&s.server_ids).into(),
-                    kind,
-                    at,
-                    every,
-                    cron,
-                    i32::try_from(s.timeout_secs).unwrap_or(i32::MAX).into(),
-                    i32::try_from(s.output_limit_bytes).unwrap_or(i32::MAX).into(),
-                    s.enabled.into(),
-                    task.next_run_at.into(),
-                    task.created_by.into(),
-                    task.created_at.into(),
-                ],
+                task_params(task, [task.created_by.into(), task.created_at.into()]),
             ),
             Entity::Task,
             Entity::Server,
@@ -538,8 +545,6 @@ impl TaskRepository for PgTasks {
     }
 
     async fn update(&self, task: &RemoteTask, audit: NewAuditEvent) -> Result<(), ModelError> {
-        let s = &task.spec;
-        let [kind, at, every, cron] = schedule_values(&s.schedule);
         let txn = self.db.begin().await.context("starting a transaction")?;
         let done = exec(
             &txn,
@@ -547,21 +552,7 @@ impl TaskRepository for PgTasks {
                 "UPDATE remote_tasks SET name = $2, command = $3, server_ids = $4, schedule_kind = $5, schedule_at = $6, \
                  every_secs = $7, cron = $8, timeout_secs = $9, output_limit_bytes = $10, enabled = $11, next_run_at = $12, \
                  updated_at = $13 WHERE id = $1",
-                [
-                    task.id.as_uuid().into(),
-                    s.name.clone().into(),
-                    s.command.clone().into(),
-                    server_list(&s.server_ids).into(),
-                    kind,
-                    at,
-                    every,
-                    cron,
-                    i32::try_from(s.timeout_secs).unwrap_or(i32::MAX).into(),
-                    i32::try_from(s.output_limit_bytes).unwrap_or(i32::MAX).into(),
-                    s.enabled.into(),
-                    task.next_run_at.into(),
-                    task.updated_at.into(),
-                ],
+                task_params(task, [task.updated_at.into()]),
             ),
             Entity::Task,
             Entity::Server,

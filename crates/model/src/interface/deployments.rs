@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use maas_shared::http::{ApiError, PageQuery, PageResponse, ValidatedJson};
-use maas_user::contract::{Actor, Caller, action_context};
+use maas_user::contract::Caller;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -25,13 +25,6 @@ use crate::domain::deployment::{
 use crate::domain::errors::{InvalidValue, ModelError};
 use crate::domain::registry::ModelId;
 use crate::domain::server::ServerId;
-
-macro_rules! actor {
-    ($req:expr, $caller:expr, $ctx:ident, $actor:ident) => {
-        let $ctx = action_context(&$req);
-        let $actor = Actor::Caller($caller.principal(), &$ctx);
-    };
-}
 
 fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,

@@ -4,7 +4,7 @@ use actix_multipart::Multipart;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt as _;
 use maas_shared::http::{ApiError, PageQuery, PageResponse, ValidatedJson};
-use maas_user::contract::{Actor, Caller, action_context};
+use maas_user::contract::Caller;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -21,13 +21,6 @@ use crate::domain::errors::{InvalidValue, ModelError};
 use crate::domain::ports::LogoOwner;
 use crate::domain::registry::{BrandDraft, BrandId, CardId, ModelId};
 use crate::domain::server::ServerId;
-
-macro_rules! actor {
-    ($req:expr, $caller:expr, $ctx:ident, $actor:ident) => {
-        let $ctx = action_context(&$req);
-        let $actor = Actor::Caller($caller.principal(), &$ctx);
-    };
-}
 
 /// Register a brand (admin)
 #[utoipa::path(post, path = "/brands", tag = "registry", request_body = BrandRequest,

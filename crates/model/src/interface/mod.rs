@@ -1,5 +1,13 @@
 //! HTTP: the registry, servers, stats and the agents' API (all under `/api/v1`).
 
+/// `actor!(req, caller, ctx, actor)`: the request's action context and the calling actor.
+macro_rules! actor {
+    ($req:expr, $caller:expr, $ctx:ident, $actor:ident) => {
+        let $ctx = maas_user::contract::action_context(&$req);
+        let $actor = maas_user::contract::Actor::Caller($caller.principal(), &$ctx);
+    };
+}
+
 pub mod deployments;
 pub mod dto;
 pub mod handlers;

@@ -9,7 +9,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use maas_shared::http::{ApiError, ValidatedJson};
-use maas_user::contract::{Actor, Caller, action_context};
+use maas_user::contract::Caller;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -21,13 +21,6 @@ use crate::domain::server::ServerId;
 use crate::domain::ssh::{
     CheckStatus, HostKey, Metric, Probe, PtyOutput, PtySize, Resources, ServerCheck, SshAccessDraft,
 };
-
-macro_rules! actor {
-    ($req:expr, $caller:expr, $ctx:ident, $actor:ident) => {
-        let $ctx = action_context(&$req);
-        let $actor = Actor::Caller($caller.principal(), &$ctx);
-    };
-}
 
 /// A server's SSH access. Give exactly one of `password` and `private_key`; neither is ever
 /// returned or logged, and both are stored sealed with the platform key.

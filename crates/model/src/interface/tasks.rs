@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use maas_shared::http::{ApiError, PageQuery, PageResponse, ValidatedJson};
-use maas_user::contract::{Actor, Caller, action_context};
+use maas_user::contract::Caller;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -14,13 +14,6 @@ use crate::domain::server::ServerId;
 use crate::domain::task::{
     RemoteTask, RunId, RunState, Schedule, ScheduleDraft, TaskDraft, TaskId, TaskRun,
 };
-
-macro_rules! actor {
-    ($req:expr, $caller:expr, $ctx:ident, $actor:ident) => {
-        let $ctx = action_context(&$req);
-        let $actor = Actor::Caller($caller.principal(), &$ctx);
-    };
-}
 
 /// When a task runs: `{"kind":"once","at":…}` (at once without `at`),
 /// `{"kind":"every","every_seconds":60}` or `{"kind":"cron","cron":"*/5 * * * *"}` (5 fields,
