@@ -556,12 +556,7 @@ async fn remote_tasks_fire_once_per_tick_with_two_workers_and_keep_exact_results
     let sshd = Sshd::start().await;
     let c = Cluster::start(&[], 2).await;
     let id = ssh_server(&c, &sshd, "ssh-tasks", json!({"password": PASSWORD})).await;
-    let scratch = sshd.dir.join("scratch");
-    std::fs::create_dir_all(&scratch).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
+    let scratch = sshd.scratch();
     let create = |body: Value| {
         let c = &c;
         async move {
@@ -897,12 +892,7 @@ async fn a_run_whose_worker_is_killed_is_marked_lost_and_never_runs_twice() {
     let sshd = Sshd::start().await;
     let mut c = Cluster::start(&[], 1).await;
     let id = ssh_server(&c, &sshd, "ssh-kill", json!({"password": PASSWORD})).await;
-    let scratch = sshd.dir.join("scratch");
-    std::fs::create_dir_all(&scratch).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
+    let scratch = sshd.scratch();
     let count = scratch.join("count");
     let (status, task) = c
         .send(

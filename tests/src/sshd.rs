@@ -154,6 +154,14 @@ impl Sshd {
         self.spawn().await;
     }
 
+    /// A directory every user may write (what remote commands leave for the test to read).
+    pub fn scratch(&self) -> PathBuf {
+        let dir = self.dir.join("scratch");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        dir
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
     }

@@ -396,8 +396,30 @@ impl SshService {
     pub async fn check_all(&self, actor: &Actor<'_>) -> Result<Vec<ServerCheck>, ModelError> {
         Self::admin(actor)?;
         let servers = self.all_servers().await?;
-        let results: Vec<Result<ServerCheck, ModelError>> = futures_util::stream::iter(servers)
-            .map(|s| async move { self.check_one(&s).await })
+        self.each(servers, |s| async move { self.check_one(&s).await })
+            .await
+    }
+
+    /// The agent's grade now (its last heartbeat against the liveness rules).
+    async fn grade(&self, server: &Server) -> Result<crate::domain::server::Grade, ModelError> {
+        let seen = self
+            .ports
+            .heartbeats
+            .last_seen(&[server.id()])
+            .await?
+            .pop()
+            .flatten();
+        Ok(server.effective(seen, &self.liveness, self.ports.clock.now()))
+    }
+
+    /// `probe` on every server, `parallelism` at a time, in the servers' order.
+    async fn each<T, F, Fut>(&self, servers: Vec<Server>, probe: F) -> Result<Vec<T>, ModelError>
+    where
+        F: Fn(Server) -> Fut,
+        Fut: Future<Output = Result<T, ModelError>>,
+    {
+        let results: Vec<Result<T, ModelError>> = futures_util::stream::iter(servers)
+            .map(probe)
             .buffered(self.config.parallelism.max(1))
             .collect()
             .await;
@@ -458,15 +480,7 @@ impl SshService {
             }
         };
         let agent = if server.agent().is_some() {
-            let seen = self
-                .ports
-                .heartbeats
-                .last_seen(&[server.id()])
-                .await?
-                .pop()
-                .flatten();
-            let now = self.ports.clock.now();
-            let grade = server.effective(seen, &self.liveness, now);
+            let grade = self.grade(server).await?;
             Some(if grade.status == NodeStatus::Ready {
                 Probe {
                     ok: true,
@@ -560,24 +574,13 @@ impl SshService {
             }
             servers
         };
-        let results: Vec<Result<Resources, ModelError>> = futures_util::stream::iter(servers)
-            .map(|s| async move { self.resources_of(&s).await })
-            .buffered(self.config.parallelism.max(1))
-            .collect()
-            .await;
-        results.into_iter().collect()
+        self.each(servers, |s| async move { self.resources_of(&s).await })
+            .await
     }
 
     async fn resources_of(&self, server: &Server) -> Result<Resources, ModelError> {
-        let seen = self
-            .ports
-            .heartbeats
-            .last_seen(&[server.id()])
-            .await?
-            .pop()
-            .flatten();
         let now = self.ports.clock.now();
-        let live = server.effective(seen, &self.liveness, now).status == NodeStatus::Ready;
+        let live = self.grade(server).await?.status == NodeStatus::Ready;
         if live && let Some((report, at)) = server.report() {
             return Ok(Resources {
                 server_id: server.id(),
