@@ -14,6 +14,7 @@ mod engine;
 mod errors;
 mod gateway;
 mod keys;
+mod knowledge;
 mod ledger;
 mod legacy;
 mod limits;

@@ -9,6 +9,7 @@
 )]
 
 pub mod cluster;
+pub mod docs;
 pub mod engine;
 pub mod fake_upstream;
 pub mod load;

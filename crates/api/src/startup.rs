@@ -11,6 +11,7 @@ use actix_web::{App, HttpServer, web};
 use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
 use anyhow::Context as _;
 use maas_inference::infra::Gateway;
+use maas_knowledge::infra::Knowledge;
 use maas_model::infra::Compute;
 use maas_platform::settings::ServerSettings;
 use maas_platform::{ApiServices, Platform};
@@ -93,6 +94,7 @@ impl Application {
             identity,
             gateway,
             compute,
+            knowledge,
         } = platform.api()?;
         let metrics = metrics()?;
         let gauges = SettlementGauges::register(&metrics.registry)?;
@@ -122,6 +124,7 @@ impl Application {
                 identity,
                 gateway,
                 compute,
+                knowledge,
                 clock: platform.clock(),
                 audit: platform.audit(),
                 gateway_limit: settings.gateway.max_request_bytes,
@@ -322,6 +325,7 @@ struct Services {
     identity: Identity,
     gateway: Gateway,
     compute: Compute,
+    knowledge: Knowledge,
     clock: Arc<dyn Clock>,
     audit: Arc<dyn AuditLog>,
     /// Body limit of `/v1` (images travel inline).
@@ -361,6 +365,7 @@ fn serve(
     let feed = web::Data::new(services.compute.feed.clone());
     let ssh = web::Data::new(services.compute.ssh.clone());
     let tasks = web::Data::new(services.compute.tasks.clone());
+    let knowledge = web::Data::new(services.knowledge.service.clone());
     let overhead = web::Data::new(services.overhead.clone());
     let console_assets = web::Data::new(maas_model::interface::ssh::ConsoleAssets(
         services.console_assets.clone(),
@@ -397,6 +402,7 @@ fn serve(
             .app_data(feed.clone())
             .app_data(ssh.clone())
             .app_data(tasks.clone())
+            .app_data(knowledge.clone())
             .app_data(console_assets.clone())
             .app_data(overhead.clone())
             .app_data(json_config::<Problem>(json_limit))

@@ -3,6 +3,7 @@
 
 mod compute;
 mod identity;
+mod knowledge;
 mod tasks;
 mod tls;
 
@@ -73,6 +74,9 @@ enum Command {
     /// Remote tasks on the servers.
     #[command(subcommand)]
     Task(tasks::TaskCommand),
+    /// Knowledge bases.
+    #[command(subcommand)]
+    Kb(knowledge::KbCommand),
     /// Certificates for `maas-api`'s HTTPS.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
@@ -158,6 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Server(command) => compute::server(&platform, command).await,
         Command::Deploy(command) => compute::deploy(&platform, command).await,
         Command::Task(command) => tasks::task(&platform, command).await,
+        Command::Kb(command) => knowledge::kb(&platform, command).await,
     };
     // What the command wrote in the background (key use times, ledger entries) is flushed.
     let report = platform.shutdown(Duration::from_secs(10)).await;

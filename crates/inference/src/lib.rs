@@ -21,6 +21,12 @@ pub use interface::{
     InferenceApi, LegacyApi, ProvidersApi, configure, configure_admin, configure_legacy,
 };
 
+/// What other contexts may depend on: embeddings through the metered gateway.
+pub mod contract {
+    pub use crate::app::embed::{Embedder, Embeddings};
+    pub use crate::domain::errors::InferenceError;
+}
+
 /// Job payloads of this context (produced and consumed through apalis).
 #[cfg(feature = "infra")]
 pub mod jobs {

@@ -15,6 +15,9 @@ use backon::Retryable as _;
 use maas_inference::app::conversations::{ConversationConfig, ConversationService};
 use maas_inference::app::gateway::{GatewayConfig, TemplateOverhead};
 use maas_inference::infra::{Gateway, GatewayParams, upstream};
+use maas_knowledge::app::ingest::IngestConfig;
+use maas_knowledge::app::knowledge::KnowledgeConfig;
+use maas_knowledge::infra::{Knowledge, KnowledgeParams};
 use maas_model::app::deployer::DeployConfig;
 use maas_model::app::ssh::SshConfig;
 use maas_model::domain::server::Liveness;
@@ -67,6 +70,8 @@ pub struct ApiServices {
     pub gateway: Gateway,
     /// Registry, servers and node agents.
     pub compute: Compute,
+    /// Knowledge bases.
+    pub knowledge: Knowledge,
 }
 
 impl Platform {
@@ -283,6 +288,38 @@ impl Platform {
         })
     }
 
+    /// The knowledge context, embedding through `gateway` and metering to owners known to
+    /// `identity` (documents' bytes in the local store of `[storage]`).
+    ///
+    /// # Errors
+    /// When a configured tokenizer cannot be loaded.
+    pub fn knowledge(&self, identity: &Identity, gateway: &Gateway) -> anyhow::Result<Knowledge> {
+        let s = &self.settings;
+        let k = &s.knowledge;
+        Knowledge::build(KnowledgeParams {
+            db: self.db.clone(),
+            redis: self.multiplexed.clone(),
+            keys: self.keyspace.clone(),
+            blobs: Arc::new(maas_shared::storage::LocalDir::new(
+                s.storage.dir.join("knowledge"),
+            )),
+            embedder: Arc::new(gateway.gateway.clone()),
+            principals: Arc::new(identity.auth.clone()),
+            index: None,
+            embedded_cache_bytes: k.embedded_cache_mb.saturating_mul(1024 * 1024),
+            tokenizers: k.tokenizers.clone(),
+            config: KnowledgeConfig {
+                max_document_bytes: k.max_document_bytes.max(1),
+            },
+            ingest: IngestConfig {
+                embed_batch: k.embed_batch.clamp(1, 2048),
+                lease: Duration::from_secs(k.lease_secs.max(5)),
+                max_attempts: k.max_attempts,
+            },
+            clock: self.clock(),
+        })
+    }
+
     /// The conversation service alone (the worker's expiry job needs nothing else).
     #[must_use]
     pub fn conversations(&self) -> ConversationService {
@@ -311,10 +348,12 @@ impl Platform {
         let compute = self.compute()?;
         self.listen_for_compute_changes(&compute)?;
         let gateway = self.gateway(quota, Some(Arc::new(compute.directory.clone())))?;
+        let knowledge = self.knowledge(&identity, &gateway)?;
         Ok(ApiServices {
             identity,
             gateway,
             compute,
+            knowledge,
         })
     }
 

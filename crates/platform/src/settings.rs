@@ -105,6 +105,8 @@ pub struct Sections {
     pub compute: ComputeSettings,
     /// Where uploaded files live.
     pub storage: StorageSettings,
+    /// Knowledge bases: uploads, ingestion, the embedded vector index.
+    pub knowledge: KnowledgeSettings,
 }
 
 /// `[server]`
@@ -382,6 +384,29 @@ pub struct ComputeSettings {
 pub struct StorageSettings {
     /// Directory of the local store (shared by every `maas-api` replica, e.g. a mounted volume).
     pub dir: std::path::PathBuf,
+}
+
+/// `[knowledge]`: knowledge bases.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnowledgeSettings {
+    /// The largest document accepted, in bytes.
+    pub max_document_bytes: usize,
+    /// Chunks per embedding call of the ingestion.
+    pub embed_batch: u32,
+    /// How long a worker holds a document between steps, seconds (renewed after each batch).
+    pub lease_secs: u64,
+    /// Upstream failures before a document fails.
+    pub max_attempts: u32,
+    /// When the sweep queues again documents whose worker died (cron, seconds first).
+    pub sweep_schedule: String,
+    /// A document unchanged this long with no live lease is queued again, seconds.
+    pub stalled_after_secs: u64,
+    /// Memory the embedded vector index may hold per process, MiB.
+    pub embedded_cache_mb: u64,
+    /// `tokenizer.json` per embedding model name: chunks are sized in that model's tokens
+    /// (4 characters count as a token for the others).
+    pub tokenizers: std::collections::HashMap<String, std::path::PathBuf>,
 }
 
 /// `[qdrant]`

@@ -50,7 +50,7 @@ pub mod jobs {
 /// What other contexts may depend on: who is calling and the metering gate.
 pub mod contract {
     pub use crate::app::Actor;
-    pub use crate::app::auth::{Authenticator, Credential};
+    pub use crate::app::auth::{Authenticator, Credential, Principals};
     pub use crate::app::quotas::QuotaGate;
     pub use crate::domain::api_key::ApiKeyId;
     pub use crate::domain::errors::{IdentityError, LimitState, limit_headers};

@@ -10,6 +10,7 @@
 mod conversations;
 mod deploy;
 mod diagnostics;
+mod knowledge;
 mod nodes;
 mod quotas;
 mod schedule;
@@ -22,6 +23,7 @@ use anyhow::Context as _;
 use apalis::layers::retry::RetryPolicy;
 use apalis::prelude::{Monitor, WorkerBuilder, WorkerBuilderExt as _};
 use maas_inference::jobs::ConversationExpiryJob;
+use maas_knowledge::jobs::{IngestJob, IngestSweepJob};
 use maas_model::jobs::{DeployJob, NodeLivenessJob, RemoteTaskJob, StatusSyncJob, TaskTickJob};
 use maas_platform::{Platform, Role, Settings};
 use maas_shared::jobs::{self, DiagnosticPing, Job, JobProducer};
@@ -55,6 +57,10 @@ pub async fn run(
         &settings.compute.status_sync_schedule,
     )?;
     let task_schedule = schedule("compute.task_schedule", &settings.compute.task_schedule)?;
+    let ingest_sweep_schedule = schedule(
+        "knowledge.sweep_schedule",
+        &settings.knowledge.sweep_schedule,
+    )?;
     let platform = Platform::connect(settings, Role::Server).await?;
     let identity = platform.identity()?;
     platform.start_ledger_drain(&identity);
@@ -77,7 +83,23 @@ pub async fn run(
     let compute = platform.compute()?;
     let nodes = compute.nodes.clone();
     let deployer = compute.deployer.clone();
-    let sync_deployer = compute.deployer;
+    let sync_deployer = compute.deployer.clone();
+    platform.listen_for_compute_changes(&compute)?;
+    let quota: std::sync::Arc<dyn maas_user::contract::QuotaGate> =
+        std::sync::Arc::new(identity.quotas.clone());
+    let gateway = platform.gateway(quota, Some(std::sync::Arc::new(compute.directory.clone())))?;
+    let kb = platform.knowledge(&identity, &gateway)?;
+    let ingestor = kb.ingestor.clone();
+    let sweeper = kb.ingestor;
+    let stalled = knowledge::StalledAfter(Duration::from_secs(
+        platform.settings().knowledge.stalled_after_secs.max(1),
+    ));
+    let ingest_storage = jobs::storage::<IngestJob>(conn.clone(), &keyspace);
+    let ingest_name = jobs::worker_name(IngestJob::QUEUE);
+    let ingest_sweep_storage = jobs::storage::<IngestSweepJob>(conn.clone(), &keyspace);
+    let ingest_sweep_producer = JobProducer::<IngestSweepJob>::new(conn.clone(), &keyspace);
+    let ingest_sweep_name = jobs::worker_name(IngestSweepJob::QUEUE);
+    let ingest_schedule_name = jobs::worker_name("schedule.ingest_sweep");
     let tick_tasks = compute.tasks.clone();
     let run_tasks = compute.tasks;
     let tick_storage = jobs::storage::<TaskTickJob>(conn.clone(), &keyspace);
@@ -219,9 +241,39 @@ pub async fn run(
                 .catch_panic()
                 .build(tasks::run)
         })
+        .register(move |_| {
+            WorkerBuilder::new(ingest_name.clone())
+                .backend(jobs::polled(ingest_storage.clone()))
+                .data(ingestor.clone())
+                .concurrency(concurrency)
+                .retry(RetryPolicy::retries(RETRIES))
+                .enable_tracing()
+                .catch_panic()
+                .build(knowledge::ingest)
+        })
+        .register(move |_| {
+            WorkerBuilder::new(ingest_sweep_name.clone())
+                .backend(jobs::polled(ingest_sweep_storage.clone()))
+                .data(sweeper.clone())
+                .data(stalled)
+                .concurrency(1)
+                .retry(RetryPolicy::retries(RETRIES))
+                .enable_tracing()
+                .catch_panic()
+                .build(knowledge::sweep)
+        })
+        .register(move |_| {
+            WorkerBuilder::new(ingest_schedule_name.clone())
+                .backend(apalis_cron::CronScheduler::new(
+                    ingest_sweep_schedule.clone(),
+                ))
+                .data(ingest_sweep_producer.clone())
+                .enable_tracing()
+                .build(schedule::push_tick::<IngestSweepJob>)
+        })
         .shutdown_timeout(drain_timeout);
     tracing::info!(
-        queues = ?[DiagnosticPing::QUEUE, ConversationExpiryJob::QUEUE, ReservationSweepJob::QUEUE, NodeLivenessJob::QUEUE, DeployJob::QUEUE, StatusSyncJob::QUEUE, TaskTickJob::QUEUE, RemoteTaskJob::QUEUE],
+        queues = ?[DiagnosticPing::QUEUE, ConversationExpiryJob::QUEUE, ReservationSweepJob::QUEUE, NodeLivenessJob::QUEUE, DeployJob::QUEUE, StatusSyncJob::QUEUE, TaskTickJob::QUEUE, RemoteTaskJob::QUEUE, IngestJob::QUEUE, IngestSweepJob::QUEUE],
         concurrency,
         "maas-worker running"
     );

@@ -2,6 +2,7 @@
 
 pub mod balance;
 pub mod conversations;
+pub mod embed;
 pub mod gateway;
 pub mod legacy;
 pub mod metered;

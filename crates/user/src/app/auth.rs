@@ -37,6 +37,18 @@ pub trait Authenticator: Send + Sync + 'static {
     ) -> Result<Arc<Principal>, IdentityError>;
 }
 
+/// The principal a user acts as in background work done for them (a knowledge base's ingestion
+/// is metered to its owner, under the owner's own limits). Another contract of this context.
+#[async_trait]
+pub trait Principals: Send + Sync + 'static {
+    /// The signed-in principal of `user`, with their limits; `None` for a disabled, deleted or
+    /// unknown user.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn of_user(&self, user: UserId) -> Result<Option<Arc<Principal>>, IdentityError>;
+}
+
 /// The API key prefix every key starts with.
 pub const KEY_PREFIX: &str = "sk-";
 
@@ -208,5 +220,15 @@ impl Authenticator for AuthService {
             }
             Credential::Bearer(token) => self.by_jwt(token.trim()).await,
         }
+    }
+}
+
+#[async_trait]
+impl Principals for AuthService {
+    async fn of_user(&self, user: UserId) -> Result<Option<Arc<Principal>>, IdentityError> {
+        Ok(match self.load_user(user).await? {
+            CachedAuth::Valid(principal) => Some(principal),
+            CachedAuth::Refused { .. } => None,
+        })
     }
 }
