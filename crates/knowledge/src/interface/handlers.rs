@@ -28,6 +28,16 @@ macro_rules! actor {
     };
 }
 
+/// A whole number (`2` or `2.0`), when present.
+fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    maas_shared::whole::opt_u64(d)
+}
+
+/// A whole number as the domain's drafts take it (out of range stays out of range).
+fn signed(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 /// How documents are cut into chunks.
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema, Validate)]
 #[serde(deny_unknown_fields)]
@@ -39,10 +49,11 @@ pub struct ChunkingDto {
     /// Custom only: tokens per chunk, 50 to 8192 (4 characters count as a token when the
     /// model's tokenizer is not configured).
     #[schema(minimum = 50, maximum = 8192)]
-    pub size: Option<i64>,
+    #[serde(default, deserialize_with = "whole")]
+    pub size: Option<u64>,
     /// Custom only: tokens shared by neighbouring chunks, 0 to half the size.
-    #[schema(minimum = 0)]
-    pub overlap: Option<i64>,
+    #[serde(default, deserialize_with = "whole")]
+    pub overlap: Option<u64>,
     /// Custom only: the text is first cut at each of these (at most 10, 1 to 16 characters).
     #[schema(max_items = 10)]
     pub separators: Option<Vec<String>>,
@@ -52,8 +63,8 @@ impl From<&ChunkingDto> for ChunkingDraft {
     fn from(d: &ChunkingDto) -> Self {
         Self {
             strategy: d.strategy.clone(),
-            size: d.size,
-            overlap: d.overlap,
+            size: d.size.map(signed),
+            overlap: d.overlap.map(signed),
             separators: d.separators.clone(),
         }
     }
@@ -63,8 +74,8 @@ impl From<&Chunking> for ChunkingDto {
     fn from(c: &Chunking) -> Self {
         Self {
             strategy: Some(c.strategy.as_str().to_owned()),
-            size: Some(i64::from(c.size)),
-            overlap: Some(i64::from(c.overlap)),
+            size: Some(u64::from(c.size)),
+            overlap: Some(u64::from(c.overlap)),
             separators: Some(c.separators.clone()),
         }
     }
@@ -79,7 +90,8 @@ pub struct RetrievalDto {
     pub mode: Option<String>,
     /// Hits, 1 to 100 (default 5).
     #[schema(minimum = 1, maximum = 100)]
-    pub top_k: Option<i64>,
+    #[serde(default, deserialize_with = "whole")]
+    pub top_k: Option<u64>,
     /// Hits scoring below are dropped, 0 to 1: cosine similarity (vector), the normalized
     /// rank (fulltext) or the fused score (hybrid, 1 = first in both rankings).
     #[schema(minimum = 0, maximum = 1)]
@@ -94,7 +106,7 @@ impl From<&RetrievalDto> for RetrievalDraft {
     fn from(d: &RetrievalDto) -> Self {
         Self {
             mode: d.mode.clone(),
-            top_k: d.top_k,
+            top_k: d.top_k.map(signed),
             score_threshold: d.score_threshold,
             vector_weight: d.vector_weight,
         }
@@ -105,7 +117,7 @@ impl From<&Retrieval> for RetrievalDto {
     fn from(r: &Retrieval) -> Self {
         Self {
             mode: Some(r.mode.as_str().to_owned()),
-            top_k: Some(i64::from(r.top_k)),
+            top_k: Some(u64::from(r.top_k)),
             score_threshold: r.score_threshold.map(f64::from),
             vector_weight: Some(f64::from(r.vector_weight)),
         }
@@ -316,7 +328,8 @@ pub struct SearchRequest {
     pub mode: Option<String>,
     /// Hits, 1 to 100 (default: the base's).
     #[schema(minimum = 1, maximum = 100)]
-    pub top_k: Option<i64>,
+    #[serde(default, deserialize_with = "whole")]
+    pub top_k: Option<u64>,
     /// Hits scoring below are dropped (0 to 1).
     #[schema(minimum = 0, maximum = 1)]
     pub score_threshold: Option<f64>,
@@ -705,7 +718,7 @@ pub async fn search(
         query: b.query,
         retrieval: RetrievalDraft {
             mode: b.mode,
-            top_k: b.top_k,
+            top_k: b.top_k.map(signed),
             score_threshold: b.score_threshold,
             vector_weight: b.vector_weight,
         },
