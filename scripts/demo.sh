@@ -137,6 +137,32 @@ curl -s "$API/v1/embeddings" -H "authorization: Bearer $KEY" -H 'content-type: a
   -d '{"model":"minilm","input":"A man is eating food."}' \
   | python3 -c 'import json,sys; d=json.load(sys.stdin); e=d["data"][0]["embedding"]; print(len(e), "dimensions:", [round(x,4) for x in e[:5]], "usage:", d["usage"])'
 
+say "a knowledge base from files of this repo, then a search"
+KB=$(curl -s -X POST "$API/api/v1/knowledge-bases" -H "authorization: Bearer $KEY" -H 'content-type: application/json' \
+  -d '{"name":"demo-docs","embedding_model":"minilm","chunking":{"strategy":"custom","size":200,"overlap":20}}' \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin).get("id",""))')
+if [ -z "$KB" ]; then
+  KB=$(curl -s "$API/api/v1/knowledge-bases?limit=200" -H "authorization: Bearer $KEY" \
+    | python3 -c 'import json,sys; print(next(b["id"] for b in json.load(sys.stdin)["data"] if b["name"]=="demo-docs"))')
+fi
+for f in README.md .env.example; do
+  name=$(basename "$f"); [ "$name" = .env.example ] && name=settings.txt
+  curl -s -X POST "$API/api/v1/knowledge-bases/$KB/documents" -H "authorization: Bearer $KEY" \
+    -F "file=@$f;filename=$name;type=text/plain" \
+    | python3 -c 'import json,sys; d=json.load(sys.stdin)["document"]; print(d["file_name"], d["status"])'
+done
+for _ in $(seq 1 240); do
+  left=$(curl -s "$API/api/v1/knowledge-bases/$KB/documents" -H "authorization: Bearer $KEY" \
+    | python3 -c 'import json,sys; print(sum(d["status"] not in ("ready","failed") for d in json.load(sys.stdin)["data"]))')
+  [ "$left" = 0 ] && break
+  sleep 0.5
+done
+curl -s -X POST "$API/api/v1/knowledge-bases/$KB/search" -H "authorization: Bearer $KEY" -H 'content-type: application/json' \
+  -d '{"query":"How do I run the tests?","top_k":3}' \
+  | python3 -c 'import json,sys
+for h in json.load(sys.stdin)["hits"]:
+    c=h["chunk"]; print(round(h["score"],3), c["file_name"]+"#"+str(c["position"]), c["content"][:100].replace("\n"," "))'
+
 say "running"
 cat <<MSG
 The platform is running:

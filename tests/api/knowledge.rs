@@ -1068,3 +1068,111 @@ async fn retrieval_recall_at_five_on_the_labelled_set() {
         "hybrid recall@5 below 0.9: {found:?}"
     );
 }
+
+#[tokio::test]
+async fn a_new_embedding_model_is_filled_in_then_switched_to_at_once() {
+    let Some(kb) = Kb::start(1).await else {
+        return;
+    };
+    // A second embedding model (the same engine under another provider and name).
+    let (status, body) =
+        kb.c.send(
+            Method::POST,
+            "/providers",
+            Some(
+                json!({"name": "builtin-b", "base_url": format!("{}/v1", kb._engine.base_url),
+                "models": [{"model": "minilm-b", "upstream_model": EMBEDDING_MODEL}]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let base = kb
+        .base(
+            &kb.token,
+            json!({"name": "Moving", "embedding_model": "minilm"}),
+        )
+        .await;
+    for (name, text) in [
+        (
+            "tides.txt",
+            "Ocean tides rise and fall twice a day because of the Moon.",
+        ),
+        (
+            "bread.txt",
+            "Knead the dough, let it rise, then bake the loaf until golden.",
+        ),
+        (
+            "chess.txt",
+            "Checkmate ends a game of chess when the king cannot escape.",
+        ),
+    ] {
+        let (_, up) = kb.upload(&base, name, None, text.as_bytes().to_vec()).await;
+        kb.ended(&kb.token, &base, up["document"]["id"].as_str().unwrap())
+            .await;
+    }
+    let chunks = kb
+        .count(&format!(
+            "SELECT count(*) FROM knowledge_chunks WHERE base_id = '{base}'"
+        ))
+        .await;
+    let (status, changed) = kb
+        .call(
+            Method::PATCH,
+            &format!("/knowledge-bases/{base}"),
+            Some(json!({"embedding_model": "minilm-b"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["embedding_model"], "minilm");
+    assert_eq!(changed["pending_embedding_model"], "minilm-b");
+    let (status, busy) = kb
+        .call(
+            Method::PATCH,
+            &format!("/knowledge-bases/{base}"),
+            Some(json!({"embedding_model": "nope"})),
+        )
+        .await;
+    assert!(
+        [StatusCode::CONFLICT, StatusCode::UNPROCESSABLE_ENTITY].contains(&status),
+        "{busy}"
+    );
+    let switched = eventually(WAIT, || async {
+        let (_, b) = kb
+            .call(Method::GET, &format!("/knowledge-bases/{base}"), None)
+            .await;
+        (b["embedding_model"] == "minilm-b" && b["pending_embedding_model"].is_null()).then_some(b)
+    })
+    .await;
+    assert!(
+        switched.is_some(),
+        "the base never switched:\n{}",
+        kb.c.logs()
+    );
+    assert_eq!(
+        kb.count(&format!(
+            "SELECT count(*) FROM knowledge_vectors WHERE base_id = '{base}' AND generation = 2"
+        ))
+        .await,
+        chunks
+    );
+    assert_eq!(
+        kb.count(&format!(
+            "SELECT count(*) FROM knowledge_vectors WHERE base_id = '{base}' AND generation <> 2"
+        ))
+        .await,
+        0
+    );
+    let hits = kb
+        .search(
+            &kb.token,
+            &base,
+            json!({"query": "why does the sea go up and down", "mode": "vector", "top_k": 1}),
+        )
+        .await;
+    assert_eq!(files(&hits), ["tides.txt"]);
+    assert!(
+        kb.count("SELECT count(*) FROM usage_records WHERE model = 'minilm-b'")
+            .await
+            > 0
+    );
+}
