@@ -1170,9 +1170,16 @@ async fn a_new_embedding_model_is_filled_in_then_switched_to_at_once() {
         )
         .await;
     assert_eq!(files(&hits), ["tides.txt"]);
-    assert!(
-        kb.count("SELECT count(*) FROM usage_records WHERE model = 'minilm-b'")
-            .await
-            > 0
-    );
+    // The re-embedding was metered to the owner under the new model.
+    let metered = eventually(WAIT, || async {
+        let n = kb
+            .count(&format!(
+                "SELECT count(*) FROM usage_records WHERE model = 'minilm-b' AND user_id = '{}'",
+                kb.user
+            ))
+            .await;
+        (n > 0).then_some(n)
+    })
+    .await;
+    assert!(metered.is_some(), "no usage row of the new model");
 }
