@@ -497,16 +497,7 @@ pub(crate) async fn read_upload(
     mut form: Multipart,
     limit: usize,
 ) -> Result<Upload, KnowledgeError> {
-    let multipart = req
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("multipart/form-data")
-        });
-    if !multipart {
+    if !maas_shared::http::is_multipart(req) {
         return Err(KnowledgeError::UnsupportedType(
             "send the document as multipart/form-data, in a field named `file`".into(),
         ));

@@ -326,16 +326,7 @@ async fn read_upload(
     mut form: Multipart,
     limit: usize,
 ) -> Result<Vec<u8>, ModelError> {
-    let multipart = req
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("multipart/form-data")
-        });
-    if !multipart {
+    if !maas_shared::http::is_multipart(req) {
         return Err(ModelError::UnsupportedType(
             "send the image as multipart/form-data, in a field named `file`",
         ));

@@ -306,6 +306,20 @@ impl FromRequest for ClientIp {
     }
 }
 
+/// Whether the request says its body is `multipart/form-data` (uploads refuse anything else
+/// with a 415 before reading a byte).
+#[must_use]
+pub fn is_multipart(req: &actix_web::HttpRequest) -> bool {
+    req.headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use validator::Validate;

@@ -14,7 +14,7 @@ pub use error::{
     status_of,
 };
 pub use extract::{
-    ClientIp, ValidatedJson, error_fallback, json_config, path_config, query_config,
+    ClientIp, ValidatedJson, error_fallback, is_multipart, json_config, path_config, query_config,
     validation_fields,
 };
 pub use normalize::normalize_path;
