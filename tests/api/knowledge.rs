@@ -868,6 +868,20 @@ async fn bad_bases_and_files_are_refused_with_clear_codes() {
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
         r.json::<Value>().await.unwrap()["errors"][0]["field"],
+        "form",
+        "a part that is not expected is refused, not dropped"
+    );
+    let r = app
+        .client
+        .post(&docs_url)
+        .bearer_auth(&token)
+        .multipart(multipart::Form::new().text("metadata", "{}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["errors"][0]["field"],
         "file"
     );
     // Nothing refused was stored.
@@ -1182,4 +1196,364 @@ async fn a_new_embedding_model_is_filled_in_then_switched_to_at_once() {
     })
     .await;
     assert!(metered.is_some(), "no usage row of the new model");
+}
+
+/// `/v1` calls with an API key.
+async fn v1(
+    c: &Cluster,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = c
+        .client
+        .request(method, format!("{}/v1{path}", c.base))
+        .bearer_auth(key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Uploads a text file to `/v1/files`; answers its id.
+async fn v1_file(c: &Cluster, key: &str, name: &str, text: &str) -> String {
+    let part = multipart::Part::bytes(text.as_bytes().to_vec())
+        .file_name(name.to_owned())
+        .mime_str("text/plain")
+        .unwrap();
+    let form = multipart::Form::new()
+        .text("purpose", "assistants")
+        .part("file", part);
+    let response = c
+        .client
+        .post(format!("{}/v1/files", c.base))
+        .bearer_auth(key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    body["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn openai_sdk_drives_files_and_vector_stores() {
+    let Ok(python) = std::env::var("MAAS_OPENAI_PYTHON") else {
+        eprintln!("MAAS_OPENAI_PYTHON is not set: skipping the OpenAI SDK check (CI sets it)");
+        return;
+    };
+    let Some(kb) = Kb::start(1).await else {
+        return;
+    };
+    let (_, key) =
+        kb.c.app
+            .create_key(
+                &kb.token,
+                json!({"name": "sdk", "scopes": ["inference", "knowledge"]}),
+            )
+            .await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sdk/openai_vector_stores.py");
+    let base = kb.c.base.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .env("MAAS_BASE_URL", base)
+            .env("MAAS_API_KEY", key)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        output.status.success(),
+        "{stdout}\n{stderr}\n{}",
+        kb.c.logs()
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+    // The script deleted its store and one file: three files stay, nothing of the store does.
+    let user = kb.user;
+    assert_eq!(
+        kb.count(&format!(
+            "SELECT count(*) FROM knowledge_files WHERE owner_id = '{user}'"
+        ))
+        .await,
+        3
+    );
+    for table in [
+        "knowledge_documents",
+        "knowledge_chunks",
+        "knowledge_vectors",
+    ] {
+        assert_eq!(
+            kb.count(&format!(
+                "SELECT count(*) FROM {table} WHERE owner_id = '{user}'"
+            ))
+            .await,
+            0,
+            "{table}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn vector_store_batches_cancel_expire_and_stay_private() {
+    // No worker at first: the batch's documents wait in the queue.
+    let Some(mut kb) = Kb::start(0).await else {
+        return;
+    };
+    let c = &kb.c;
+    let (_, key) = c
+        .app
+        .create_key(
+            &kb.token,
+            json!({"name": "kate", "scopes": ["inference", "knowledge"]}),
+        )
+        .await;
+    let (_, mallory) = c.app.user_with_token("mallory", &["developer"]).await;
+    let (_, other) = c
+        .app
+        .create_key(
+            &mallory,
+            json!({"name": "mallory", "scopes": ["inference", "knowledge"]}),
+        )
+        .await;
+
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            v1_file(
+                c,
+                &key,
+                &format!("n{i}.txt"),
+                &format!("Note {i} about the harbour tide."),
+            )
+            .await,
+        );
+    }
+    let (status, store) = v1(
+        c,
+        &key,
+        Method::POST,
+        "/vector_stores",
+        Some(json!({"name": "notes"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{store}");
+    let vs = store["id"].as_str().unwrap().to_owned();
+    let (status, batch) = v1(
+        c,
+        &key,
+        Method::POST,
+        &format!("/vector_stores/{vs}/file_batches"),
+        Some(json!({"file_ids": ids, "attributes": {"kind_of": "note"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{batch}");
+    assert_eq!(batch["status"], "in_progress");
+    assert_eq!(
+        batch["file_counts"],
+        json!({"in_progress": 3, "completed": 0, "failed": 0, "cancelled": 0, "total": 3})
+    );
+    let bid = batch["id"].as_str().unwrap().to_owned();
+
+    // Someone else sees none of it, and cannot reach it through a crafted request.
+    let (status, body) = v1(
+        c,
+        &other,
+        Method::GET,
+        &format!("/vector_stores/{vs}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("vector_store_not_found"))
+    );
+    let (status, body) = v1(c, &other, Method::GET, &format!("/files/{}", ids[0]), None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("file_not_found"))
+    );
+    let (_, theirs) = v1(
+        c,
+        &other,
+        Method::POST,
+        "/vector_stores",
+        Some(json!({"name": "mine"})),
+    )
+    .await;
+    let theirs = theirs["id"].as_str().unwrap().to_owned();
+    let (status, body) = v1(
+        c,
+        &other,
+        Method::POST,
+        &format!("/vector_stores/{theirs}/files"),
+        Some(json!({"file_id": ids[0]})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("file_not_found"))
+    );
+    for path in [
+        format!("/vector_stores/{vs}/file_batches/{bid}"),
+        format!("/vector_stores/{vs}/files"),
+        format!("/vector_stores/{vs}/files/{}", ids[0]),
+    ] {
+        let (status, _) = v1(c, &other, Method::GET, &path, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
+    let (_, listed) = v1(c, &other, Method::GET, "/files", None).await;
+    assert_eq!(listed["data"], json!([]));
+    let (_, stores) = v1(c, &other, Method::GET, "/vector_stores", None).await;
+    assert_eq!(stores["data"].as_array().unwrap().len(), 1);
+    assert_eq!(stores["data"][0]["id"], theirs.as_str());
+
+    // Cancelled before any worker ran: every file cancelled, nothing ingested.
+    let (status, cancelled) = v1(
+        c,
+        &key,
+        Method::POST,
+        &format!("/vector_stores/{vs}/file_batches/{bid}/cancel"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["file_counts"]["cancelled"], 3);
+    let (_, listed) = v1(
+        c,
+        &key,
+        Method::GET,
+        &format!("/vector_stores/{vs}/file_batches/{bid}/files?filter=cancelled"),
+        None,
+    )
+    .await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 3, "{listed}");
+    assert_eq!(listed["data"][0]["attributes"], json!({"kind_of": "note"}));
+
+    // A worker comes: it skips the cancelled documents and ingests a file attached later.
+    let worker = kb.c.spawn_worker();
+    kb.c.workers.push(worker);
+    let c = &kb.c;
+    let late = v1_file(c, &key, "late.txt", "A late note about the lighthouse.").await;
+    let (status, attached) = v1(
+        c,
+        &key,
+        Method::POST,
+        &format!("/vector_stores/{vs}/files"),
+        Some(json!({"file_id": late})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{attached}");
+    let path = format!("/vector_stores/{vs}/files/{late}");
+    eventually(WAIT, || async {
+        let (_, f) = v1(c, &key, Method::GET, &path, None).await;
+        (f["status"] == "completed").then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("the late file never completed:\n{}", c.logs()));
+    let (_, store) = v1(c, &key, Method::GET, &format!("/vector_stores/{vs}"), None).await;
+    assert_eq!(
+        store["file_counts"],
+        json!({"in_progress": 0, "completed": 1, "failed": 0, "cancelled": 3, "total": 4})
+    );
+    assert_eq!(store["status"], "completed");
+    let user = kb.user;
+    assert_eq!(
+        kb.count(&format!(
+            "SELECT count(*) FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id
+             WHERE d.owner_id = '{user}' AND d.status = 'cancelled'"
+        ))
+        .await,
+        0,
+        "a cancelled document is never chunked"
+    );
+    let (status, hits) = v1(
+        c,
+        &key,
+        Method::POST,
+        &format!("/vector_stores/{vs}/search"),
+        Some(json!({"query": "harbour tide note"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{hits}");
+    let found: Vec<&str> = hits["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["file_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        found,
+        vec![late.as_str()],
+        "only the ingested file is found"
+    );
+    // Another tenant's search never reaches this store's chunks, whatever its filter says.
+    let (status, hits) = v1(
+        c,
+        &other,
+        Method::POST,
+        &format!("/vector_stores/{theirs}/search"),
+        Some(
+            json!({"query": "lighthouse", "filters": {"type": "or", "filters": [
+            {"type": "eq", "key": "file_name", "value": "late.txt"},
+            {"type": "ne", "key": "file_name", "value": "x"}]}}),
+        ),
+    )
+    .await;
+    assert_eq!((status, hits["data"].clone()), (StatusCode::OK, json!([])));
+
+    // An expired store answers its state and refuses work until it is changed.
+    let (status, _) = v1(
+        c,
+        &key,
+        Method::POST,
+        &format!("/vector_stores/{vs}"),
+        Some(json!({"expires_after": {"anchor": "last_active_at", "days": 1}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    {
+        use sea_orm::ConnectionTrait as _;
+        let sql = format!(
+            "UPDATE knowledge_store_settings SET last_active_at = now() - interval '2 days' WHERE base_id = '{}'",
+            vs.trim_start_matches("vs_").parse::<Uuid>().unwrap()
+        );
+        kb.c.app.db().await.execute_unprepared(&sql).await.unwrap();
+    }
+    let (_, store) = v1(c, &key, Method::GET, &format!("/vector_stores/{vs}"), None).await;
+    assert_eq!(store["status"], "expired");
+    let (status, body) = v1(
+        c,
+        &key,
+        Method::POST,
+        &format!("/vector_stores/{vs}/search"),
+        Some(json!({"query": "lighthouse"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("vector_store_expired"))
+    );
+    let (status, store) = v1(
+        c,
+        &key,
+        Method::POST,
+        &format!("/vector_stores/{vs}"),
+        Some(json!({"expires_after": null})),
+    )
+    .await;
+    assert_eq!(
+        (status, store["status"].as_str()),
+        (StatusCode::OK, Some("completed"))
+    );
 }

@@ -29,6 +29,7 @@ use crate::system;
         (path = "/api/v1", api = maas_apps::AppsApi),
         (path = "/api/v1", api = maas_inference::ProvidersApi),
         (path = "/v1", api = maas_inference::InferenceApi),
+        (path = "/v1", api = maas_knowledge::KnowledgeOpenAiApi),
     ),
     modifiers(&SecuritySchemes),
     tags((name = "system", description = "Liveness, readiness and metrics")),

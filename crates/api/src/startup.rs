@@ -366,6 +366,7 @@ fn serve(
     let ssh = web::Data::new(services.compute.ssh.clone());
     let tasks = web::Data::new(services.compute.tasks.clone());
     let knowledge = web::Data::new(services.knowledge.service.clone());
+    let stores = web::Data::new(services.knowledge.stores.clone());
     let overhead = web::Data::new(services.overhead.clone());
     let console_assets = web::Data::new(maas_model::interface::ssh::ConsoleAssets(
         services.console_assets.clone(),
@@ -403,6 +404,7 @@ fn serve(
             .app_data(ssh.clone())
             .app_data(tasks.clone())
             .app_data(knowledge.clone())
+            .app_data(stores.clone())
             .app_data(console_assets.clone())
             .app_data(overhead.clone())
             .app_data(json_config::<Problem>(json_limit))
@@ -435,6 +437,7 @@ fn serve(
                     .app_data(query_config::<OpenAi>())
                     .app_data(path_config::<OpenAi>())
                     .configure(maas_inference::configure)
+                    .configure(maas_knowledge::configure_openai)
                     .configure(|cfg| extra.openai.into_iter().for_each(|routes| routes(cfg))),
             )
             .configure(crate::redoc::configure)

@@ -15,7 +15,7 @@ pub mod infra;
 pub mod interface;
 
 #[cfg(feature = "http")]
-pub use interface::{KnowledgeApi, configure};
+pub use interface::{KnowledgeApi, KnowledgeOpenAiApi, configure, configure_openai};
 
 /// What other contexts (apps) depend on: searching a base as a principal.
 pub mod contract {

@@ -311,6 +311,7 @@ impl Platform {
             config: KnowledgeConfig {
                 max_document_bytes: k.max_document_bytes.max(1),
             },
+            store_embedding_model: k.store_embedding_model.clone(),
             ingest: IngestConfig {
                 embed_batch: k.embed_batch.clamp(1, 2048),
                 lease: Duration::from_secs(k.lease_secs.max(5)),

@@ -407,6 +407,9 @@ pub struct KnowledgeSettings {
     /// `tokenizer.json` per embedding model name: chunks are sized in that model's tokens
     /// (4 characters count as a token for the others).
     pub tokenizers: std::collections::HashMap<String, std::path::PathBuf>,
+    /// The embedding model of vector stores created through `/v1/vector_stores` without one
+    /// (the request's `embedding_model` extension field chooses another).
+    pub store_embedding_model: String,
 }
 
 /// `[qdrant]`

@@ -60,6 +60,8 @@ pub struct Ingestor {
 enum Stop {
     Fail(String),
     Retry(Duration),
+    /// The lease was lost (the document was cancelled, or another worker took it over).
+    Lost,
     Error(KnowledgeError),
 }
 
@@ -96,7 +98,10 @@ impl Ingestor {
         let Some(doc) = self.ports.documents.get(id).await? else {
             return Ok(Outcome::Gone);
         };
-        if doc.status == DocumentStatus::Failed {
+        if matches!(
+            doc.status,
+            DocumentStatus::Failed | DocumentStatus::Cancelled
+        ) {
             return Ok(Outcome::Done);
         }
         let Some(base) = self.ports.bases.get(doc.base_id).await? else {
@@ -130,6 +135,7 @@ impl Ingestor {
                     .await?;
                 Ok(Outcome::Failed(reason))
             }
+            Err(Stop::Lost) => Ok(Outcome::Busy),
             Err(Stop::Error(err)) => Err(err),
         }
     }
@@ -180,7 +186,8 @@ impl Ingestor {
         }
         self.status(doc, DocumentStatus::Chunking).await?;
         let counter = self.tokenizers.counter(&base.embedding.model);
-        let pieces = split(&text, &base.chunking, counter.as_ref());
+        let chunking = doc.chunking.as_ref().unwrap_or(&base.chunking);
+        let pieces = split(&text, chunking, counter.as_ref());
         let chunks: Vec<Chunk> = pieces
             .into_iter()
             .enumerate()
@@ -269,10 +276,14 @@ impl Ingestor {
                 .documents
                 .save_vectors(doc, embedding.generation, &points, embedded.tokens)
                 .await?;
-            self.ports
+            if !self
+                .ports
                 .documents
                 .claim(doc.id, self.worker, self.config.lease)
-                .await?;
+                .await?
+            {
+                return Err(Stop::Lost);
+            }
         }
         let Some(dims) = dims else {
             return Ok(());

@@ -21,9 +21,11 @@ use crate::domain::document::{
 };
 use crate::domain::errors::{InvalidValue, KnowledgeError};
 use crate::domain::ports::{
-    BaseRepository, ChunkView, DocumentRepository, IngestQueue, Inserted, Space, VectorIndex,
+    BaseRepository, ChunkView, DocumentRepository, IngestQueue, Inserted, Space, StoreRepository,
+    VectorIndex,
 };
 use crate::domain::search::{Ranked, from_text, from_vectors, fuse};
+use crate::domain::store::{FileId, Filter};
 use crate::domain::text::query_terms;
 
 /// The ports of [`KnowledgeService`] and the ingestion.
@@ -39,6 +41,8 @@ pub struct KnowledgePorts {
     pub blobs: Arc<dyn BlobStore>,
     /// The ingestion queue.
     pub queue: Arc<dyn IngestQueue>,
+    /// Files, store settings and batches of OpenAI's vector-store API.
+    pub stores: Arc<dyn StoreRepository>,
     /// Embeddings through the metered gateway.
     pub embedder: Arc<dyn Embedder>,
     /// Owners' principals (work done for them is metered to them).
@@ -93,6 +97,17 @@ pub struct Upload {
     pub bytes: Vec<u8>,
     /// Caller's metadata (a JSON object), if any.
     pub metadata: Option<Value>,
+}
+
+/// A document to add to a base: an upload, or a file attached to a vector store.
+#[derive(Clone, Debug)]
+pub(crate) struct NewDocument {
+    /// The upload.
+    pub upload: Upload,
+    /// The uploaded file it comes from.
+    pub file_id: Option<FileId>,
+    /// Its own chunking.
+    pub chunking: Option<Chunking>,
 }
 
 /// A search as asked.
@@ -165,8 +180,17 @@ impl KnowledgeService {
         Ok(actor.require(Permission::ManageKnowledge)?)
     }
 
+    /// The ports (for the vector-store API over this service).
+    pub(crate) fn ports(&self) -> &KnowledgePorts {
+        &self.ports
+    }
+
     /// The base `id` if the actor may see it (someone else's is not found).
-    async fn owned(&self, actor: &Actor<'_>, id: BaseId) -> Result<KnowledgeBase, KnowledgeError> {
+    pub(crate) async fn owned(
+        &self,
+        actor: &Actor<'_>,
+        id: BaseId,
+    ) -> Result<KnowledgeBase, KnowledgeError> {
         Self::caller(actor)?;
         let base = self
             .ports
@@ -409,6 +433,30 @@ impl KnowledgeService {
         upload: Upload,
     ) -> Result<(Document, bool), KnowledgeError> {
         let base = self.owned(actor, base_id).await?;
+        self.add_document(
+            &base,
+            NewDocument {
+                upload,
+                file_id: None,
+                chunking: None,
+            },
+        )
+        .await
+    }
+
+    /// Stores a document of `base` (owned by the caller) and queues its ingestion; the same
+    /// bytes already in the base answer that document (`true`: it is a duplicate).
+    pub(crate) async fn add_document(
+        &self,
+        base: &KnowledgeBase,
+        new: NewDocument,
+    ) -> Result<(Document, bool), KnowledgeError> {
+        let NewDocument {
+            upload,
+            file_id,
+            chunking,
+        } = new;
+        let base_id = base.id;
         if upload.bytes.len() > self.config.max_document_bytes {
             return Err(KnowledgeError::TooLarge(self.config.max_document_bytes));
         }
@@ -436,6 +484,8 @@ impl KnowledgeService {
             chunks: 0,
             tokens: 0,
             metadata,
+            file_id,
+            chunking,
             created_at: now,
             updated_at: now,
         };
@@ -518,10 +568,19 @@ impl KnowledgeService {
     ) -> Result<(), KnowledgeError> {
         let owned = self.owned(actor, base).await?;
         self.document(actor, base, id).await?;
+        self.remove_document(&owned, id).await
+    }
+
+    /// Deletes a document of `owned` with its chunks, vectors and bytes.
+    pub(crate) async fn remove_document(
+        &self,
+        owned: &KnowledgeBase,
+        id: DocumentId,
+    ) -> Result<(), KnowledgeError> {
         let Some(doc) = self.ports.documents.delete(id).await? else {
             return Err(KnowledgeError::DocumentNotFound);
         };
-        for space in spaces(&owned) {
+        for space in spaces(owned) {
             self.ports.index.delete_document(&space, id).await?;
         }
         if let Err(err) = self.ports.blobs.delete(&doc.storage_key).await {
@@ -556,6 +615,7 @@ impl KnowledgeService {
         let filter = match &draft.filter {
             None | Some(Value::Null) => None,
             Some(v) => parse_metadata(v)
+                .map(|pairs| Filter::all_equal(&pairs))
                 .map_err(|_| {
                     bad.push(InvalidValue::new(
                         "filter",
@@ -567,21 +627,31 @@ impl KnowledgeService {
         let Some(retrieval) = retrieval.filter(|_| bad.is_empty()) else {
             return Err(KnowledgeError::Invalid(bad));
         };
-        let principal = match actor {
-            Actor::Caller(principal, _) => Arc::new((*principal).clone()),
-            Actor::System => self.principal_of(base.owner).await?,
-        };
+        let principal = self.searcher(actor, &base).await?;
         self.run_search(&principal, &base, query, retrieval, filter.as_ref())
             .await
     }
 
-    async fn run_search(
+    /// Who a search runs as: the caller, or the owner when the system searches.
+    pub(crate) async fn searcher(
+        &self,
+        actor: &Actor<'_>,
+        base: &KnowledgeBase,
+    ) -> Result<Arc<Principal>, KnowledgeError> {
+        match actor {
+            Actor::Caller(principal, _) => Ok(Arc::new((*principal).clone())),
+            Actor::System => self.principal_of(base.owner).await,
+        }
+    }
+
+    /// Searches `base` as `principal` (who may use it).
+    pub(crate) async fn run_search(
         &self,
         principal: &Arc<Principal>,
         base: &KnowledgeBase,
         query: &str,
         retrieval: Retrieval,
-        filter: Option<&Map<String, Value>>,
+        filter: Option<&Filter>,
     ) -> Result<Vec<Hit>, KnowledgeError> {
         let documents = match filter {
             Some(f) => Some(self.ports.documents.matching(base.id, f).await?),

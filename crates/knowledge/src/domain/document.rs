@@ -6,8 +6,9 @@ use maas_user::contract::UserId;
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
-use super::base::BaseId;
+use super::base::{BaseId, Chunking};
 use super::errors::{InvalidValue, KnowledgeError};
+use super::store::FileId;
 
 maas_shared::define_id!(
     /// Identifies a document.
@@ -216,6 +217,8 @@ pub enum DocumentStatus {
     Ready,
     /// Stopped; `error` says why.
     Failed,
+    /// Stopped before it was ready: its batch was cancelled.
+    Cancelled,
 }
 
 impl DocumentStatus {
@@ -230,29 +233,32 @@ impl DocumentStatus {
             Self::Indexing => "indexing",
             Self::Ready => "ready",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
     }
+
+    /// Every status.
+    pub const ALL: [Self; 8] = [
+        Self::Queued,
+        Self::Parsing,
+        Self::Chunking,
+        Self::Embedding,
+        Self::Indexing,
+        Self::Ready,
+        Self::Failed,
+        Self::Cancelled,
+    ];
 
     /// Reads a stored name.
     #[must_use]
     pub fn parse(raw: &str) -> Option<Self> {
-        [
-            Self::Queued,
-            Self::Parsing,
-            Self::Chunking,
-            Self::Embedding,
-            Self::Indexing,
-            Self::Ready,
-            Self::Failed,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == raw)
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
     }
 
     /// Whether ingestion has ended.
     #[must_use]
     pub const fn is_terminal(self) -> bool {
-        matches!(self, Self::Ready | Self::Failed)
+        matches!(self, Self::Ready | Self::Failed | Self::Cancelled)
     }
 }
 
@@ -333,8 +339,12 @@ pub struct Document {
     pub chunks: u32,
     /// Tokens embedded (as the embedding model counted them).
     pub tokens: u64,
-    /// Caller's metadata (search can filter on it).
+    /// Caller's metadata (search can filter on it; OpenAI's file attributes).
     pub metadata: Map<String, Value>,
+    /// The uploaded file it was attached from (`/v1/files`), if any.
+    pub file_id: Option<FileId>,
+    /// Its own chunking (a file attached with a chunking strategy); the base's when `None`.
+    pub chunking: Option<Chunking>,
     /// Uploaded.
     pub created_at: DateTime<Utc>,
     /// Last change.

@@ -19,6 +19,15 @@ pub enum KnowledgeError {
     /// No such document in the base.
     #[error("document not found")]
     DocumentNotFound,
+    /// No such uploaded file, or someone else's.
+    #[error("file not found")]
+    FileNotFound,
+    /// No such file batch in the store.
+    #[error("file batch not found")]
+    BatchNotFound,
+    /// The vector store expired (its `expires_after` passed since its last activity).
+    #[error("the vector store expired; update its expires_after or create another")]
+    Expired,
     /// The owner already has a base of that name.
     #[error("a knowledge base of that name exists")]
     NameTaken,
@@ -67,7 +76,11 @@ impl Classify for KnowledgeError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::Invalid(_) | Self::UnknownModel(_) | Self::Malformed(_) => ErrorKind::Invalid,
-            Self::BaseNotFound | Self::DocumentNotFound => ErrorKind::NotFound,
+            Self::BaseNotFound
+            | Self::DocumentNotFound
+            | Self::FileNotFound
+            | Self::BatchNotFound => ErrorKind::NotFound,
+            Self::Expired => ErrorKind::BadRequest,
             Self::NameTaken | Self::Busy(_) => ErrorKind::Conflict,
             Self::TooLarge(_) => ErrorKind::PayloadTooLarge,
             Self::UnsupportedType(_) | Self::TypeMismatch(_) => ErrorKind::UnsupportedMediaType,
@@ -82,6 +95,9 @@ impl Classify for KnowledgeError {
             Self::Invalid(_) => "validation_failed",
             Self::BaseNotFound => "knowledge_base_not_found",
             Self::DocumentNotFound => "document_not_found",
+            Self::FileNotFound => "file_not_found",
+            Self::BatchNotFound => "file_batch_not_found",
+            Self::Expired => "vector_store_expired",
             Self::NameTaken => "knowledge_base_name_taken",
             Self::UnknownModel(_) => "embedding_model_not_found",
             Self::TooLarge(_) => "payload_too_large",
@@ -102,6 +118,9 @@ impl Classify for KnowledgeError {
             Self::Invalid(_)
             | Self::BaseNotFound
             | Self::DocumentNotFound
+            | Self::FileNotFound
+            | Self::BatchNotFound
+            | Self::Expired
             | Self::NameTaken
             | Self::UnknownModel(_)
             | Self::TooLarge(_)
@@ -120,6 +139,9 @@ impl Classify for KnowledgeError {
             Self::Embedding(inner) => inner.field_errors(),
             Self::BaseNotFound
             | Self::DocumentNotFound
+            | Self::FileNotFound
+            | Self::BatchNotFound
+            | Self::Expired
             | Self::NameTaken
             | Self::UnknownModel(_)
             | Self::TooLarge(_)

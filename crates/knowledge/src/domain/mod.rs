@@ -5,4 +5,5 @@ pub mod document;
 pub mod errors;
 pub mod ports;
 pub mod search;
+pub mod store;
 pub mod text;

@@ -15,6 +15,9 @@ use serde_json::{Map, Value};
 use super::base::{BaseId, KnowledgeBase};
 use super::document::{Chunk, Document, DocumentId, DocumentKind, DocumentStatus};
 use super::errors::KnowledgeError;
+use super::store::{
+    BatchId, FileBatch, FileCounts, FileId, FileState, Filter, StoreSettings, StoredFile, Window,
+};
 use super::text::TokenCounter;
 
 /// Storage of knowledge bases.
@@ -101,6 +104,8 @@ pub struct ChunkView {
     pub document_id: DocumentId,
     /// The document's file name.
     pub file_name: String,
+    /// The uploaded file the document came from, if any.
+    pub file_id: Option<FileId>,
     /// Position in the document.
     pub position: u32,
     /// Text.
@@ -268,15 +273,15 @@ pub trait DocumentRepository: Send + Sync {
     /// Storage failures.
     async fn drop_generations(&self, base: BaseId, keep: i32) -> Result<(), KnowledgeError>;
 
-    /// The documents of a base whose metadata holds every pair of `filter` (`file_name` and
-    /// `kind` match the document's own fields).
+    /// The documents of a base whose attributes pass `filter` (their metadata; `file_name`
+    /// and `kind` are the document's own fields).
     ///
     /// # Errors
     /// Storage failures.
     async fn matching(
         &self,
         base: BaseId,
-        filter: &Map<String, Value>,
+        filter: &Filter,
     ) -> Result<Vec<DocumentId>, KnowledgeError>;
 
     /// Full-text search of one owner's base: chunks holding any of `terms`, best first.
@@ -437,4 +442,144 @@ pub trait IngestQueue: Send + Sync {
         attempt: u32,
         delay: Duration,
     ) -> Result<(), KnowledgeError>;
+}
+
+/// Storage of what OpenAI's vector-store API adds to bases: uploaded files, store settings,
+/// file batches, and the lists and counts of its shapes.
+#[async_trait]
+pub trait StoreRepository: Send + Sync {
+    /// Stores an uploaded file.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn insert_file(&self, file: &StoredFile) -> Result<(), KnowledgeError>;
+
+    /// A file by id (anyone's: callers check ownership).
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn file(&self, id: FileId) -> Result<Option<StoredFile>, KnowledgeError>;
+
+    /// An owner's files in a window, at most `limit + 1` (see [`Window::finish`]).
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn files(
+        &self,
+        owner: UserId,
+        purpose: Option<&str>,
+        window: &Window,
+    ) -> Result<Vec<StoredFile>, KnowledgeError>;
+
+    /// Deletes a file's record; answers it.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn delete_file(&self, id: FileId) -> Result<Option<StoredFile>, KnowledgeError>;
+
+    /// An owner's bases in a window, at most `limit + 1`.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn bases(
+        &self,
+        owner: UserId,
+        window: &Window,
+    ) -> Result<Vec<KnowledgeBase>, KnowledgeError>;
+
+    /// The stored settings of these bases (a base without a row has none).
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn settings(
+        &self,
+        bases: &[BaseId],
+    ) -> Result<Vec<(BaseId, StoreSettings)>, KnowledgeError>;
+
+    /// Stores a base's settings.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn put_settings(
+        &self,
+        base: BaseId,
+        settings: &StoreSettings,
+    ) -> Result<(), KnowledgeError>;
+
+    /// Files by state and bytes used of these bases.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn usage(
+        &self,
+        bases: &[BaseId],
+    ) -> Result<Vec<(BaseId, FileCounts, u64)>, KnowledgeError>;
+
+    /// A base's documents (of one batch, when given; in one state, when given) in a window,
+    /// at most `limit + 1`.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn documents(
+        &self,
+        base: BaseId,
+        batch: Option<BatchId>,
+        state: Option<FileState>,
+        window: &Window,
+    ) -> Result<Vec<Document>, KnowledgeError>;
+
+    /// The document of `base` that holds `file`: attached from it, or with the same bytes.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn document_of(
+        &self,
+        base: BaseId,
+        file: &StoredFile,
+    ) -> Result<Option<Document>, KnowledgeError>;
+
+    /// Every document attached from `file`, in any base.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn attached(&self, file: FileId) -> Result<Vec<Document>, KnowledgeError>;
+
+    /// Replaces a document's attributes (its metadata).
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn set_attributes(
+        &self,
+        document: DocumentId,
+        attributes: &Map<String, Value>,
+    ) -> Result<(), KnowledgeError>;
+
+    /// Stores a batch and the documents it attached.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn insert_batch(
+        &self,
+        batch: &FileBatch,
+        documents: &[DocumentId],
+    ) -> Result<(), KnowledgeError>;
+
+    /// A batch by id.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn batch(&self, id: BatchId) -> Result<Option<FileBatch>, KnowledgeError>;
+
+    /// Files of a batch by state.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn batch_counts(&self, id: BatchId) -> Result<FileCounts, KnowledgeError>;
+
+    /// Marks a batch cancelled and its documents that are not ready or failed `cancelled`
+    /// (their ingestion stops at its next step); answers how many were cancelled.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn cancel_batch(&self, id: BatchId) -> Result<u64, KnowledgeError>;
 }

@@ -6,6 +6,7 @@ pub mod embedded;
 pub mod extract;
 pub mod pg;
 pub mod queue;
+pub mod stores;
 pub mod tokens;
 
 use std::collections::HashMap;
@@ -21,7 +22,8 @@ use sea_orm::DatabaseConnection;
 
 use crate::app::ingest::{IngestConfig, Ingestor};
 use crate::app::knowledge::{KnowledgeConfig, KnowledgePorts, KnowledgeService};
-use crate::domain::ports::VectorIndex;
+use crate::app::stores::VectorStores;
+use crate::domain::ports::{Extractor, VectorIndex};
 
 /// What [`Knowledge::build`] needs.
 pub struct KnowledgeParams {
@@ -47,6 +49,8 @@ pub struct KnowledgeParams {
     pub config: KnowledgeConfig,
     /// Ingestion tunables.
     pub ingest: IngestConfig,
+    /// The embedding model of vector stores created without one.
+    pub store_embedding_model: String,
     /// Time.
     pub clock: Arc<dyn Clock>,
 }
@@ -58,6 +62,8 @@ pub struct Knowledge {
     pub service: KnowledgeService,
     /// The ingestion (run by `maas-worker`).
     pub ingestor: Ingestor,
+    /// OpenAI's files and vector stores over the bases.
+    pub stores: VectorStores,
 }
 
 impl Knowledge {
@@ -78,19 +84,22 @@ impl Knowledge {
             index,
             blobs: p.blobs,
             queue: Arc::new(queue::ApalisIngestQueue::new(p.redis, p.keys)),
+            stores: Arc::new(stores::PgStores::new(p.db.clone())),
             embedder: p.embedder,
             principals: p.principals,
             clock: p.clock,
         };
         let tokenizers = Arc::new(tokens::ModelTokenizers::load(&p.tokenizers)?);
+        let service = KnowledgeService::new(ports.clone(), p.config);
+        let extractor: Arc<dyn Extractor> = Arc::new(extract::FileExtractor);
         Ok(Self {
-            service: KnowledgeService::new(ports.clone(), p.config),
-            ingestor: Ingestor::new(
-                ports,
-                Arc::new(extract::FileExtractor),
-                tokenizers,
-                p.ingest,
+            stores: VectorStores::new(
+                service.clone(),
+                Arc::clone(&extractor),
+                p.store_embedding_model,
             ),
+            service,
+            ingestor: Ingestor::new(ports, extractor, tokenizers, p.ingest),
         })
     }
 }

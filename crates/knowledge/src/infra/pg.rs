@@ -26,9 +26,10 @@ use crate::domain::errors::KnowledgeError;
 use crate::domain::ports::{
     BaseRepository, ChunkView, DocumentRepository, Inserted, Point, TextHit,
 };
+use crate::domain::store::{FileId, Filter, Op};
 use crate::domain::text::search_text;
 
-fn stmt(sql: &str, values: impl IntoIterator<Item = Value>) -> Statement {
+pub(crate) fn stmt(sql: &str, values: impl IntoIterator<Item = Value>) -> Statement {
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
 }
 
@@ -47,6 +48,64 @@ fn base_write_error(err: DbErr) -> KnowledgeError {
 }
 
 /// Vectors as stored: little-endian `f32`s.
+/// A filter as SQL over `m` (a document's attributes as `jsonb`), its keys and values bound
+/// as parameters after `values`.
+fn filter_sql(filter: &Filter, values: &mut Vec<Value>) -> String {
+    let mut bind = |v: Value| {
+        values.push(v);
+        format!("${}", values.len())
+    };
+    match filter {
+        Filter::All(parts) | Filter::Any(parts) if parts.is_empty() => {
+            if matches!(filter, Filter::All(_)) {
+                "TRUE"
+            } else {
+                "FALSE"
+            }
+            .to_owned()
+        }
+        Filter::All(parts) | Filter::Any(parts) => {
+            let glue = if matches!(filter, Filter::All(_)) {
+                " AND "
+            } else {
+                " OR "
+            };
+            let sql: Vec<String> = parts.iter().map(|p| filter_sql(p, values)).collect();
+            format!("({})", sql.join(glue))
+        }
+        Filter::Compare { key, op, value } => {
+            let k = bind(key.clone().into());
+            let v = bind(value.clone().into());
+            let attr = format!("(m -> {k})");
+            let compare = |sym: &str| {
+                if value.is_number() {
+                    format!(
+                        "(jsonb_typeof({attr}) = 'number' AND (m ->> {k})::float8 {sym} ({v}::jsonb #>> '{{}}')::float8)"
+                    )
+                } else {
+                    format!(
+                        "(jsonb_typeof({attr}) = 'string' AND (m ->> {k}) COLLATE \"C\" {sym} ({v}::jsonb #>> '{{}}') COLLATE \"C\")"
+                    )
+                }
+            };
+            match op {
+                Op::Eq => format!("({attr} = {v}::jsonb)"),
+                Op::Ne => format!("({attr} IS DISTINCT FROM {v}::jsonb)"),
+                Op::Gt => compare(">"),
+                Op::Gte => compare(">="),
+                Op::Lt => compare("<"),
+                Op::Lte => compare("<="),
+                Op::In => {
+                    format!("({attr} IS NOT NULL AND {v}::jsonb @> jsonb_build_array({attr}))")
+                }
+                Op::Nin => {
+                    format!("({attr} IS NULL OR NOT {v}::jsonb @> jsonb_build_array({attr}))")
+                }
+            }
+        }
+    }
+}
+
 pub(crate) fn encode_vector(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|f| f.to_le_bytes()).collect()
 }
@@ -64,7 +123,7 @@ pub(crate) fn decode_vector(bytes: &[u8]) -> Option<Vec<f32>> {
     )
 }
 
-fn ids_json(ids: &[uuid::Uuid]) -> Value {
+pub(crate) fn ids_json(ids: &[uuid::Uuid]) -> Value {
     Value::Json(Some(Box::new(json!(ids))))
 }
 
@@ -77,10 +136,10 @@ fn opt_ids_json(ids: Option<&[DocumentId]>) -> Value {
     }
 }
 
-const BASE_COLUMNS: &str = "id, owner_id, name, description, embedding_model, generation, dims, next_model, next_generation, next_dims, chunking, retrieval, index_version, created_at, updated_at";
+pub(crate) const BASE_COLUMNS: &str = "id, owner_id, name, description, embedding_model, generation, dims, next_model, next_generation, next_dims, chunking, retrieval, index_version, created_at, updated_at";
 
 #[derive(FromQueryResult)]
-struct BaseRow {
+pub(crate) struct BaseRow {
     id: uuid::Uuid,
     owner_id: uuid::Uuid,
     name: String,
@@ -102,6 +161,16 @@ fn chunking_json(c: &Chunking) -> serde_json::Value {
     json!({"strategy": c.strategy.as_str(), "size": c.size, "overlap": c.overlap, "separators": c.separators})
 }
 
+/// Reads stored chunking settings.
+fn chunking_of(c: &serde_json::Value) -> Option<Chunking> {
+    Some(Chunking {
+        strategy: c["strategy"].as_str().and_then(ChunkingStrategy::parse)?,
+        size: c["size"].as_u64().and_then(|v| u32::try_from(v).ok())?,
+        overlap: c["overlap"].as_u64().and_then(|v| u32::try_from(v).ok())?,
+        separators: serde_json::from_value(c["separators"].clone()).ok()?,
+    })
+}
+
 fn retrieval_json(r: &Retrieval) -> serde_json::Value {
     json!({"mode": r.mode.as_str(), "top_k": r.top_k, "score_threshold": r.score_threshold, "vector_weight": r.vector_weight})
 }
@@ -115,23 +184,7 @@ impl TryFrom<BaseRow> for KnowledgeBase {
 
     fn try_from(r: BaseRow) -> Result<Self, Self::Error> {
         let bad = |what| corrupt("knowledge_bases", r.id, what);
-        let c = &r.chunking;
-        let chunking = Chunking {
-            strategy: c["strategy"]
-                .as_str()
-                .and_then(ChunkingStrategy::parse)
-                .ok_or_else(|| bad("chunking"))?,
-            size: c["size"]
-                .as_u64()
-                .and_then(|v| u32::try_from(v).ok())
-                .ok_or_else(|| bad("chunking"))?,
-            overlap: c["overlap"]
-                .as_u64()
-                .and_then(|v| u32::try_from(v).ok())
-                .ok_or_else(|| bad("chunking"))?,
-            separators: serde_json::from_value(c["separators"].clone())
-                .map_err(|_| bad("chunking"))?,
-        };
+        let chunking = chunking_of(&r.chunking).ok_or_else(|| bad("chunking"))?;
         let q = &r.retrieval;
         let retrieval = Retrieval {
             mode: q["mode"]
@@ -361,10 +414,10 @@ impl BaseRepository for PgBases {
     }
 }
 
-const DOC_COLUMNS: &str = "id, base_id, owner_id, file_name, kind, bytes, content_hash, storage_key, status, error, chunks, tokens, metadata, created_at, updated_at";
+pub(crate) const DOC_COLUMNS: &str = "id, base_id, owner_id, file_name, kind, bytes, content_hash, storage_key, status, error, chunks, tokens, metadata, file_id, chunking, created_at, updated_at";
 
 #[derive(FromQueryResult)]
-struct DocRow {
+pub(crate) struct DocRow {
     id: uuid::Uuid,
     base_id: uuid::Uuid,
     owner_id: uuid::Uuid,
@@ -378,6 +431,8 @@ struct DocRow {
     chunks: i32,
     tokens: i64,
     metadata: serde_json::Value,
+    file_id: Option<uuid::Uuid>,
+    chunking: Option<serde_json::Value>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -405,6 +460,11 @@ impl TryFrom<DocRow> for Document {
             } else {
                 return Err(bad("metadata"));
             },
+            file_id: r.file_id.map(FileId::from_uuid),
+            chunking: match &r.chunking {
+                Some(c) => Some(chunking_of(c).ok_or_else(|| bad("chunking"))?),
+                None => None,
+            },
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
@@ -416,6 +476,7 @@ struct ViewRow {
     id: uuid::Uuid,
     document_id: uuid::Uuid,
     file_name: String,
+    file_id: Option<uuid::Uuid>,
     position: i32,
     content: String,
     metadata: serde_json::Value,
@@ -427,6 +488,7 @@ impl From<ViewRow> for ChunkView {
             id: r.id,
             document_id: DocumentId::from_uuid(r.document_id),
             file_name: r.file_name,
+            file_id: r.file_id.map(FileId::from_uuid),
             position: u32::try_from(r.position).unwrap_or_default(),
             content: r.content,
             metadata: if let serde_json::Value::Object(m) = r.metadata {
@@ -500,7 +562,7 @@ impl DocumentRepository for PgDocuments {
         let inserted = self
             .doc(
                 &format!(
-                    "INSERT INTO knowledge_documents ({DOC_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, 0, 0, $10, $11, $11)
+                    "INSERT INTO knowledge_documents ({DOC_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, 0, 0, $10, $12, $13, $11, $11)
                      ON CONFLICT (base_id, content_hash) DO NOTHING RETURNING {DOC_COLUMNS}"
                 ),
                 vec![
@@ -515,6 +577,8 @@ impl DocumentRepository for PgDocuments {
                     d.status.as_str().into(),
                     serde_json::Value::Object(d.metadata.clone()).into(),
                     d.created_at.into(),
+                    d.file_id.map(|f| f.as_uuid()).into(),
+                    d.chunking.as_ref().map(chunking_json).into(),
                 ],
             )
             .await
@@ -604,7 +668,7 @@ impl DocumentRepository for PgDocuments {
             .db
             .execute(stmt(
                 "UPDATE knowledge_documents SET lease_owner = $2, lease_until = $3
-                 WHERE id = $1 AND status <> 'failed' AND (lease_owner = $2 OR lease_until IS NULL OR lease_until < $4)",
+                 WHERE id = $1 AND status NOT IN ('failed', 'cancelled') AND (lease_owner = $2 OR lease_until IS NULL OR lease_until < $4)",
                 [id.as_uuid().into(), worker.into(), until.into(), now.into()],
             ))
             .await
@@ -641,7 +705,7 @@ impl DocumentRepository for PgDocuments {
                 "UPDATE knowledge_documents SET status = $2, error = $3, updated_at = $4,
                      lease_owner = CASE WHEN $5 THEN NULL ELSE lease_owner END,
                      lease_until = CASE WHEN $5 THEN NULL ELSE lease_until END
-                 WHERE id = $1 AND status NOT IN ('ready', 'failed')",
+                 WHERE id = $1 AND status NOT IN ('ready', 'failed', 'cancelled')",
                 [
                     id.as_uuid().into(),
                     status.as_str().into(),
@@ -659,7 +723,7 @@ impl DocumentRepository for PgDocuments {
         self.db
             .execute(stmt(
                 "UPDATE knowledge_documents SET status = 'ready', error = NULL, chunks = $2, updated_at = $3, lease_owner = NULL, lease_until = NULL
-                 WHERE id = $1 AND status NOT IN ('ready', 'failed')",
+                 WHERE id = $1 AND status NOT IN ('ready', 'failed', 'cancelled')",
                 [
                     id.as_uuid().into(),
                     i32::try_from(chunks).unwrap_or(i32::MAX).into(),
@@ -678,7 +742,7 @@ impl DocumentRepository for PgDocuments {
         }
         let row = Count::find_by_statement(stmt(
             "SELECT count(*) AS n FROM knowledge_documents d
-             WHERE d.base_id = $1 AND d.status <> 'failed' AND (d.status <> 'ready' OR EXISTS (
+             WHERE d.base_id = $1 AND d.status NOT IN ('failed', 'cancelled') AND (d.status <> 'ready' OR EXISTS (
                  SELECT 1 FROM knowledge_chunks c
                  WHERE c.document_id = d.id
                    AND NOT EXISTS (SELECT 1 FROM knowledge_vectors v WHERE v.chunk_id = c.id AND v.generation = $2)))",
@@ -871,19 +935,22 @@ impl DocumentRepository for PgDocuments {
     async fn matching(
         &self,
         base: BaseId,
-        filter: &Map<String, serde_json::Value>,
+        filter: &Filter,
     ) -> Result<Vec<DocumentId>, KnowledgeError> {
         #[derive(FromQueryResult)]
         struct Id {
             id: uuid::Uuid,
         }
+        let mut values = vec![base.as_uuid().into()];
+        let condition = filter_sql(filter, &mut values);
         let rows = Id::find_by_statement(stmt(
-            "SELECT id FROM knowledge_documents
-             WHERE base_id = $1 AND (metadata || jsonb_build_object('file_name', file_name, 'kind', kind)) @> $2::jsonb",
-            [
-                base.as_uuid().into(),
-                serde_json::Value::Object(filter.clone()).into(),
-            ],
+            &format!(
+                "SELECT id FROM (
+                     SELECT id, metadata || jsonb_build_object('file_name', file_name, 'kind', kind) AS m
+                     FROM knowledge_documents WHERE base_id = $1
+                 ) d WHERE {condition}"
+            ),
+            values,
         ))
         .all(&self.db)
         .await
@@ -946,7 +1013,7 @@ impl DocumentRepository for PgDocuments {
             return Ok(Vec::new());
         }
         let rows = ViewRow::find_by_statement(stmt(
-            "SELECT c.id, c.document_id, d.file_name, c.position, c.content, d.metadata
+            "SELECT c.id, c.document_id, d.file_name, d.file_id, c.position, c.content, d.metadata
              FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id AND d.status = 'ready'
              WHERE c.base_id = $1 AND c.owner_id = $2 AND c.id IN (SELECT (jsonb_array_elements_text($3::jsonb))::uuid)",
             [base.as_uuid().into(), owner.as_uuid().into(), ids_json(ids)],
@@ -965,7 +1032,7 @@ impl DocumentRepository for PgDocuments {
         let after = page.after().map(maas_shared::paging::Cursor::id);
         // Chunks page by position; a cursor is the last chunk's id, whose position is looked up.
         let rows = ViewRow::find_by_statement(stmt(
-            "SELECT c.id, c.document_id, d.file_name, c.position, c.content, d.metadata
+            "SELECT c.id, c.document_id, d.file_name, d.file_id, c.position, c.content, d.metadata
              FROM knowledge_chunks c JOIN knowledge_documents d ON d.id = c.document_id
              WHERE c.document_id = $1
                AND ($2::uuid IS NULL OR c.position > (SELECT position FROM knowledge_chunks WHERE id = $2))
@@ -993,7 +1060,7 @@ impl DocumentRepository for PgDocuments {
         }
         let rows = Id::find_by_statement(stmt(
             "SELECT id FROM knowledge_documents
-             WHERE status NOT IN ('ready', 'failed') AND updated_at < $1 AND (lease_until IS NULL OR lease_until < $2)
+             WHERE status NOT IN ('ready', 'failed', 'cancelled') AND updated_at < $1 AND (lease_until IS NULL OR lease_until < $2)
              ORDER BY updated_at LIMIT $3",
             [before.into(), self.clock.now().into(), i64::from(limit).into()],
         ))

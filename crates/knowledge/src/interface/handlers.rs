@@ -3,7 +3,6 @@
 use actix_multipart::Multipart;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt as _;
 use maas_shared::http::{ApiError, PageQuery, PageResponse, ValidatedJson};
 use maas_user::contract::Caller;
 use serde::{Deserialize, Serialize};
@@ -490,74 +489,62 @@ pub async fn delete_base(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Reads the multipart body: the `file` part (bytes up to `limit`, its name and media type)
-/// and the optional `metadata` part (JSON).
-pub(crate) async fn read_upload(
+/// Reads an upload's form: the `file` part and the text parts `text` (64 KiB each at most).
+pub(crate) async fn read_form(
     req: &HttpRequest,
-    mut form: Multipart,
+    form: Multipart,
+    limit: usize,
+    text: &[&str],
+) -> Result<maas_shared::http::Form, KnowledgeError> {
+    use maas_shared::http::FormError;
+    let rules = maas_shared::http::FormRules {
+        file: "file",
+        max_file_bytes: limit,
+        text,
+        max_text_bytes: 64 * 1024,
+    };
+    maas_shared::http::read_form(req, form, rules)
+        .await
+        .map_err(|e| match e {
+            FormError::NotMultipart => KnowledgeError::UnsupportedType(
+                "send the file as multipart/form-data, in a part named `file`".into(),
+            ),
+            FormError::FileTooLarge(limit) => KnowledgeError::TooLarge(limit),
+            FormError::MissingFile => {
+                InvalidValue::new("file", "a part named `file` with the file is required").into()
+            }
+            FormError::Unexpected(_) => InvalidValue::new(
+                "form",
+                "holds a part that is not expected (or one given twice)",
+            )
+            .into(),
+            FormError::BadText(_) => {
+                InvalidValue::new("form", "a text part is over 64 KiB or not UTF-8").into()
+            }
+            FormError::Unreadable => {
+                InvalidValue::new("file", "the multipart body could not be read").into()
+            }
+        })
+}
+
+async fn read_upload(
+    req: &HttpRequest,
+    form: Multipart,
     limit: usize,
 ) -> Result<Upload, KnowledgeError> {
-    if !maas_shared::http::is_multipart(req) {
-        return Err(KnowledgeError::UnsupportedType(
-            "send the document as multipart/form-data, in a field named `file`".into(),
-        ));
-    }
-    let unreadable = || InvalidValue::new("file", "the multipart body could not be read");
-    let mut file: Option<(String, Option<String>, Vec<u8>)> = None;
-    let mut metadata: Option<Value> = None;
-    while let Some(field) = form.next().await {
-        let mut field = field.map_err(|_| unreadable())?;
-        match field.name() {
-            Some("file") => {
-                let name = field
-                    .content_disposition()
-                    .and_then(|d| d.get_filename())
-                    .unwrap_or_default()
-                    .to_owned();
-                let mime = field.content_type().map(ToString::to_string);
-                let mut bytes = Vec::new();
-                while let Some(chunk) = field.next().await {
-                    let chunk = chunk.map_err(|_| unreadable())?;
-                    bytes.extend_from_slice(&chunk);
-                    if bytes.len() > limit {
-                        return Err(KnowledgeError::TooLarge(limit));
-                    }
-                }
-                file = Some((name, mime, bytes));
-            }
-            Some("metadata") => {
-                let mut raw = Vec::new();
-                while let Some(chunk) = field.next().await {
-                    let chunk = chunk.map_err(|_| unreadable())?;
-                    raw.extend_from_slice(&chunk);
-                    if raw.len() > 64 * 1024 {
-                        return Err(InvalidValue::new("metadata", "must be at most 64 KiB").into());
-                    }
-                }
-                metadata = Some(
-                    serde_json::from_slice(&raw)
-                        .map_err(|_| InvalidValue::new("metadata", "must be a JSON object"))?,
-                );
-            }
-            Some(_) | None => {
-                // Other parts are read past.
-                while let Some(chunk) = field.next().await {
-                    chunk.map_err(|_| unreadable())?;
-                }
-            }
-        }
-    }
-    let Some((file_name, media_type, bytes)) = file else {
-        return Err(InvalidValue::new(
-            "file",
-            "a field named `file` with the document is required",
-        )
-        .into());
-    };
+    let mut form = read_form(req, form, limit, &["metadata"]).await?;
+    let metadata = form
+        .fields
+        .remove("metadata")
+        .map(|raw| {
+            serde_json::from_str(&raw)
+                .map_err(|_| InvalidValue::new("metadata", "must be a JSON object"))
+        })
+        .transpose()?;
     Ok(Upload {
-        file_name,
-        media_type,
-        bytes,
+        file_name: form.file.name,
+        media_type: form.file.media_type,
+        bytes: form.file.bytes,
         metadata,
     })
 }

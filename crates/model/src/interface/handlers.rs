@@ -2,7 +2,6 @@
 
 use actix_multipart::Multipart;
 use actix_web::{HttpRequest, HttpResponse, web};
-use futures_util::StreamExt as _;
 use maas_shared::http::{ApiError, PageQuery, PageResponse, ValidatedJson};
 use maas_user::contract::Caller;
 use serde::Deserialize;
@@ -319,36 +318,35 @@ pub async fn delete_model(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Reads the `file` field of a multipart upload, at most `limit + 1` bytes (one more proves
-/// the upload too large without reading it all).
+/// Reads the `file` part of a multipart upload (nothing else may be sent).
 async fn read_upload(
     req: &HttpRequest,
-    mut form: Multipart,
+    form: Multipart,
     limit: usize,
 ) -> Result<Vec<u8>, ModelError> {
-    if !maas_shared::http::is_multipart(req) {
-        return Err(ModelError::UnsupportedType(
+    use maas_shared::http::FormError;
+    let rules = maas_shared::http::FormRules {
+        file: "file",
+        max_file_bytes: limit,
+        text: &[],
+        max_text_bytes: 0,
+    };
+    match maas_shared::http::read_form(req, form, rules).await {
+        Ok(form) => Ok(form.file.bytes),
+        Err(FormError::NotMultipart) => Err(ModelError::UnsupportedType(
             "send the image as multipart/form-data, in a field named `file`",
-        ));
-    }
-    while let Some(field) = form.next().await {
-        let mut field =
-            field.map_err(|_| InvalidValue::new("file", "the multipart body could not be read"))?;
-        if field.name() != Some("file") {
-            continue;
+        )),
+        Err(FormError::FileTooLarge(limit)) => Err(ModelError::TooLarge(limit)),
+        Err(FormError::MissingFile) => {
+            Err(InvalidValue::new("file", "a field named `file` with the image is required").into())
         }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = field.next().await {
-            let chunk = chunk
-                .map_err(|_| InvalidValue::new("file", "the multipart body could not be read"))?;
-            bytes.extend_from_slice(&chunk);
-            if bytes.len() > limit {
-                return Err(ModelError::TooLarge(limit));
-            }
+        Err(FormError::Unexpected(_)) => {
+            Err(InvalidValue::new("file", "send only a field named `file` with the image").into())
         }
-        return Ok(bytes);
+        Err(FormError::Unreadable | FormError::BadText(_)) => {
+            Err(InvalidValue::new("file", "the multipart body could not be read").into())
+        }
     }
-    Err(InvalidValue::new("file", "a field named `file` with the image is required").into())
 }
 
 async fn upload(

@@ -3,6 +3,7 @@
 
 mod error;
 mod extract;
+mod multipart;
 mod normalize;
 mod openapi;
 mod paging;
@@ -17,6 +18,7 @@ pub use extract::{
     ClientIp, ValidatedJson, error_fallback, is_multipart, json_config, path_config, query_config,
     validation_fields,
 };
+pub use multipart::{FilePart, Form, FormError, FormRules, read_form};
 pub use normalize::normalize_path;
 pub use openapi::{NO_NUL, SecuritySchemes, enum_list};
 pub use paging::{PageQuery, PageResponse};
