@@ -25,3 +25,4 @@ mod shutdown;
 mod ssh;
 mod system;
 mod tls;
+mod vector_index;

@@ -305,7 +305,7 @@ impl Platform {
             )),
             embedder: Arc::new(gateway.gateway.clone()),
             principals: Arc::new(identity.auth.clone()),
-            index: None,
+            index: self.vector_index()?,
             embedded_cache_bytes: k.embedded_cache_mb.saturating_mul(1024 * 1024),
             tokenizers: k.tokenizers.clone(),
             config: KnowledgeConfig {
@@ -319,6 +319,29 @@ impl Platform {
             },
             clock: self.clock(),
         })
+    }
+
+    /// The configured vector index: Qdrant, or `None` for the embedded one.
+    fn vector_index(
+        &self,
+    ) -> anyhow::Result<Option<Arc<dyn maas_knowledge::domain::ports::VectorIndex>>> {
+        let v = &self.settings.vector_store;
+        match (v.kind, &v.url) {
+            (crate::settings::VectorStoreKind::Embedded, _) => Ok(None),
+            (crate::settings::VectorStoreKind::Qdrant, None) => {
+                anyhow::bail!("vector_store.kind = \"qdrant\" needs vector_store.url")
+            }
+            (crate::settings::VectorStoreKind::Qdrant, Some(url)) => {
+                let key = v.api_key.as_ref().map(|k| k.expose_secret().to_owned());
+                let index = maas_knowledge::infra::qdrant::QdrantIndex::connect(
+                    url,
+                    key,
+                    &v.collection_prefix,
+                )?;
+                tracing::info!(url, "knowledge bases search Qdrant");
+                Ok(Some(Arc::new(index)))
+            }
+        }
     }
 
     /// The conversation service alone (the worker's expiry job needs nothing else).

@@ -97,8 +97,8 @@ pub struct Sections {
     pub telemetry: TelemetrySettings,
     /// Background workers.
     pub worker: WorkerSettings,
-    /// Vector store.
-    pub qdrant: QdrantSettings,
+    /// The vector index of knowledge bases.
+    pub vector_store: VectorStoreSettings,
     /// Settlement stream drain.
     pub ledger: LedgerSettings,
     /// Servers, agents and the registry's uploads.
@@ -412,15 +412,30 @@ pub struct KnowledgeSettings {
     pub store_embedding_model: String,
 }
 
-/// `[qdrant]`
+/// Which vector index serves knowledge-base search.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorStoreKind {
+    /// Exact search in each process over the vectors in PostgreSQL (no extra server).
+    #[default]
+    Embedded,
+    /// Qdrant (`url`), for large bases and scale-out.
+    Qdrant,
+}
+
+/// `[vector_store]`
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct QdrantSettings {
-    /// Qdrant gRPC URL; unset uses the embedded vector store.
+pub struct VectorStoreSettings {
+    /// `embedded` (default) or `qdrant`.
+    pub kind: VectorStoreKind,
+    /// Qdrant's gRPC URL (`http://host:6334`); `QDRANT_URL` sets it too.
     pub url: Option<String>,
     /// Qdrant API key.
     #[serde(serialize_with = "redact_opt")]
     pub api_key: Option<SecretString>,
+    /// Qdrant collections are named `{collection_prefix}_{model}_{dims}`.
+    pub collection_prefix: String,
 }
 
 /// Settings could not be loaded or are unsafe.
@@ -483,7 +498,7 @@ impl Settings {
         for (alias, key, canonical) in [
             ("DATABASE_URL", "database.url", "MAAS__DATABASE__URL"),
             ("REDIS_URL", "redis.url", "MAAS__REDIS__URL"),
-            ("QDRANT_URL", "qdrant.url", "MAAS__QDRANT__URL"),
+            ("QDRANT_URL", "vector_store.url", "MAAS__VECTOR_STORE__URL"),
         ] {
             if std::env::var_os(canonical).is_none() {
                 builder = builder.set_override_option(key, std::env::var(alias).ok())?;
@@ -531,6 +546,22 @@ impl Settings {
             ));
         }
         s.crypto.key_bytes()?;
+        if s.vector_store.kind == VectorStoreKind::Qdrant && s.vector_store.url.is_none() {
+            return Err(SettingsError::Invalid(
+                "vector_store.kind = \"qdrant\" needs vector_store.url (or QDRANT_URL)".into(),
+            ));
+        }
+        if s.vector_store.collection_prefix.is_empty()
+            || !s
+                .vector_store
+                .collection_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(SettingsError::Invalid(
+                "vector_store.collection_prefix must be letters, digits and _".into(),
+            ));
+        }
         if self.environment == AppEnvironment::Production {
             let jwt = s.auth.jwt_secret.expose_secret();
             if jwt.len() < 32 || jwt == DEV_JWT_SECRET {

@@ -52,6 +52,9 @@ pub enum KnowledgeError {
     /// Embedding failed (through the gateway): the model refused or is down.
     #[error("embedding failed: {0}")]
     Embedding(#[source] maas_inference::contract::InferenceError),
+    /// The vector index (Qdrant) cannot be reached.
+    #[error("the vector index is unavailable: {0}")]
+    IndexUnavailable(String),
     /// Identity and metering failures.
     #[error(transparent)]
     Identity(#[from] IdentityError),
@@ -86,6 +89,7 @@ impl Classify for KnowledgeError {
             Self::UnsupportedType(_) | Self::TypeMismatch(_) => ErrorKind::UnsupportedMediaType,
             Self::Embedding(inner) => inner.kind(),
             Self::Identity(inner) => inner.kind(),
+            Self::IndexUnavailable(_) => ErrorKind::Unavailable,
             Self::Unexpected(_) => ErrorKind::Internal,
         }
     }
@@ -107,6 +111,7 @@ impl Classify for KnowledgeError {
             Self::Busy(_) => "knowledge_base_busy",
             Self::Embedding(inner) => inner.code(),
             Self::Identity(inner) => inner.code(),
+            Self::IndexUnavailable(_) => "vector_index_unavailable",
             Self::Unexpected(_) => "internal",
         }
     }
@@ -128,6 +133,7 @@ impl Classify for KnowledgeError {
             | Self::TypeMismatch(_)
             | Self::Malformed(_)
             | Self::Busy(_)
+            | Self::IndexUnavailable(_)
             | Self::Unexpected(_) => None,
         }
     }
@@ -149,6 +155,7 @@ impl Classify for KnowledgeError {
             | Self::TypeMismatch(_)
             | Self::Malformed(_)
             | Self::Busy(_)
+            | Self::IndexUnavailable(_)
             | Self::Unexpected(_) => Vec::new(),
         }
     }

@@ -207,8 +207,9 @@ impl VectorIndex for EmbeddedIndex {
     }
 
     async fn drop_space(&self, space: &Space) -> Result<(), KnowledgeError> {
+        // Every process's cached copy goes stale with the version, not only this one's.
         self.cache.invalidate(&(space.base, space.generation));
-        Ok(())
+        self.bump(space.base).await
     }
 
     async fn search(

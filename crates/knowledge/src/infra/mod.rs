@@ -5,6 +5,7 @@
 pub mod embedded;
 pub mod extract;
 pub mod pg;
+pub mod qdrant;
 pub mod queue;
 pub mod stores;
 pub mod tokens;

@@ -121,12 +121,16 @@ pub struct ListQuery {
     #[param(pattern = "^(asc|desc)$")]
     pub order: Option<String>,
     /// The id of the last item of the previous page.
+    #[param(pattern = "^(file-|vs_)[0-9a-f]{32}$")]
     pub after: Option<String>,
     /// The id of the first item of the next page (the page before it).
+    #[param(pattern = "^(file-|vs_)[0-9a-f]{32}$")]
     pub before: Option<String>,
     /// Files only: `assistants` or `user_data`.
+    #[param(pattern = "^(assistants|user_data)$")]
     pub purpose: Option<String>,
     /// Store files only: `in_progress`, `completed`, `failed` or `cancelled`.
+    #[param(pattern = "^(in_progress|completed|failed|cancelled)$")]
     pub filter: Option<String>,
 }
 
