@@ -1557,3 +1557,104 @@ async fn vector_store_batches_cancel_expire_and_stay_private() {
         (StatusCode::OK, Some("completed"))
     );
 }
+
+#[tokio::test]
+async fn a_model_change_whose_jobs_died_with_their_worker_is_swept_up_and_finished() {
+    let Some(mut kb) = Kb::start(1).await else {
+        return;
+    };
+    let (status, body) =
+        kb.c.send(
+            Method::POST,
+            "/providers",
+            Some(
+                json!({"name": "builtin-b", "base_url": format!("{}/v1", kb._engine.base_url),
+                "models": [{"model": "minilm-b", "upstream_model": EMBEDDING_MODEL}]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let base = kb
+        .base(
+            &kb.token,
+            json!({"name": "Orphans", "embedding_model": "minilm"}),
+        )
+        .await;
+    for i in 0..4 {
+        let text = format!("Document {i} tells about lighthouse number {i} on the coast.");
+        let (_, up) = kb
+            .upload(&base, &format!("d{i}.txt"), None, text.into_bytes())
+            .await;
+        kb.ended(&kb.token, &base, up["document"]["id"].as_str().unwrap())
+            .await;
+    }
+    let chunks = kb
+        .count(&format!(
+            "SELECT count(*) FROM knowledge_chunks WHERE base_id = '{base}'"
+        ))
+        .await;
+    // The only worker dies; the model change's jobs are lost with it (its queue is emptied).
+    for w in &mut kb.c.workers {
+        kill9(w);
+    }
+    let (status, changed) = kb
+        .call(
+            Method::PATCH,
+            &format!("/knowledge-bases/{base}"),
+            Some(json!({"embedding_model": "minilm-b"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    {
+        let client = redis::Client::open(maas_tests::redis_url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let pattern = format!("{}*", kb.c.app.keyspace.prefix());
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let lost: Vec<&String> = keys
+            .iter()
+            .filter(|k| k.contains("knowledge.ingest") && !k.contains("sweep"))
+            .collect();
+        assert!(!lost.is_empty(), "no ingestion queue key among {keys:?}");
+        for key in lost {
+            let _: () = redis::cmd("DEL")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+    // A new worker has no job to run: only the sweep can find the documents left behind.
+    let worker = kb.c.spawn_worker();
+    kb.c.workers.push(worker);
+    let switched = eventually(WAIT, || async {
+        let (_, b) = kb
+            .call(Method::GET, &format!("/knowledge-bases/{base}"), None)
+            .await;
+        (b["embedding_model"] == "minilm-b" && b["pending_embedding_model"].is_null()).then_some(b)
+    })
+    .await;
+    assert!(
+        switched.is_some(),
+        "the base never switched:\n{}",
+        kb.c.logs()
+    );
+    assert_eq!(
+        kb.count(&format!(
+            "SELECT count(*) FROM knowledge_vectors WHERE base_id = '{base}' AND generation = 2"
+        ))
+        .await,
+        chunks,
+        "every chunk embedded once under the new model"
+    );
+    assert_eq!(
+        kb.count(&format!(
+            "SELECT count(*) FROM knowledge_vectors WHERE base_id = '{base}' AND generation <> 2"
+        ))
+        .await,
+        0
+    );
+}

@@ -318,7 +318,9 @@ pub trait DocumentRepository: Send + Sync {
         page: &PageRequest,
     ) -> Result<Vec<ChunkView>, KnowledgeError>;
 
-    /// Documents not ended whose lease ran out (or never taken) and unchanged since `before`.
+    /// Documents whose lease ran out (or was never taken) with work left: not ended and
+    /// unchanged since `before`, or ready but missing vectors of the generation their base
+    /// changes to (a model change older than `before`).
     ///
     /// # Errors
     /// Storage failures.

@@ -1059,9 +1059,17 @@ impl DocumentRepository for PgDocuments {
             id: uuid::Uuid,
         }
         let rows = Id::find_by_statement(stmt(
-            "SELECT id FROM knowledge_documents
-             WHERE status NOT IN ('ready', 'failed', 'cancelled') AND updated_at < $1 AND (lease_until IS NULL OR lease_until < $2)
-             ORDER BY updated_at LIMIT $3",
+            "SELECT d.id FROM knowledge_documents d
+             WHERE (d.lease_until IS NULL OR d.lease_until < $2) AND (
+                 (d.status NOT IN ('ready', 'failed', 'cancelled') AND d.updated_at < $1)
+                 -- A ready document whose base changes model and that still lacks vectors of
+                 -- the new generation (its worker died while re-embedding it).
+                 OR (d.status = 'ready' AND EXISTS (
+                     SELECT 1 FROM knowledge_bases b
+                     WHERE b.id = d.base_id AND b.next_generation IS NOT NULL AND b.updated_at < $1
+                       AND EXISTS (SELECT 1 FROM knowledge_chunks c WHERE c.document_id = d.id
+                           AND NOT EXISTS (SELECT 1 FROM knowledge_vectors v WHERE v.chunk_id = c.id AND v.generation = b.next_generation)))))
+             ORDER BY d.updated_at LIMIT $3",
             [before.into(), self.clock.now().into(), i64::from(limit).into()],
         ))
         .all(&self.db)
