@@ -8,7 +8,7 @@ use std::sync::Arc;
 use maas_knowledge::domain::base::BaseId;
 use maas_knowledge::domain::document::DocumentId;
 use maas_knowledge::domain::ports::{Point, Space, VectorHit, VectorIndex};
-use maas_knowledge::infra::embedded::EmbeddedIndex;
+use maas_knowledge::infra::embedded::{EmbeddedIndex, Precision};
 use maas_knowledge::infra::qdrant::QdrantIndex;
 use maas_tests::TestApp;
 use sea_orm::{ConnectionTrait as _, DatabaseConnection};
@@ -96,8 +96,14 @@ fn chunks(hits: &[VectorHit]) -> Vec<Uuid> {
     hits.iter().map(|h| h.chunk).collect()
 }
 
-/// The contract: `writer` is one process's adapter, `reader` another's.
-async fn contract(app: &TestApp, writer: Arc<dyn VectorIndex>, reader: Arc<dyn VectorIndex>) {
+/// The contract: `writer` is one process's adapter, `reader` another's; scores are cosine
+/// similarities within `tolerance`.
+async fn contract(
+    app: &TestApp,
+    writer: Arc<dyn VectorIndex>,
+    reader: Arc<dyn VectorIndex>,
+    tolerance: f32,
+) {
     let record = Record { db: app.db().await };
     let model = format!("contract-{}", Uuid::now_v7().simple());
     let mut spaces = Vec::new();
@@ -140,7 +146,7 @@ async fn contract(app: &TestApp, writer: Arc<dyn VectorIndex>, reader: Arc<dyn V
     let expected = [1.0, 0.9 / 0.82_f32.sqrt(), 0.0];
     for (hit, want) in hits.iter().zip(expected) {
         assert!(
-            (hit.score - want).abs() < 1e-4,
+            (hit.score - want).abs() < tolerance,
             "score {} for {want}",
             hit.score
         );
@@ -212,7 +218,14 @@ async fn the_embedded_index_keeps_the_contract() {
     let app = TestApp::spawn().await;
     let writer = Arc::new(EmbeddedIndex::new(app.db().await, 64 << 20));
     let reader = Arc::new(EmbeddedIndex::new(app.db().await, 64 << 20));
-    contract(&app, writer, reader).await;
+    contract(&app, writer, reader, 1e-5).await;
+}
+
+#[tokio::test]
+async fn the_embedded_index_at_half_precision_keeps_the_contract() {
+    let app = TestApp::spawn().await;
+    let half = |db| Arc::new(EmbeddedIndex::new(db, 64 << 20).with_precision(Precision::F16));
+    contract(&app, half(app.db().await), half(app.db().await), 2e-3).await;
 }
 
 #[tokio::test]
@@ -228,5 +241,5 @@ async fn the_qdrant_index_keeps_the_contract() {
     let key = std::env::var("QDRANT_API_KEY").ok();
     let writer = Arc::new(QdrantIndex::connect(&url, key.clone(), &prefix).unwrap());
     let reader = Arc::new(QdrantIndex::connect(&url, key, &prefix).unwrap());
-    contract(&app, writer, reader).await;
+    contract(&app, writer, reader, 1e-4).await;
 }

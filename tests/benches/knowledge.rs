@@ -282,6 +282,50 @@ async fn main() {
             }
         );
     }
+    // The same base searched by a replica holding vectors at half precision.
+    let (mut half, half_base) = c
+        .spawn_api_with("api-f16", &[("MAAS__KNOWLEDGE__EMBEDDED_PRECISION", "f16")])
+        .await;
+    let half_pid = half.id();
+    let before = rss_kib(half_pid);
+    let half_search = |q: String| {
+        let c = &c;
+        let token = &token;
+        let big = &big;
+        let half_base = &half_base;
+        async move {
+            let t = Instant::now();
+            let r = c
+                .client
+                .post(format!("{half_base}/api/v1/knowledge-bases/{big}/search"))
+                .bearer_auth(token)
+                .json(&json!({"query": q, "mode": "vector", "top_k": 5}))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+            t.elapsed()
+        }
+    };
+    let cold = half_search("decision about a component".to_owned()).await;
+    let after = rss_kib(half_pid);
+    let mut times = Vec::new();
+    for q in 0..60 {
+        times.push(half_search(format!("chunk about topic {}", q * 7)).await);
+    }
+    times.sort();
+    println!(
+        "f16 replica: first vector search {:.1} ms; RSS {} → {} MiB ({:.0} MiB per 100k vectors); vector p50 {:.2} ms, p99 {:.2} ms",
+        ms(cold),
+        before / 1024,
+        after / 1024,
+        mib(after.saturating_sub(before)),
+        pct(&times, 0.5),
+        pct(&times, 0.99)
+    );
+    let _ = half.kill();
+    let _ = half.wait();
+
     let mut embed = Vec::new();
     for q in 0..60 {
         let t = Instant::now();

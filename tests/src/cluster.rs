@@ -209,11 +209,17 @@ impl Cluster {
     /// Another `maas-api` replica on the same database and Redis prefix; answers it and its
     /// base URL once it is ready.
     pub async fn spawn_api(&self, name: &str) -> (Child, String) {
+        self.spawn_api_with(name, &[]).await
+    }
+
+    /// [`Self::spawn_api`] with more settings in the environment.
+    pub async fn spawn_api_with(&self, name: &str, extra: &[(&str, &str)]) -> (Child, String) {
         let port = free_port();
         let (out, err) = log_file(&self.dir.0, name);
         let mut api = platform_command("maas-api", &self.app.db.url, self.app.keyspace.prefix());
         api.env("MAAS__SERVER__PORT", port.to_string())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra.iter().copied())
             .stdout(out)
             .stderr(err);
         let child = api.spawn().unwrap();

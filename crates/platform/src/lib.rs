@@ -307,6 +307,14 @@ impl Platform {
             principals: Arc::new(identity.auth.clone()),
             index: self.vector_index()?,
             embedded_cache_bytes: k.embedded_cache_mb.saturating_mul(1024 * 1024),
+            embedded_precision: match k.embedded_precision {
+                crate::settings::EmbeddedPrecision::F32 => {
+                    maas_knowledge::infra::embedded::Precision::F32
+                }
+                crate::settings::EmbeddedPrecision::F16 => {
+                    maas_knowledge::infra::embedded::Precision::F16
+                }
+            },
             tokenizers: k.tokenizers.clone(),
             config: KnowledgeConfig {
                 max_document_bytes: k.max_document_bytes.max(1),

@@ -404,12 +404,26 @@ pub struct KnowledgeSettings {
     pub stalled_after_secs: u64,
     /// Memory the embedded vector index may hold per process, MiB.
     pub embedded_cache_mb: u64,
+    /// `f32` (default) or `f16`: how the embedded index holds vectors in memory (f16 halves
+    /// the memory; scores move by about 1e-3).
+    pub embedded_precision: EmbeddedPrecision,
     /// `tokenizer.json` per embedding model name: chunks are sized in that model's tokens
     /// (4 characters count as a token for the others).
     pub tokenizers: std::collections::HashMap<String, std::path::PathBuf>,
     /// The embedding model of vector stores created through `/v1/vector_stores` without one
     /// (the request's `embedding_model` extension field chooses another).
     pub store_embedding_model: String,
+}
+
+/// How the embedded vector index holds vectors.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddedPrecision {
+    /// 4 bytes a dimension.
+    #[default]
+    F32,
+    /// 2 bytes a dimension.
+    F16,
 }
 
 /// Which vector index serves knowledge-base search.

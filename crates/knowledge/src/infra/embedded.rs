@@ -4,7 +4,8 @@
 //! so the API and any number of replicas see what any worker wrote.
 //!
 //! Exact search has recall 1.0; one query costs one pass over the base's vectors (about 10 ms
-//! per 100,000 vectors of 384 dimensions on one core) and `4 × dims` bytes per vector of memory.
+//! per 100,000 vectors of 384 dimensions on one core) and `4 × dims` bytes per vector of memory
+//! (`2 × dims` with [`Precision::F16`]).
 //! Past a few hundred thousand chunks per base, use Qdrant.
 
 use std::sync::Arc;
@@ -19,18 +20,38 @@ use crate::domain::document::DocumentId;
 use crate::domain::errors::KnowledgeError;
 use crate::domain::ports::{Point, Space, VectorHit, VectorIndex};
 
+/// How vectors are held in memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// 4 bytes a dimension, as stored.
+    #[default]
+    F32,
+    /// 2 bytes a dimension (half the memory; scores differ from f32 by about 1e-3).
+    F16,
+}
+
+/// A base's vectors, row after row.
+enum Rows {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+}
+
 /// One base's vectors of one generation, normalized, in one contiguous buffer.
 struct Loaded {
     version: i64,
     dims: usize,
     chunks: Vec<uuid::Uuid>,
     documents: Vec<DocumentId>,
-    vectors: Vec<f32>,
+    vectors: Rows,
 }
 
 impl Loaded {
     fn bytes(&self) -> usize {
-        self.vectors.len() * 4 + self.chunks.len() * 32
+        let vectors = match &self.vectors {
+            Rows::F32(v) => v.len() * 4,
+            Rows::F16(v) => v.len() * 2,
+        };
+        vectors + self.chunks.len() * 32
     }
 }
 
@@ -39,6 +60,7 @@ impl Loaded {
 pub struct EmbeddedIndex {
     db: DatabaseConnection,
     cache: moka::sync::Cache<(BaseId, i32), Arc<Loaded>>,
+    precision: Precision,
 }
 
 fn normalize(v: &mut [f32]) {
@@ -61,7 +83,15 @@ impl EmbeddedIndex {
                 .max_capacity(cache_bytes)
                 .weigher(|_, v: &Arc<Loaded>| u32::try_from(v.bytes()).unwrap_or(u32::MAX))
                 .build(),
+            precision: Precision::F32,
         }
+    }
+
+    /// The same index holding vectors at `precision`.
+    #[must_use]
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
     }
 
     async fn bump(&self, base: BaseId) -> Result<(), KnowledgeError> {
@@ -118,7 +148,10 @@ impl EmbeddedIndex {
             dims,
             chunks: Vec::with_capacity(rows.len()),
             documents: Vec::with_capacity(rows.len()),
-            vectors: Vec::with_capacity(rows.len() * dims),
+            vectors: match self.precision {
+                Precision::F32 => Rows::F32(Vec::with_capacity(rows.len() * dims)),
+                Precision::F16 => Rows::F16(Vec::with_capacity(rows.len() * dims)),
+            },
         };
         for row in rows {
             let Some(mut v) = decode_vector(&row.vector).filter(|v| v.len() == dims) else {
@@ -130,7 +163,10 @@ impl EmbeddedIndex {
             loaded
                 .documents
                 .push(DocumentId::from_uuid(row.document_id));
-            loaded.vectors.extend_from_slice(&v);
+            match &mut loaded.vectors {
+                Rows::F32(all) => all.extend_from_slice(&v),
+                Rows::F16(all) => all.extend(v.iter().map(|x| half::f16::from_f32(*x))),
+            }
         }
         Ok(Arc::new(loaded))
     }
@@ -161,17 +197,33 @@ fn nearest(
 ) -> Vec<VectorHit> {
     let allowed: Option<std::collections::HashSet<DocumentId>> =
         documents.map(|d| d.iter().copied().collect());
-    let mut scored: Vec<(f32, usize)> = loaded
-        .vectors
-        .chunks_exact(loaded.dims.max(1))
-        .enumerate()
-        .filter(|(i, _)| {
-            allowed
-                .as_ref()
-                .is_none_or(|a| a.contains(&loaded.documents[*i]))
-        })
-        .map(|(i, v)| (v.iter().zip(query).map(|(a, b)| a * b).sum::<f32>(), i))
-        .collect();
+    let dims = loaded.dims.max(1);
+    let keep = |i: &usize| {
+        allowed
+            .as_ref()
+            .is_none_or(|a| a.contains(&loaded.documents[*i]))
+    };
+    let dot = |v: &[f32]| v.iter().zip(query).map(|(a, b)| a * b).sum::<f32>();
+    let mut scored: Vec<(f32, usize)> = match &loaded.vectors {
+        Rows::F32(all) => all
+            .chunks_exact(dims)
+            .enumerate()
+            .filter(|(i, _)| keep(i))
+            .map(|(i, v)| (dot(v), i))
+            .collect(),
+        Rows::F16(all) => {
+            use half::slice::HalfFloatSliceExt as _;
+            let mut row = vec![0.0_f32; dims];
+            all.chunks_exact(dims)
+                .enumerate()
+                .filter(|(i, _)| keep(i))
+                .map(|(i, v)| {
+                    v.convert_to_f32_slice(&mut row);
+                    (dot(&row), i)
+                })
+                .collect()
+        }
+    };
     if scored.len() > k && k > 0 {
         scored.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
         scored.truncate(k);
@@ -256,15 +308,24 @@ mod tests {
                 uuid::Uuid::from_u128(3),
             ],
             documents: vec![d1, d1, d2],
-            vectors,
+            vectors: Rows::F32(vectors.clone()),
         };
-        let hits = nearest(&loaded, &[1.0, 0.0], 2, None);
-        let ids: Vec<u128> = hits.iter().map(|h| h.chunk.as_u128()).collect();
-        assert_eq!(ids, [1, 2]);
-        assert!((hits[0].score - 1.0).abs() < 1e-6);
-        assert!((hits[1].score - 0.6).abs() < 1e-6);
-        let only_d2 = nearest(&loaded, &[1.0, 0.0], 2, Some(&[d2]));
-        assert_eq!(only_d2.len(), 1);
-        assert_eq!(only_d2[0].chunk.as_u128(), 3);
+        let half = Loaded {
+            vectors: Rows::F16(vectors.iter().map(|x| half::f16::from_f32(*x)).collect()),
+            chunks: loaded.chunks.clone(),
+            documents: loaded.documents.clone(),
+            ..loaded
+        };
+        assert_eq!(half.bytes() * 2 - 3 * 32 * 2, loaded.bytes() - 3 * 32);
+        for (l, tolerance) in [(&loaded, 1e-6), (&half, 1e-3)] {
+            let hits = nearest(l, &[1.0, 0.0], 2, None);
+            let ids: Vec<u128> = hits.iter().map(|h| h.chunk.as_u128()).collect();
+            assert_eq!(ids, [1, 2]);
+            assert!((hits[0].score - 1.0).abs() < tolerance);
+            assert!((hits[1].score - 0.6).abs() < tolerance);
+            let only_d2 = nearest(l, &[1.0, 0.0], 2, Some(&[d2]));
+            assert_eq!(only_d2.len(), 1);
+            assert_eq!(only_d2[0].chunk.as_u128(), 3);
+        }
     }
 }

@@ -44,6 +44,8 @@ pub struct KnowledgeParams {
     pub index: Option<Arc<dyn VectorIndex>>,
     /// Memory the embedded index may hold, in bytes.
     pub embedded_cache_bytes: u64,
+    /// How the embedded index holds vectors.
+    pub embedded_precision: embedded::Precision,
     /// Tokenizers by embedding model.
     pub tokenizers: HashMap<String, PathBuf>,
     /// Tunables.
@@ -74,10 +76,10 @@ impl Knowledge {
     /// When a configured tokenizer cannot be loaded.
     pub fn build(p: KnowledgeParams) -> anyhow::Result<Self> {
         let index = p.index.unwrap_or_else(|| {
-            Arc::new(embedded::EmbeddedIndex::new(
-                p.db.clone(),
-                p.embedded_cache_bytes,
-            ))
+            Arc::new(
+                embedded::EmbeddedIndex::new(p.db.clone(), p.embedded_cache_bytes)
+                    .with_precision(p.embedded_precision),
+            )
         });
         let ports = KnowledgePorts {
             bases: Arc::new(pg::PgBases::new(p.db.clone(), Arc::clone(&p.clock))),
