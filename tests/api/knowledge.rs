@@ -82,8 +82,14 @@ async fn upload(
 
 impl Kb {
     async fn start(workers: usize) -> Option<Self> {
+        Self::start_with(&[], workers).await
+    }
+
+    /// [`Self::start`] with more settings (after [`ENV`], so they win).
+    async fn start_with(extra: &[(&str, &str)], workers: usize) -> Option<Self> {
         let engine = EngineProcess::start(&[]).await?;
-        let c = Cluster::start(&ENV, workers).await;
+        let env: Vec<(&str, &str)> = ENV.iter().chain(extra).copied().collect();
+        let c = Cluster::start(&env, workers).await;
         let (status, body) = c
             .send(
                 Method::POST,
@@ -1656,5 +1662,198 @@ async fn a_model_change_whose_jobs_died_with_their_worker_is_swept_up_and_finish
         ))
         .await,
         0
+    );
+}
+
+#[tokio::test]
+async fn the_cli_creates_fills_searches_and_reindexes_a_base() {
+    let Some(kb) = Kb::start(1).await else {
+        return;
+    };
+    let c = &kb.c;
+    let run = |args: &[&str]| {
+        let out = maas_tests::platform_command("maas", &c.app.db.url, c.app.keyspace.prefix())
+            .envs(c.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(&[
+        "kb",
+        "create",
+        "Manuals",
+        "--owner",
+        "kate",
+        "--model",
+        "minilm",
+        "--chunking",
+        "custom",
+        "--chunk-size",
+        "60",
+        "--chunk-overlap",
+        "10",
+    ]);
+    assert!(ok, "{err}");
+    let id = out
+        .trim()
+        .rsplit('(')
+        .next()
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no id in {out:?}"))
+        .to_owned();
+    assert!(out.starts_with("created knowledge base `Manuals`"), "{out}");
+    let (ok, _, err) = run(&[
+        "kb", "create", "Manuals", "--owner", "kate", "--model", "minilm",
+    ]);
+    assert!(
+        !ok && err.contains("knowledge base of that name exists"),
+        "{err}"
+    );
+    let (ok, _, err) = run(&[
+        "kb", "create", "Other", "--owner", "kate", "--model", "nope",
+    ]);
+    assert!(!ok && err.contains("nope"), "{err}");
+
+    let dir = tempfile_dir();
+    let files = [
+        (
+            "boiler.txt",
+            "Bleed the radiator valve when the boiler pressure drops below one bar.",
+        ),
+        (
+            "garden.md",
+            "# Garden\n\nPrune the roses in late winter, before new growth starts.",
+        ),
+    ];
+    let mut paths = Vec::new();
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        paths.push(path.display().to_string());
+    }
+    let mut args = vec!["kb", "upload", id.as_str()];
+    args.extend(paths.iter().map(String::as_str));
+    let (ok, out, err) = run(&args);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.lines().all(|l| l.contains("queued")), "{out}");
+    let (ok, again, _) = run(&args);
+    assert!(
+        ok && again.lines().all(|l| l.ends_with("(already there)")),
+        "{again}"
+    );
+    for line in out.lines() {
+        let doc = line.split_whitespace().next().unwrap();
+        kb.ended(&kb.token, &id, doc).await;
+    }
+
+    let (ok, list, err) = run(&["kb", "list", "--owner", "kate"]);
+    assert!(ok, "{err}");
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&id) && l.contains("Manuals") && l.contains("minilm")),
+        "{list}"
+    );
+    let (ok, hits, err) = run(&[
+        "kb",
+        "search",
+        &id,
+        "the heating pressure is low",
+        "--mode",
+        "vector",
+        "--top-k",
+        "1",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(hits.lines().count(), 1, "{hits}");
+    assert!(hits.contains("boiler.txt#0"), "{hits}");
+    let chunks = kb
+        .count(&format!(
+            "SELECT count(*) FROM knowledge_vectors WHERE base_id = '{id}'"
+        ))
+        .await;
+    let (ok, out, err) = run(&["kb", "reindex", &id]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), format!("reindexed {id}: {chunks} points"));
+    let (ok, _, err) = run(&["kb", "search", &Uuid::now_v7().to_string(), "x"]);
+    assert!(!ok && err.contains("knowledge base not found"), "{err}");
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("maas-kb-cli-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn a_rate_limited_owner_s_document_waits_for_its_window_and_is_ingested_exactly() {
+    // Two requests a minute for every user, one chunk per embedding call: a document of three
+    // chunks or more needs a second window.
+    let Some(kb) = Kb::start_with(
+        &[
+            ("MAAS__IDENTITY__DEFAULT_REQUESTS_PER_MINUTE", "2"),
+            ("MAAS__KNOWLEDGE__EMBED_BATCH", "1"),
+        ],
+        1,
+    )
+    .await
+    else {
+        return;
+    };
+    let base = kb
+        .base(
+            &kb.token,
+            json!({"name": "Slow", "embedding_model": "minilm",
+                "chunking": {"strategy": "custom", "size": 50, "overlap": 0}}),
+        )
+        .await;
+    let text: String = (0..4)
+        .map(|i| format!("Paragraph {i} is about harbour number {i}: its cranes, its ships, its tides, and the people who work there at night under the lamps.\n\n"))
+        .collect();
+    let (status, up) = kb.upload(&base, "slow.txt", None, text.into_bytes()).await;
+    assert_eq!(status, StatusCode::CREATED, "{up}");
+    let doc = up["document"]["id"].as_str().unwrap().to_owned();
+    let path = format!("/knowledge-bases/{base}/documents/{doc}");
+    let ended = eventually(Duration::from_secs(200), || async {
+        let (_, d) = kb.call(Method::GET, &path, None).await;
+        matches!(d["status"].as_str(), Some("ready" | "failed")).then_some(d)
+    })
+    .await
+    .unwrap_or_else(|| panic!("the document never ended:\n{}", kb.c.logs()));
+    assert_eq!(ended["status"], "ready", "{ended}");
+    let chunks = ended["chunks"].as_i64().unwrap();
+    assert!(chunks >= 3, "{ended}");
+    assert_eq!(
+        kb.count(&format!(
+            "SELECT count(*) FROM knowledge_vectors WHERE document_id = '{doc}'"
+        ))
+        .await,
+        chunks,
+        "every chunk embedded once"
+    );
+    // One metered call per chunk: the refused calls cost nothing, no batch is embedded twice.
+    let sql = format!(
+        "SELECT count(*) FROM usage_records WHERE user_id = '{}' AND model = 'minilm' AND status = 200",
+        kb.user
+    );
+    let metered = eventually(WAIT, || async {
+        let n = kb.count(&sql).await;
+        (n >= chunks).then_some(n)
+    })
+    .await;
+    assert_eq!(metered, Some(chunks), "metered embedding calls");
+    let all = format!(
+        "SELECT count(*) FROM usage_records WHERE user_id = '{}'",
+        kb.user
+    );
+    assert_eq!(kb.count(&all).await, chunks, "no other usage row");
+    assert!(
+        kb.c.logs().contains("document ingestion waits"),
+        "the worker never waited for the owner's rate limit"
     );
 }

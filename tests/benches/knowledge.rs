@@ -235,6 +235,13 @@ async fn main() {
     ))
     .await
     .unwrap();
+    // Settle the tables after the bulk insert (autovacuum and analyze would otherwise run
+    // during the measurements, and the planner would not know the new rows).
+    db.execute_unprepared(
+        "VACUUM ANALYZE knowledge_documents, knowledge_chunks, knowledge_vectors",
+    )
+    .await
+    .unwrap();
     let api_pid = c.api.id();
     let before = rss_kib(api_pid);
     let search = |body: Value| {

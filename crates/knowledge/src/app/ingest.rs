@@ -53,7 +53,6 @@ pub struct Ingestor {
     extractor: Arc<dyn Extractor>,
     tokenizers: Arc<dyn Tokenizers>,
     config: IngestConfig,
-    worker: uuid::Uuid,
 }
 
 /// What stops a step.
@@ -85,7 +84,6 @@ impl Ingestor {
             extractor,
             tokenizers,
             config,
-            worker: uuid::Uuid::now_v7(),
         }
     }
 
@@ -95,6 +93,9 @@ impl Ingestor {
     /// # Errors
     /// Storage failures (the job is retried).
     pub async fn run(&self, id: DocumentId, attempt: u32) -> Result<Outcome, KnowledgeError> {
+        // The lease is this run's, not the process's: two runs of one document in one worker
+        // (a retry and a sweep) must not both take it, or both would embed the same batch.
+        let holder = uuid::Uuid::now_v7();
         let Some(doc) = self.ports.documents.get(id).await? else {
             return Ok(Outcome::Gone);
         };
@@ -110,19 +111,19 @@ impl Ingestor {
         if !self
             .ports
             .documents
-            .claim(id, self.worker, self.config.lease)
+            .claim(id, holder, self.config.lease)
             .await?
         {
             return Ok(Outcome::Busy);
         }
-        match self.steps(&doc, &base, attempt).await {
+        match self.steps(&doc, &base, attempt, holder).await {
             Ok(()) => Ok(Outcome::Done),
             Err(Stop::Retry(after)) => {
                 let not_before = self.ports.clock.now()
                     + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::hours(1));
                 self.ports
                     .documents
-                    .release(id, self.worker, Some(not_before))
+                    .release(id, holder, Some(not_before))
                     .await?;
                 self.ports.queue.retry(id, attempt + 1, after).await?;
                 Ok(Outcome::RetryAfter(after))
@@ -136,22 +137,36 @@ impl Ingestor {
                 Ok(Outcome::Failed(reason))
             }
             Err(Stop::Lost) => Ok(Outcome::Busy),
-            Err(Stop::Error(err)) => Err(err),
+            Err(Stop::Error(err)) => {
+                // The job is retried: free the document for that run (or any other).
+                if let Err(e) = self.ports.documents.release(id, holder, None).await {
+                    tracing::warn!(document = %id, error = %e, "a failed run's lease could not be released");
+                }
+                Err(err)
+            }
         }
     }
 
-    async fn steps(&self, doc: &Document, base: &KnowledgeBase, attempt: u32) -> Result<(), Stop> {
+    async fn steps(
+        &self,
+        doc: &Document,
+        base: &KnowledgeBase,
+        attempt: u32,
+        holder: uuid::Uuid,
+    ) -> Result<(), Stop> {
         let mut chunks = self.ports.documents.chunk_count(doc.id).await?;
         if chunks == 0 {
             chunks = self.parse_and_chunk(doc, base).await?;
         }
         let mut base = base.clone();
-        self.embed_and_index(doc, &mut base, false, attempt).await?;
+        self.embed_and_index(doc, &mut base, false, attempt, holder)
+            .await?;
         if doc.status != DocumentStatus::Ready {
             self.ports.documents.finish(doc.id, chunks).await?;
         }
         if base.next.is_some() {
-            self.embed_and_index(doc, &mut base, true, attempt).await?;
+            self.embed_and_index(doc, &mut base, true, attempt, holder)
+                .await?;
             self.maybe_switch(&base).await?;
         }
         Ok(())
@@ -214,6 +229,7 @@ impl Ingestor {
         base: &mut KnowledgeBase,
         next: bool,
         attempt: u32,
+        holder: uuid::Uuid,
     ) -> Result<(), Stop> {
         let embedding: Embedding = if next {
             base.next.clone().ok_or(Stop::Retry(Duration::ZERO))?
@@ -279,7 +295,7 @@ impl Ingestor {
             if !self
                 .ports
                 .documents
-                .claim(doc.id, self.worker, self.config.lease)
+                .claim(doc.id, holder, self.config.lease)
                 .await?
             {
                 return Err(Stop::Lost);

@@ -55,6 +55,9 @@ impl Loaded {
     }
 }
 
+/// Rows read per query while loading a base.
+const LOAD_PAGE: i64 = 5000;
+
 /// Exact search over PostgreSQL's vectors, cached in memory.
 #[derive(Clone)]
 pub struct EmbeddedIndex {
@@ -129,43 +132,72 @@ impl EmbeddedIndex {
             document_id: uuid::Uuid,
             vector: Vec<u8>,
         }
+        #[derive(FromQueryResult)]
+        struct Count {
+            n: i64,
+        }
         let dims = usize::try_from(space.dims).unwrap_or(0);
-        let rows = Row::find_by_statement(Statement::from_sql_and_values(
+        let scope = [
+            space.base.as_uuid().into(),
+            space.owner.as_uuid().into(),
+            space.generation.into(),
+        ];
+        let expected = Count::find_by_statement(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT chunk_id, document_id, vector FROM knowledge_vectors
-             WHERE base_id = $1 AND owner_id = $2 AND generation = $3 ORDER BY chunk_id",
-            [
-                space.base.as_uuid().into(),
-                space.owner.as_uuid().into(),
-                space.generation.into(),
-            ],
+            "SELECT count(*) AS n FROM knowledge_vectors WHERE base_id = $1 AND owner_id = $2 AND generation = $3",
+            scope.clone(),
         ))
-        .all(&self.db)
+        .one(&self.db)
         .await
-        .context("loading a base's vectors")?;
+        .context("counting a base's vectors")?
+        .map_or(0, |c| usize::try_from(c.n).unwrap_or(0));
         let mut loaded = Loaded {
             version,
             dims,
-            chunks: Vec::with_capacity(rows.len()),
-            documents: Vec::with_capacity(rows.len()),
+            chunks: Vec::with_capacity(expected),
+            documents: Vec::with_capacity(expected),
             vectors: match self.precision {
-                Precision::F32 => Rows::F32(Vec::with_capacity(rows.len() * dims)),
-                Precision::F16 => Rows::F16(Vec::with_capacity(rows.len() * dims)),
+                Precision::F32 => Rows::F32(Vec::with_capacity(expected * dims)),
+                Precision::F16 => Rows::F16(Vec::with_capacity(expected * dims)),
             },
         };
-        for row in rows {
-            let Some(mut v) = decode_vector(&row.vector).filter(|v| v.len() == dims) else {
-                tracing::warn!(chunk = %row.chunk_id, "a stored vector has the wrong dimension; skipped");
-                continue;
-            };
-            normalize(&mut v);
-            loaded.chunks.push(row.chunk_id);
-            loaded
-                .documents
-                .push(DocumentId::from_uuid(row.document_id));
-            match &mut loaded.vectors {
-                Rows::F32(all) => all.extend_from_slice(&v),
-                Rows::F16(all) => all.extend(v.iter().map(|x| half::f16::from_f32(*x))),
+        // Read in pages, so the rows in flight stay small next to the vectors kept.
+        let mut after: Option<uuid::Uuid> = None;
+        loop {
+            let mut values = scope.to_vec();
+            values.push(after.into());
+            values.push(LOAD_PAGE.into());
+            let rows = Row::find_by_statement(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT chunk_id, document_id, vector FROM knowledge_vectors
+                 WHERE base_id = $1 AND owner_id = $2 AND generation = $3
+                   AND ($4::uuid IS NULL OR chunk_id > $4)
+                 ORDER BY chunk_id LIMIT $5",
+                values,
+            ))
+            .all(&self.db)
+            .await
+            .context("loading a base's vectors")?;
+            let Some(last) = rows.last() else { break };
+            after = Some(last.chunk_id);
+            let full = rows.len() == usize::try_from(LOAD_PAGE).unwrap_or(usize::MAX);
+            for row in rows {
+                let Some(mut v) = decode_vector(&row.vector).filter(|v| v.len() == dims) else {
+                    tracing::warn!(chunk = %row.chunk_id, "a stored vector has the wrong dimension; skipped");
+                    continue;
+                };
+                normalize(&mut v);
+                loaded.chunks.push(row.chunk_id);
+                loaded
+                    .documents
+                    .push(DocumentId::from_uuid(row.document_id));
+                match &mut loaded.vectors {
+                    Rows::F32(all) => all.extend_from_slice(&v),
+                    Rows::F16(all) => all.extend(v.iter().map(|x| half::f16::from_f32(*x))),
+                }
+            }
+            if !full {
+                break;
             }
         }
         Ok(Arc::new(loaded))
