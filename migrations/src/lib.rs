@@ -14,6 +14,7 @@ mod m20261202_000003_model_deployments;
 mod m20261203_000001_model_ssh_tasks;
 mod m20261204_000001_knowledge_bases;
 mod m20261205_000001_knowledge_vector_stores;
+mod m20261206_000001_apps;
 
 /// The platform's migrator.
 #[derive(Debug)]
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000001_model_ssh_tasks::Migration),
             Box::new(m20261204_000001_knowledge_bases::Migration),
             Box::new(m20261205_000001_knowledge_vector_stores::Migration),
+            Box::new(m20261206_000001_apps::Migration),
         ]
     }
 }

@@ -30,6 +30,7 @@ use crate::system;
         (path = "/api/v1", api = maas_inference::ProvidersApi),
         (path = "/v1", api = maas_inference::InferenceApi),
         (path = "/v1", api = maas_knowledge::KnowledgeOpenAiApi),
+        (path = "/v1", api = maas_apps::AppsEndpointApi),
     ),
     modifiers(&SecuritySchemes),
     tags((name = "system", description = "Liveness, readiness and metrics")),

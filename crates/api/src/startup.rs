@@ -95,6 +95,7 @@ impl Application {
             gateway,
             compute,
             knowledge,
+            apps,
         } = platform.api()?;
         let metrics = metrics()?;
         let gauges = SettlementGauges::register(&metrics.registry)?;
@@ -125,6 +126,7 @@ impl Application {
                 gateway,
                 compute,
                 knowledge,
+                apps,
                 clock: platform.clock(),
                 audit: platform.audit(),
                 gateway_limit: settings.gateway.max_request_bytes,
@@ -326,6 +328,7 @@ struct Services {
     gateway: Gateway,
     compute: Compute,
     knowledge: Knowledge,
+    apps: maas_apps::infra::Apps,
     clock: Arc<dyn Clock>,
     audit: Arc<dyn AuditLog>,
     /// Body limit of `/v1` (images travel inline).
@@ -367,6 +370,8 @@ fn serve(
     let tasks = web::Data::new(services.compute.tasks.clone());
     let knowledge = web::Data::new(services.knowledge.service.clone());
     let stores = web::Data::new(services.knowledge.stores.clone());
+    let apps = web::Data::new(services.apps.apps.clone());
+    let app_endpoint = web::Data::new(services.apps.endpoint.clone());
     let overhead = web::Data::new(services.overhead.clone());
     let console_assets = web::Data::new(maas_model::interface::ssh::ConsoleAssets(
         services.console_assets.clone(),
@@ -405,6 +410,8 @@ fn serve(
             .app_data(tasks.clone())
             .app_data(knowledge.clone())
             .app_data(stores.clone())
+            .app_data(apps.clone())
+            .app_data(app_endpoint.clone())
             .app_data(console_assets.clone())
             .app_data(overhead.clone())
             .app_data(json_config::<Problem>(json_limit))
@@ -438,6 +445,7 @@ fn serve(
                     .app_data(path_config::<OpenAi>())
                     .configure(maas_inference::configure)
                     .configure(maas_knowledge::configure_openai)
+                    .configure(maas_apps::configure_endpoint)
                     .configure(|cfg| extra.openai.into_iter().for_each(|routes| routes(cfg))),
             )
             .configure(crate::redoc::configure)

@@ -1,37 +1,22 @@
-//! Apps: model + prompt + knowledge published as an endpoint.
+//! Apps: a model, a prompt and knowledge published as an endpoint with its own keys. A
+//! published version answers `POST /v1/apps/{id}/chat/completions` in OpenAI's shape, with
+//! citations of the passages its prompt held; end users keep their conversations; every call is
+//! logged with its tokens, latency and the end user's feedback.
 //!
 //! Layers (DESIGN §2): `domain` (entities, value objects, errors, ports; no framework types),
 //! `app` (use cases over the ports), `infra` (adapters, feature `infra`) and `interface` (HTTP
-//! handlers, DTOs and OpenAPI, feature `http`). Other contexts use only what this file exports.
-//! This context has no features yet: its routes and tables arrive with its issue.
+//! handlers, DTOs and OpenAPI, feature `http`). It reaches the other contexts only through
+//! their contracts: `inference::ChatPort` and `Conversations`, `knowledge::Retriever`,
+//! `user::AppKeys` and `Principals`.
 
-pub mod domain {
-    //! Entities, value objects, domain errors and the ports this context needs.
-}
-
-pub mod app {
-    //! Use cases: one service per aggregate, orchestrating the domain and its ports.
-}
+pub mod app;
+pub mod domain;
 
 #[cfg(feature = "infra")]
-pub mod infra {
-    //! Adapters implementing the domain ports: sea-orm repositories, Redis, job producers.
-}
+pub mod infra;
 
 #[cfg(feature = "http")]
-pub mod interface {
-    //! HTTP handlers, DTOs and the context's OpenAPI document.
-
-    use actix_web::web;
-
-    /// The OpenAPI document of this context, nested by `maas-api`.
-    #[derive(Debug, utoipa::OpenApi)]
-    #[openapi()]
-    pub struct AppsApi;
-
-    /// Registers this context's routes.
-    pub fn configure(_cfg: &mut web::ServiceConfig) {}
-}
+pub mod interface;
 
 #[cfg(feature = "http")]
-pub use interface::{AppsApi, configure};
+pub use interface::{AppsApi, AppsEndpointApi, configure, configure_endpoint};

@@ -257,6 +257,7 @@ pub async fn key(platform: &Platform, command: KeyCommand) -> anyhow::Result<()>
             tokens_per_minute,
         },
         expires_at,
+        app: None,
     };
     let issued = identity
         .keys

@@ -21,10 +21,16 @@ pub use interface::{
     InferenceApi, LegacyApi, ProvidersApi, configure, configure_admin, configure_legacy,
 };
 
-/// What other contexts may depend on: embeddings through the metered gateway.
+/// What other contexts may depend on: embeddings and chat through the metered gateway, and
+/// conversations.
 pub mod contract {
+    pub use crate::app::chat::{ChatPort, ChatRequest, Conversations, HistoryMessage};
     pub use crate::app::embed::{Embedder, Embeddings};
+    pub use crate::app::gateway::{Proxied, ProxiedBody};
+    pub use crate::app::settlement::{OnSettled, Settled};
+    pub use crate::domain::conversation::ConversationId;
     pub use crate::domain::errors::InferenceError;
+    pub use crate::domain::usage::TokenUsage;
 }
 
 /// Job payloads of this context (produced and consumed through apalis).

@@ -72,6 +72,8 @@ pub struct ApiServices {
     pub compute: Compute,
     /// Knowledge bases.
     pub knowledge: Knowledge,
+    /// Apps.
+    pub apps: maas_apps::infra::Apps,
 }
 
 impl Platform {
@@ -329,6 +331,27 @@ impl Platform {
         })
     }
 
+    /// The apps context: its model calls through `gateway` (as the app's keys, charged to
+    /// the owners `identity` knows), retrieval through `knowledge`.
+    #[must_use]
+    pub fn apps(
+        &self,
+        identity: &Identity,
+        gateway: &Gateway,
+        knowledge: &Knowledge,
+    ) -> maas_apps::infra::Apps {
+        maas_apps::infra::Apps::build(maas_apps::infra::AppsParams {
+            db: self.db.clone(),
+            chat: Arc::new(gateway.gateway.clone()),
+            conversations: Arc::new(gateway.conversations.clone()),
+            retriever: Arc::new(knowledge.service.clone()),
+            keys: Arc::new(identity.keys.clone()),
+            principals: Arc::new(identity.auth.clone()),
+            background: Arc::new(self.tasks.clone()),
+            clock: self.clock(),
+        })
+    }
+
     /// The configured vector index: Qdrant, or `None` for the embedded one.
     fn vector_index(
         &self,
@@ -381,11 +404,13 @@ impl Platform {
         self.listen_for_compute_changes(&compute)?;
         let gateway = self.gateway(quota, Some(Arc::new(compute.directory.clone())))?;
         let knowledge = self.knowledge(&identity, &gateway)?;
+        let apps = self.apps(&identity, &gateway, &knowledge);
         Ok(ApiServices {
             identity,
             gateway,
             compute,
             knowledge,
+            apps,
         })
     }
 

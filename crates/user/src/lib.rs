@@ -51,8 +51,10 @@ pub mod jobs {
 pub mod contract {
     pub use crate::app::Actor;
     pub use crate::app::auth::{Authenticator, Credential, Principals};
+    pub use crate::app::keys::{AppKeys, IssuedKey};
     pub use crate::app::quotas::QuotaGate;
     pub use crate::domain::api_key::ApiKeyId;
+    pub use crate::domain::api_key::{ApiKey, KeyLimits};
     pub use crate::domain::errors::{IdentityError, LimitState, limit_headers};
     pub use crate::domain::limits::Demand;
     pub use crate::domain::ports::{Reservation, SettledRecords};
@@ -60,5 +62,5 @@ pub mod contract {
     pub use crate::domain::user::UserId;
     pub use crate::domain::values::{Permission, Role, Scope};
     #[cfg(feature = "http")]
-    pub use crate::interface::extract::{Authenticated, Caller, action_context};
+    pub use crate::interface::extract::{AppKeyCaller, Authenticated, Caller, action_context};
 }

@@ -54,6 +54,20 @@ pub fn key_grant(allowed_models: &[&str]) -> KeyGrant {
         scopes: BTreeSet::from([Scope::Inference]),
         allowed_models: allowed_models.iter().map(|&m| m.to_owned()).collect(),
         expires_at: None,
+        app: None,
+    }
+}
+
+/// A grant of an app key bound to `app` (no scopes; it may call models through its app only).
+#[must_use]
+pub fn app_key_grant(app: uuid::Uuid) -> KeyGrant {
+    KeyGrant {
+        id: ApiKeyId::new(),
+        prefix: KEY_PREFIX.to_owned(),
+        scopes: BTreeSet::new(),
+        allowed_models: BTreeSet::new(),
+        expires_at: None,
+        app: Some(app),
     }
 }
 

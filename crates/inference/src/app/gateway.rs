@@ -18,7 +18,9 @@ use serde_json::{Value, json};
 use super::balance::Balancer;
 use super::conversations::ConversationService;
 use super::metered::MeteredStream;
-use super::settlement::{OnAnswer, Outcome, Settlement, SettlementPorts, elapsed_ms, openai_error};
+use super::settlement::{
+    OnAnswer, OnSettled, Outcome, Settlement, SettlementPorts, elapsed_ms, openai_error,
+};
 pub use crate::domain::call::{Call, Endpoint, TemplateOverhead};
 use crate::domain::conversation::{Conversation, MessageRole};
 use crate::domain::errors::InferenceError;
@@ -268,11 +270,25 @@ impl GatewayService {
     /// # Errors
     /// [`InferenceError::ModelNotFound`]; [`InferenceError::ConversationNotFound`]; rate limit
     /// or quota refusals; [`InferenceError::UpstreamUnavailable`] when no upstream answered.
-    #[tracing::instrument(name = "gateway.proxy", skip_all, fields(user.id = %principal.user_id(), model = %call.model(), endpoint = call.endpoint().name()))]
     pub async fn proxy(
         &self,
         principal: Arc<Principal>,
+        call: Call,
+    ) -> Result<Proxied, InferenceError> {
+        self.proxy_with(principal, call, None).await
+    }
+
+    /// [`GatewayService::proxy`], running `on_settled` with what the call came to once it is
+    /// settled (whenever it was admitted).
+    ///
+    /// # Errors
+    /// As [`GatewayService::proxy`].
+    #[tracing::instrument(name = "gateway.proxy", skip_all, fields(user.id = %principal.user_id(), model = %call.model(), endpoint = call.endpoint().name()))]
+    pub async fn proxy_with(
+        &self,
+        principal: Arc<Principal>,
         mut call: Call,
+        on_settled: Option<OnSettled>,
     ) -> Result<Proxied, InferenceError> {
         let started = Instant::now();
         let at = self.ports.clock.now();
@@ -286,11 +302,12 @@ impl GatewayService {
             && let Some(hit) = cache.get(principal.user_id(), key).await
         {
             return self
-                .answer_from_cache(&principal, &call, hit, started, at)
+                .answer_from_cache(&principal, &call, hit, started, at, on_settled)
                 .await;
         }
         let Admitted { mut settlement } = self.admit(&principal, &call, started, at).await?;
         settlement.on_answer(exchange.map(record_exchange(Arc::clone(&self.ports.background))));
+        settlement.on_settled(on_settled);
         let (response, settlement, waited) = self.forward(&call, targets, settlement).await?;
         let mut proxied = self.settle(&call, response, settlement).await;
         proxied.upstream_time += waited;
@@ -320,7 +337,7 @@ impl GatewayService {
             return Err(InferenceError::ConversationNotFound);
         };
         let (conversation, history) = conversations.context(principal, id).await?;
-        let sent = sent_messages(call.body().get("messages"));
+        let sent = sent_messages(call.body().get("messages"), call.preamble());
         call.prepend_messages(
             history
                 .iter()
@@ -558,6 +575,7 @@ impl GatewayService {
         hit: Bytes,
         started: Instant,
         at: chrono::DateTime<chrono::Utc>,
+        on_settled: Option<OnSettled>,
     ) -> Result<Proxied, InferenceError> {
         let reservation = self
             .ports
@@ -575,6 +593,7 @@ impl GatewayService {
             at,
         );
         settlement.serve_from("cache", None);
+        settlement.on_settled(on_settled);
         settlement
             .finish(Outcome {
                 status: 200,
@@ -582,7 +601,7 @@ impl GatewayService {
                 reported: Some(TokenUsage::default()),
                 completion_bytes: 0,
                 first_byte_ms: Some(elapsed_ms(started)),
-                answer: None,
+                answer: Some(answer_text(&hit)),
             })
             .await;
         Ok(Proxied {
@@ -650,12 +669,13 @@ fn answer_text(answer: &[u8]) -> String {
         .unwrap_or_default()
 }
 
-/// The request's own messages as (role, text) for the conversation log.
-fn sent_messages(messages: Option<&Value>) -> Vec<(MessageRole, String)> {
+/// The request's own messages (after its preamble) as (role, text) for the conversation log.
+fn sent_messages(messages: Option<&Value>, preamble: usize) -> Vec<(MessageRole, String)> {
     messages
         .and_then(Value::as_array)
         .map(|list| {
             list.iter()
+                .skip(preamble)
                 .filter_map(|m| {
                     let role = MessageRole::parse(m.get("role")?.as_str()?).ok()?;
                     let content = m.get("content")?;

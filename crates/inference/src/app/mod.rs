@@ -1,6 +1,7 @@
 //! Use cases of the gateway: provider administration and proxying metered calls.
 
 pub mod balance;
+pub mod chat;
 pub mod conversations;
 pub mod embed;
 pub mod gateway;

@@ -49,6 +49,27 @@ pub struct Outcome {
 /// Runs with the complete answer's text (stores a conversation exchange).
 pub type OnAnswer = Box<dyn FnOnce(String) + Send>;
 
+/// What a call came to once settled, for a caller that keeps its own log (an app's messages).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// The status the client saw ([`CLIENT_GONE`] when it left).
+    pub status: u16,
+    /// Tokens charged.
+    pub usage: TokenUsage,
+    /// Whether they are an estimate (the upstream reported none).
+    pub estimated: bool,
+    /// The answer's text, when complete.
+    pub answer: Option<String>,
+    /// Milliseconds from admission to the end.
+    pub latency_ms: u64,
+    /// Milliseconds to the first byte.
+    pub ttft_ms: Option<u64>,
+}
+
+/// Runs once with what the call came to (it runs where the settlement closes: keep it short,
+/// hand slow work to the background).
+pub type OnSettled = Box<dyn FnOnce(Settled) + Send>;
+
 /// Everything needed to settle one admitted call. It ends exactly once: through
 /// [`Settlement::finish`] or [`Settlement::abandon`], or, when the call's future is dropped
 /// before either (the client went away while the answer was on its way), on drop, as a call the
@@ -66,6 +87,7 @@ struct Parts {
     started: Instant,
     in_flight: Option<InFlight>,
     on_answer: Option<OnAnswer>,
+    on_settled: Option<OnSettled>,
 }
 
 /// The ports a settlement reports to.
@@ -114,6 +136,7 @@ impl Settlement {
                 started,
                 in_flight: None,
                 on_answer: None,
+                on_settled: None,
             }),
         }
     }
@@ -134,6 +157,14 @@ impl Settlement {
     pub fn on_answer(&mut self, hook: Option<OnAnswer>) {
         if let Some(parts) = self.parts() {
             parts.on_answer = hook;
+        }
+    }
+
+    /// Runs `hook` with what the call came to, however it ends after admission (not when no
+    /// upstream answered: the caller gets that error itself).
+    pub fn on_settled(&mut self, hook: Option<OnSettled>) {
+        if let Some(parts) = self.parts() {
+            parts.on_settled = hook;
         }
     }
 
@@ -249,6 +280,7 @@ impl Parts {
             started,
             in_flight,
             on_answer,
+            on_settled,
         } = self;
         drop(in_flight);
         let (tokens, estimated) = match (outcome.consumed, outcome.reported) {
@@ -262,14 +294,24 @@ impl Parts {
                 true,
             ),
         };
-        if let (Some(hook), Some(answer)) = (on_answer, outcome.answer) {
-            hook(answer);
-        }
         record.usage = tokens;
         record.estimated = estimated;
         record.status = outcome.status;
         record.ttft_ms = outcome.first_byte_ms;
         record.latency_ms = elapsed_ms(started);
+        if let Some(hook) = on_settled {
+            hook(Settled {
+                status: outcome.status,
+                usage: tokens,
+                estimated,
+                answer: outcome.answer.clone(),
+                latency_ms: record.latency_ms,
+                ttft_ms: record.ttft_ms,
+            });
+        }
+        if let (Some(hook), Some(answer)) = (on_answer, outcome.answer) {
+            hook(answer);
+        }
         let encoded = record.encode();
         let consumed = outcome.consumed;
         let work: BackgroundFuture = Box::pin(async move {

@@ -81,6 +81,7 @@ pub struct Call {
     max_tokens: Option<u64>,
     cacheable: bool,
     conversation: Option<ConversationId>,
+    preamble: usize,
     body: Map<String, Value>,
 }
 
@@ -158,7 +159,10 @@ impl Call {
             }
         };
         let temperature_zero = body.get("temperature").and_then(Value::as_f64) == Some(0.0);
-        let cacheable = !stream && (endpoint == Endpoint::Embeddings || temperature_zero);
+        // A conversation's exchange is stored from the answer: never served from the cache.
+        let cacheable = !stream
+            && conversation.is_none()
+            && (endpoint == Endpoint::Embeddings || temperature_zero);
         Ok(Self {
             endpoint,
             model,
@@ -167,8 +171,24 @@ impl Call {
             max_tokens,
             cacheable,
             conversation,
+            preamble: 0,
             body,
         })
+    }
+
+    /// Marks the first `n` messages as the caller's preamble (an app's system prompt and
+    /// retrieved context): a conversation's history goes after them, and they are not stored
+    /// with the exchange.
+    #[must_use]
+    pub fn with_preamble(mut self, n: usize) -> Self {
+        self.preamble = n;
+        self
+    }
+
+    /// How many leading messages are preamble (see [`Call::with_preamble`]).
+    #[must_use]
+    pub fn preamble(&self) -> usize {
+        self.preamble
     }
 
     /// The endpoint.
@@ -244,12 +264,15 @@ impl Call {
             .saturating_add(overhead.base)
     }
 
-    /// Puts a conversation's history in front of the call's own messages.
+    /// Puts a conversation's history in front of the call's own messages (after its
+    /// preamble).
     pub fn prepend_messages(&mut self, history: Vec<Value>) {
+        let at = self.preamble;
         if let Some(Value::Array(messages)) = self.body.get_mut("messages") {
-            let mut all = history;
-            all.append(messages);
-            *messages = all;
+            let at = at.min(messages.len());
+            let own = messages.split_off(at);
+            messages.extend(history);
+            messages.extend(own);
         }
     }
 

@@ -149,6 +149,12 @@ pub trait Retriever: Send + Sync + 'static {
         query: &str,
         retrieval: Option<Retrieval>,
     ) -> Result<Vec<Hit>, KnowledgeError>;
+
+    /// Whether `base` exists and is the principal's.
+    ///
+    /// # Errors
+    /// Storage failures.
+    async fn has_base(&self, principal: &Principal, base: BaseId) -> Result<bool, KnowledgeError>;
 }
 
 /// Knowledge-base use cases.
@@ -806,6 +812,15 @@ impl Retriever for KnowledgeService {
         let retrieval = retrieval.unwrap_or(base.retrieval);
         self.run_search(&Arc::new(principal.clone()), &base, query, retrieval, None)
             .await
+    }
+
+    async fn has_base(&self, principal: &Principal, base: BaseId) -> Result<bool, KnowledgeError> {
+        let ctx = maas_shared::audit::ActionContext::default();
+        match self.owned(&Actor::Caller(principal, &ctx), base).await {
+            Ok(_) => Ok(true),
+            Err(KnowledgeError::BaseNotFound) => Ok(false),
+            Err(other) => Err(other),
+        }
     }
 }
 

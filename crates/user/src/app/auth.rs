@@ -105,6 +105,7 @@ impl AuthService {
                 scopes: key.scopes().clone(),
                 allowed_models: key.allowed_models().clone(),
                 expires_at: key.expires_at(),
+                app: key.app(),
             },
             rules,
         )))

@@ -373,6 +373,16 @@ impl ApiKeyRepository for FakeApiKeys {
         Ok(Page::from_overfetch(rows, page, |k| k.id().as_uuid()))
     }
 
+    async fn list_app(&self, owner: UserId, app: uuid::Uuid) -> Result<Vec<ApiKey>, IdentityError> {
+        let mut rows: Vec<ApiKey> = lock(&self.rows)
+            .iter()
+            .filter(|k| k.owner() == owner && k.app() == Some(app))
+            .cloned()
+            .collect();
+        rows.sort_by_key(|k| std::cmp::Reverse(k.id()));
+        Ok(rows)
+    }
+
     async fn revoke_all(
         &self,
         owner: UserId,

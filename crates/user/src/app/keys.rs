@@ -26,6 +26,8 @@ pub struct NewKey {
     pub limits: KeyLimits,
     /// Expiry.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Binds the key to one app (the apps context issues these; no scopes then).
+    pub app: Option<uuid::Uuid>,
 }
 
 /// A key together with its secret, returned once at creation or rotation.
@@ -35,6 +37,125 @@ pub struct IssuedKey {
     pub key: ApiKey,
     /// The secret (`sk-...`): shown now, never again.
     pub secret: String,
+}
+
+/// App keys, for the apps context: API keys bound to one app, which call that app's endpoint
+/// and nothing else; the app's calls are charged to the key's owner under the key's own rate
+/// limits. A contract of this context.
+#[async_trait::async_trait]
+pub trait AppKeys: Send + Sync + 'static {
+    /// Issues a key of `owner` bound to `app` (the caller already checked the app is theirs).
+    ///
+    /// # Errors
+    /// Invalid name, limits or expiry.
+    async fn issue(
+        &self,
+        actor: Actor<'_>,
+        owner: UserId,
+        app: uuid::Uuid,
+        name: &str,
+        limits: KeyLimits,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<IssuedKey, IdentityError>;
+
+    /// The keys bound to `app`, newest first.
+    ///
+    /// # Errors
+    /// Storage failure.
+    async fn list(
+        &self,
+        actor: Actor<'_>,
+        owner: UserId,
+        app: uuid::Uuid,
+    ) -> Result<Vec<ApiKey>, IdentityError>;
+
+    /// Revokes one of `app`'s keys.
+    ///
+    /// # Errors
+    /// [`IdentityError::KeyNotFound`] for unknown keys and keys of other apps.
+    async fn revoke(
+        &self,
+        actor: Actor<'_>,
+        owner: UserId,
+        app: uuid::Uuid,
+        key: ApiKeyId,
+    ) -> Result<ApiKey, IdentityError>;
+
+    /// Revokes every key of `app` (it is being deleted); answers how many.
+    ///
+    /// # Errors
+    /// Storage failure.
+    async fn revoke_all(
+        &self,
+        actor: Actor<'_>,
+        owner: UserId,
+        app: uuid::Uuid,
+    ) -> Result<usize, IdentityError>;
+}
+
+#[async_trait::async_trait]
+impl AppKeys for ApiKeyService {
+    async fn issue(
+        &self,
+        actor: Actor<'_>,
+        owner: UserId,
+        app: uuid::Uuid,
+        name: &str,
+        limits: KeyLimits,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<IssuedKey, IdentityError> {
+        self.create(
+            actor,
+            owner,
+            NewKey {
+                name: name.to_owned(),
+                limits,
+                expires_at,
+                app: Some(app),
+                ..NewKey::default()
+            },
+        )
+        .await
+    }
+
+    async fn list(
+        &self,
+        actor: Actor<'_>,
+        owner: UserId,
+        app: uuid::Uuid,
+    ) -> Result<Vec<ApiKey>, IdentityError> {
+        Self::authorize(&actor, owner)?;
+        self.deps.keys.list_app(owner, app).await
+    }
+
+    async fn revoke(
+        &self,
+        actor: Actor<'_>,
+        owner: UserId,
+        app: uuid::Uuid,
+        key: ApiKeyId,
+    ) -> Result<ApiKey, IdentityError> {
+        let found = self.owned(&actor, owner, key).await?;
+        if found.app() != Some(app) {
+            return Err(IdentityError::KeyNotFound);
+        }
+        ApiKeyService::revoke(self, actor, owner, key).await
+    }
+
+    async fn revoke_all(
+        &self,
+        actor: Actor<'_>,
+        owner: UserId,
+        app: uuid::Uuid,
+    ) -> Result<usize, IdentityError> {
+        let keys = AppKeys::list(self, actor, owner, app).await?;
+        let mut revoked = 0;
+        for key in keys.iter().filter(|k| k.revoked_at().is_none()) {
+            ApiKeyService::revoke(self, actor, owner, key.id()).await?;
+            revoked += 1;
+        }
+        Ok(revoked)
+    }
 }
 
 /// API key use cases.
@@ -94,7 +215,14 @@ impl ApiKeyService {
                 Err(e) => errors.push(e),
             }
         }
-        if scopes.is_empty() {
+        if req.app.is_some() {
+            if !scopes.is_empty() || !req.allowed_models.is_empty() {
+                errors.push(InvalidValue::new(
+                    "scopes",
+                    "an app key has no scopes or model list: it calls its app only",
+                ));
+            }
+        } else if scopes.is_empty() {
             scopes.insert(Scope::Inference);
         }
         let models: BTreeSet<String> = req
@@ -148,6 +276,7 @@ impl ApiKeyService {
                 allowed_models: models,
                 limits: req.limits,
                 expires_at: req.expires_at,
+                app: req.app,
             },
             &minted,
             now,
@@ -160,7 +289,7 @@ impl ApiKeyService {
                 "api_key.create",
                 "api_key",
                 Some(key.id().to_string()),
-                json!({"owner": owner, "prefix": key.prefix(), "scopes": scope_names}),
+                json!({"owner": owner, "prefix": key.prefix(), "scopes": scope_names, "app": key.app()}),
             )
             .await?;
         Ok(IssuedKey {

@@ -89,6 +89,8 @@ pub struct KeySpec {
     pub limits: KeyLimits,
     /// When it stops working.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The app it is bound to: an app key calls that app's endpoint and nothing else.
+    pub app: Option<uuid::Uuid>,
 }
 
 /// An API key as stored, for repositories to hand back ([`ApiKey::restore`]).
@@ -164,6 +166,12 @@ impl ApiKey {
             revoked_at,
             created_at,
         }
+    }
+
+    /// The app an app key is bound to (`None` for ordinary keys).
+    #[must_use]
+    pub fn app(&self) -> Option<uuid::Uuid> {
+        self.spec.app
     }
 
     /// Id.

@@ -54,6 +54,16 @@ pub enum IdentityError {
     /// A key may not carry this scope for this owner.
     #[error("you may not create a key with scope `{}`", .0.as_str())]
     ScopeNotAllowed(Scope),
+    /// An app key used anywhere but its app's endpoint.
+    #[error(
+        "an app key calls only its app's endpoint (`/v1/apps/{{app_id}}/...`); use an API key here"
+    )]
+    AppKeyElsewhere,
+    /// An app's endpoint called with something other than one of its app keys.
+    #[error(
+        "an app's endpoint is called with one of its app keys (`POST /api/v1/apps/{{id}}/keys`)"
+    )]
+    AppKeyRequired,
     /// Attempt to change one's own roles.
     #[error("you cannot change your own roles")]
     SelfRoleChange,
@@ -122,6 +132,8 @@ impl Classify for IdentityError {
             Self::AccountDisabled
             | Self::Forbidden(_)
             | Self::ScopeNotAllowed(_)
+            | Self::AppKeyElsewhere
+            | Self::AppKeyRequired
             | Self::SelfRoleChange
             | Self::SelfStatusChange
             | Self::RegistrationClosed => ErrorKind::Forbidden,
@@ -145,6 +157,8 @@ impl Classify for IdentityError {
             Self::AccountDisabled => "account_disabled",
             Self::Forbidden(_) => "forbidden",
             Self::ScopeNotAllowed(_) => "scope_not_allowed",
+            Self::AppKeyElsewhere => "app_key_not_allowed",
+            Self::AppKeyRequired => "app_key_required",
             Self::SelfRoleChange => "self_role_change",
             Self::SelfStatusChange => "self_status_change",
             Self::LastAdmin => "last_admin",

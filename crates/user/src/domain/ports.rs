@@ -168,6 +168,12 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
     /// [`IdentityError::Unexpected`] on storage failure.
     async fn list(&self, owner: UserId, page: &PageRequest) -> Result<Page<ApiKey>, IdentityError>;
 
+    /// The keys of `owner` bound to `app`, newest first (revoked ones included).
+    ///
+    /// # Errors
+    /// [`IdentityError::Unexpected`] on storage failure.
+    async fn list_app(&self, owner: UserId, app: uuid::Uuid) -> Result<Vec<ApiKey>, IdentityError>;
+
     /// Revokes every key of `owner`; returns the digests that stopped working.
     ///
     /// # Errors

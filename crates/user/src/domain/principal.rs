@@ -23,6 +23,8 @@ pub struct KeyGrant {
     pub allowed_models: BTreeSet<String>,
     /// Expiry.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The app an app key is bound to: such a key calls that app's endpoint only.
+    pub app: Option<uuid::Uuid>,
 }
 
 /// An authenticated caller. Only the identity context makes one (from a verified credential);
@@ -65,7 +67,15 @@ impl Principal {
         key: KeyGrant,
         rules: Vec<LimitRule>,
     ) -> Self {
-        let permissions = super::values::key_permissions(&roles, &key.scopes);
+        // An app key carries no scope: it may only call models, and only through its app.
+        let permissions = if key.app.is_some() {
+            super::values::permissions_of(&roles)
+                .into_iter()
+                .filter(|p| *p == Permission::UseModels)
+                .collect()
+        } else {
+            super::values::key_permissions(&roles, &key.scopes)
+        };
         Self {
             user_id,
             username,
@@ -144,6 +154,12 @@ impl Principal {
                 .key
                 .as_ref()
                 .is_none_or(|k| k.allowed_models.is_empty() || k.allowed_models.contains(model))
+    }
+
+    /// The app of an app key (`None` for login tokens and ordinary keys).
+    #[must_use]
+    pub fn app(&self) -> Option<uuid::Uuid> {
+        self.key.as_ref().and_then(|k| k.app)
     }
 
     /// Whether an API key (rather than a login token) authenticated the call.

@@ -210,6 +210,7 @@ impl From<CreateKeyRequest> for NewKey {
                 tokens_per_minute: r.limits.tokens_per_minute,
             },
             expires_at: r.expires_at,
+            app: None,
         }
     }
 }
@@ -239,6 +240,10 @@ pub struct ApiKeyResponse {
     pub revoked_at: Option<DateTime<Utc>>,
     /// Created.
     pub created_at: DateTime<Utc>,
+    /// The app an app key is bound to (it calls only that app's endpoint); absent for
+    /// ordinary keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<Uuid>,
 }
 
 impl From<&ApiKey> for ApiKeyResponse {
@@ -258,6 +263,7 @@ impl From<&ApiKey> for ApiKeyResponse {
             last_used_at: k.last_used_at(),
             revoked_at: k.revoked_at(),
             created_at: k.created_at(),
+            app_id: k.app(),
         }
     }
 }

@@ -47,11 +47,55 @@ fn credential(req: &HttpRequest) -> Result<(String, bool), IdentityError> {
 pub type AuthData = web::Data<Arc<dyn Authenticator>>;
 
 /// Authenticates the request (no request counting). The gateway uses this and reserves tokens
-/// itself; management handlers use [`Caller`].
+/// itself; management handlers use [`Caller`]. App keys are refused here: they reach only their
+/// app's endpoint, through [`AppKeyCaller`].
 #[derive(Clone, Debug)]
 pub struct Authenticated(pub Arc<Principal>);
 
 impl FromRequest for Authenticated {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let any = AnyCredential::from_request(req, payload);
+        let req = req.clone();
+        Box::pin(async move {
+            let AnyCredential(principal) = any.await?;
+            if principal.app().is_some() {
+                return Err(reject(&req, IdentityError::AppKeyElsewhere));
+            }
+            Ok(Self(principal))
+        })
+    }
+}
+
+/// The caller of an app's endpoint: one of the app's keys, never a login token or an ordinary
+/// key (the app's id is [`Principal::app`]; the handler compares it with the path's).
+#[derive(Clone, Debug)]
+pub struct AppKeyCaller(pub Arc<Principal>);
+
+impl FromRequest for AppKeyCaller {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let any = AnyCredential::from_request(req, payload);
+        let req = req.clone();
+        Box::pin(async move {
+            let AnyCredential(principal) = any.await?;
+            if principal.app().is_none() {
+                return Err(reject(&req, IdentityError::AppKeyRequired));
+            }
+            Ok(Self(principal))
+        })
+    }
+}
+
+/// Any valid credential, app keys included (cached per request).
+#[derive(Clone, Debug)]
+struct AnyCredential(Arc<Principal>);
+
+impl FromRequest for AnyCredential {
     type Error = actix_web::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 

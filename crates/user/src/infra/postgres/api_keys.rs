@@ -22,8 +22,8 @@ use crate::domain::user::UserId;
 use crate::domain::values::Scope;
 
 const SELECT_KEY: &str = "SELECT id, user_id, name, prefix, key_digest, scopes, allowed_models, \
-     requests_per_minute, tokens_per_minute, expires_at, last_used_at, revoked_at, created_at \
-     FROM api_keys";
+     requests_per_minute, tokens_per_minute, expires_at, last_used_at, revoked_at, created_at, \
+     app_id FROM api_keys";
 
 /// Stores API keys (their digests only) in PostgreSQL.
 #[derive(Clone, Debug)]
@@ -54,6 +54,7 @@ struct KeyRow {
     last_used_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
+    app_id: Option<Uuid>,
 }
 
 impl KeyRow {
@@ -89,6 +90,7 @@ impl KeyRow {
                     )?,
                 },
                 expires_at: self.expires_at,
+                app: self.app_id,
             },
             prefix: self.prefix,
             digest: digest_from_bytes(&self.key_digest).with_context(|| format!("API key {id}"))?,
@@ -109,7 +111,7 @@ impl ApiKeyRepository for PgApiKeyRepository {
     #[tracing::instrument(skip_all)]
     async fn insert(&self, key: &ApiKey) -> Result<(), IdentityError> {
         let scopes: Vec<&str> = key.scopes().iter().map(|s| s.as_str()).collect();
-        let values: [Value; 13] = [
+        let values: [Value; 14] = [
             key.id().as_uuid().into(),
             key.owner().as_uuid().into(),
             key.name().as_str().into(),
@@ -123,12 +125,13 @@ impl ApiKeyRepository for PgApiKeyRepository {
             key.last_used_at().into(),
             key.revoked_at().into(),
             key.created_at().into(),
+            key.app().into(),
         ];
         self.db
             .execute(statement(
                 "INSERT INTO api_keys (id, user_id, name, prefix, key_digest, scopes, allowed_models, \
-                 requests_per_minute, tokens_per_minute, expires_at, last_used_at, revoked_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                 requests_per_minute, tokens_per_minute, expires_at, last_used_at, revoked_at, created_at, app_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 values,
             ))
             .await
@@ -225,6 +228,21 @@ impl ApiKeyRepository for PgApiKeyRepository {
             items: keys,
             next: page.next,
         })
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_app(&self, owner: UserId, app: Uuid) -> Result<Vec<ApiKey>, IdentityError> {
+        let rows = KeyRow::find_by_statement(statement(
+            format!("{SELECT_KEY} WHERE user_id = $1 AND app_id = $2 ORDER BY id DESC LIMIT 1000"),
+            [Value::from(owner.as_uuid()), Value::from(app)],
+        ))
+        .all(&self.db)
+        .await
+        .context("listing app keys")?;
+        Ok(rows
+            .into_iter()
+            .map(KeyRow::into_key)
+            .collect::<anyhow::Result<Vec<_>>>()?)
     }
 
     #[tracing::instrument(skip_all)]
