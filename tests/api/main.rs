@@ -5,6 +5,7 @@
 
 mod admin;
 mod agents;
+mod apps;
 mod audit;
 mod auth;
 mod binaries;

@@ -1,6 +1,7 @@
 //! `maas`: the platform's admin command line. It loads the same settings as the servers and
 //! calls the same application services as the HTTP API; it holds no SQL of its own.
 
+mod apps;
 mod compute;
 mod identity;
 mod knowledge;
@@ -77,6 +78,9 @@ enum Command {
     /// Knowledge bases.
     #[command(subcommand)]
     Kb(knowledge::KbCommand),
+    /// Apps: a model, a prompt and knowledge published as an endpoint.
+    #[command(subcommand)]
+    App(apps::AppCommand),
     /// Certificates for `maas-api`'s HTTPS.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
@@ -163,6 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy(command) => compute::deploy(&platform, command).await,
         Command::Task(command) => tasks::task(&platform, command).await,
         Command::Kb(command) => knowledge::kb(&platform, command).await,
+        Command::App(command) => apps::app(&platform, command).await,
     };
     // What the command wrote in the background (key use times, ledger entries) is flushed.
     let report = platform.shutdown(Duration::from_secs(10)).await;

@@ -57,6 +57,10 @@ pub struct EndpointAnswer {
     pub version: u32,
     /// The passages the prompt held.
     pub citations: Vec<Citation>,
+    /// The model that answered.
+    pub model: String,
+    /// When the call came (Unix seconds).
+    pub created: i64,
 }
 
 /// Which configuration a preview builds.
@@ -308,6 +312,7 @@ impl EndpointService {
             created_at: self.ports.clock.now(),
         };
         let message_id = message.id;
+        let created = message.created_at.timestamp();
         // The answer is on its way (or here): the log must not keep it from the caller.
         let logged = match self.ports.messages.insert(&message).await {
             Ok(()) => true,
@@ -341,6 +346,8 @@ impl EndpointService {
             message_id,
             version,
             citations: prepared.citations,
+            model: config.model,
+            created,
         })
     }
 

@@ -27,7 +27,8 @@ use crate::domain::app::AppId;
 /// conversation when `user` names one (send only the new message then), and the caller's
 /// `user`/`assistant` messages. `model` is ignored (the app's model answers). The answer
 /// carries `citations` and `app_message_id` (also in the `x-app-message-id` header); a stream
-/// sends them as a final `event: citations` before `data: [DONE]`, which OpenAI SDKs skip.
+/// sends them as a final `event: citations` before `data: [DONE]`: a chunk with no `choices`
+/// (as the usage chunk), which OpenAI SDKs skip or hand over as an empty chunk.
 #[utoipa::path(post, path = "/apps/{app_id}/chat/completions", tag = "apps-endpoint", params(("app_id" = Uuid, Path)), request_body = Object,
     responses((status = 200, description = "OpenAI chat completion with `citations` (JSON or text/event-stream)"),
         (status = 400, description = "`unsupported_parameter` (tools, functions, … are not taken)"),
@@ -59,6 +60,8 @@ fn respond(answer: EndpointAnswer) -> HttpResponse {
         message_id,
         version,
         citations,
+        model,
+        created,
     } = answer;
     let citations: Vec<CitationView> = citations.iter().map(CitationView::from).collect();
     let status = StatusCode::from_u16(proxied.status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -86,7 +89,11 @@ fn respond(answer: EndpointAnswer) -> HttpResponse {
             }
         }
         ProxiedBody::Stream(stream) => {
-            let event = json!({"object": "app.citations", "app_message_id": message_id, "version": version, "citations": citations});
+            // Shaped as a chunk without choices (like the usage chunk), so that an SDK that
+            // yields every event hands it over as one more chunk to skip.
+            let event = json!({"id": format!("app-citations-{message_id}"), "object": "chat.completion.chunk",
+                "created": created, "model": model, "choices": [],
+                "app_message_id": message_id, "version": version, "citations": citations});
             builder
                 .insert_header(("content-type", proxied.content_type.as_str()))
                 .insert_header(("cache-control", "no-cache"))
