@@ -901,7 +901,7 @@ async fn an_app_over_a_knowledge_base_answers_with_citations_through_a_deploymen
     assert_eq!(report["citation"], "wifi.txt", "{report}");
     assert_eq!(report["stream_citation"], "wifi.txt", "{report}");
     assert!(
-        report["stream_text"].as_str().unwrap().len() > 0,
+        !report["stream_text"].as_str().unwrap().is_empty(),
         "{report}"
     );
     assert_eq!(report["not_found"], "app_not_found", "{report}");

@@ -258,3 +258,52 @@ pub fn to_pretty_json() -> Result<String, serde_json::Error> {
     text.push('\n');
     Ok(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use utoipa::OpenApi;
+
+    /// utoipa merges components by name, so two contexts' schemas under one name would leave
+    /// one context's operations documented with the other's schema.
+    #[test]
+    fn no_two_apis_define_one_schema_name_differently() {
+        let apis = [
+            ("user", maas_user::UserApi::openapi()),
+            ("model", maas_model::ModelApi::openapi()),
+            ("finetune", maas_finetune::FinetuneApi::openapi()),
+            ("knowledge", maas_knowledge::KnowledgeApi::openapi()),
+            ("apps", maas_apps::AppsApi::openapi()),
+            ("providers", maas_inference::ProvidersApi::openapi()),
+            ("inference", maas_inference::InferenceApi::openapi()),
+            ("legacy", maas_inference::LegacyApi::openapi()),
+            (
+                "vector stores",
+                maas_knowledge::KnowledgeOpenAiApi::openapi(),
+            ),
+            ("app endpoint", maas_apps::AppsEndpointApi::openapi()),
+            ("root", super::ApiDoc::openapi()),
+        ];
+        let mut seen: BTreeMap<String, (&str, serde_json::Value)> = BTreeMap::new();
+        let mut clashes = Vec::new();
+        for (api, doc) in apis {
+            let Some(components) = doc.components else {
+                continue;
+            };
+            for (name, schema) in components.schemas {
+                let value = serde_json::to_value(&schema).expect("a schema serialises");
+                match seen.get(&name) {
+                    Some((other, known)) if *known != value => {
+                        clashes.push(format!("{name}: {other} and {api}"));
+                    }
+                    Some(_) => {}
+                    None => {
+                        seen.insert(name, (api, value));
+                    }
+                }
+            }
+        }
+        assert!(clashes.is_empty(), "schemas defined twice: {clashes:?}");
+    }
+}

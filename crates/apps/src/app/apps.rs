@@ -13,7 +13,9 @@ use maas_user::contract::{
 };
 use serde_json::json;
 
-use crate::domain::app::{App, AppId, AppVersion, parse_description, parse_name, parse_note};
+use crate::domain::app::{
+    App, AppId, AppVersion, parse_description, parse_end_user, parse_name, parse_note,
+};
 use crate::domain::config::{AppConfig, ConfigDraft};
 use crate::domain::errors::{AppsError, bad};
 use crate::domain::message::{AppMessage, UsageDay};
@@ -465,7 +467,7 @@ impl AppService {
     /// The app's call log, newest first.
     ///
     /// # Errors
-    /// Not found.
+    /// Not found; an end-user filter that no caller could have sent.
     pub async fn messages(
         &self,
         actor: &Actor<'_>,
@@ -474,6 +476,11 @@ impl AppService {
         page: &PageRequest,
     ) -> Result<Page<AppMessage>, AppsError> {
         self.get(actor, id).await?;
+        if let Some(user) = &filter.end_user
+            && let Err(rule) = parse_end_user(user)
+        {
+            return Err(AppsError::Invalid(vec![bad("user", "invalid", rule)]));
+        }
         self.ports.messages.list(id, filter, page).await
     }
 

@@ -30,9 +30,10 @@ fn signed(v: Option<u64>) -> Option<i64> {
 #[serde(deny_unknown_fields)]
 pub struct VariableDto {
     /// A letter or `_`, then letters, digits or `_` (at most 64); `context` is reserved.
-    #[schema(example = "language")]
+    #[schema(example = "language", pattern = "^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
     pub name: String,
     /// `string` (default), `number`, `integer` or `boolean`.
+    #[schema(pattern = "^(string|number|integer|boolean)$")]
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// Whether a call must give it when it has no default (default `false`: empty text).
@@ -42,6 +43,7 @@ pub struct VariableDto {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<Value>,
     /// At most 500 characters.
+    #[schema(max_length = 500)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
@@ -94,25 +96,30 @@ pub struct KnowledgeDto {
 #[serde(deny_unknown_fields)]
 pub struct CreateAppRequest {
     /// 1 to 100 characters, unique among your apps.
-    #[schema(example = "Handbook helper")]
+    #[schema(example = "Handbook helper", min_length = 1, max_length = 100)]
     pub name: String,
     /// At most 2,000 characters.
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     /// A chat model served to you (a provider's or a deployment's); checked at publishing.
-    #[schema(example = "qwen-chat")]
+    #[schema(example = "qwen-chat", min_length = 1, max_length = 200)]
     pub model: String,
     /// The system prompt (at most 20,000 characters), with `{{variables}}` and optionally
     /// `{{context}}` for the retrieved passages.
+    #[schema(max_length = 20000)]
     pub system_prompt: Option<String>,
     /// Declared variables (at most 32).
+    #[schema(max_items = 32)]
     pub variables: Option<Vec<VariableDto>>,
     /// Generation parameters.
     pub generation: Option<GenerationDto>,
     /// Knowledge and retrieval.
     pub knowledge: Option<KnowledgeDto>,
     /// Shown by a client before the first question (at most 2,000 characters).
+    #[schema(max_length = 2000)]
     pub opening_message: Option<String>,
     /// Offered to end users (at most 10, each 1 to 300 characters).
+    #[schema(max_items = 10)]
     pub suggested_questions: Option<Vec<String>>,
 }
 
@@ -121,23 +128,30 @@ pub struct CreateAppRequest {
 #[derive(Debug, Default, Deserialize, ToSchema, Validate)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAppRequest {
-    /// Name.
+    /// Name, 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
-    /// Description.
+    /// Description, at most 2,000 characters.
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     /// Model.
+    #[schema(min_length = 1, max_length = 200)]
     pub model: Option<String>,
-    /// System prompt.
+    /// System prompt, at most 20,000 characters.
+    #[schema(max_length = 20000)]
     pub system_prompt: Option<String>,
-    /// Variables (the whole list).
+    /// Variables (the whole list, at most 32).
+    #[schema(max_items = 32)]
     pub variables: Option<Vec<VariableDto>>,
     /// Generation parameters (the whole object).
     pub generation: Option<GenerationDto>,
     /// Knowledge and retrieval.
     pub knowledge: Option<KnowledgeDto>,
-    /// Opening message (empty clears it).
+    /// Opening message (empty clears it; at most 2,000 characters).
+    #[schema(max_length = 2000)]
     pub opening_message: Option<String>,
-    /// Suggested questions (the whole list).
+    /// Suggested questions (the whole list, at most 10).
+    #[schema(max_items = 10)]
     pub suggested_questions: Option<Vec<String>>,
 }
 
@@ -370,7 +384,8 @@ impl From<&App> for AppResponse {
 #[derive(Debug, Default, Deserialize, ToSchema, Validate)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
-    /// What changed (at most 500 characters).
+    /// What changed (at most 500 characters on one line; trimmed).
+    #[schema(max_length = 500, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     pub note: Option<String>,
 }
 
@@ -381,7 +396,8 @@ pub struct RollbackRequest {
     /// The version to restore.
     #[schema(minimum = 1)]
     pub version: u32,
-    /// Why (at most 500 characters).
+    /// Why (at most 500 characters on one line; trimmed).
+    #[schema(max_length = 500, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     pub note: Option<String>,
 }
 
@@ -427,7 +443,7 @@ pub struct VersionList {
 #[serde(deny_unknown_fields)]
 pub struct CreateAppKeyRequest {
     /// Label, 1 to 100 characters.
-    #[schema(example = "website widget")]
+    #[schema(example = "website widget", min_length = 1, max_length = 100)]
     pub name: String,
     /// Requests per minute (on top of the owner's limits).
     #[serde(default, deserialize_with = "whole")]
@@ -533,7 +549,7 @@ impl From<&Citation> for CitationView {
 
 /// One logged call.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct MessageResponse {
+pub struct AppMessageResponse {
     /// Id.
     pub id: Uuid,
     /// The version that answered.
@@ -570,7 +586,7 @@ pub struct MessageResponse {
     pub created_at: DateTime<Utc>,
 }
 
-impl From<&AppMessage> for MessageResponse {
+impl From<&AppMessage> for AppMessageResponse {
     fn from(m: &AppMessage) -> Self {
         Self {
             id: m.id,
@@ -598,9 +614,16 @@ impl From<&AppMessage> for MessageResponse {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct MessagesQuery {
-    /// One end user's messages.
+    /// One end user's messages (the `user` the caller sent: 1 to 256 characters, no control
+    /// characters).
+    #[param(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub user: Option<String>,
     /// Items per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     #[param(value_type = Option<Uuid>)]
@@ -747,9 +770,10 @@ impl From<Preview> for PreviewResponse {
 #[serde(deny_unknown_fields)]
 pub struct FeedbackRequest {
     /// `up` or `down`.
-    #[schema(example = "up")]
+    #[schema(example = "up", pattern = "^(up|down)$")]
     pub rating: String,
     /// At most 1,000 characters.
+    #[schema(max_length = 1000)]
     pub comment: Option<String>,
     /// The end user the answer was for (required when the call named one).
     pub user: Option<String>,

@@ -7,9 +7,10 @@ use maas_user::contract::{ApiKeyId, Caller, KeyLimits};
 use uuid::Uuid;
 
 use super::dto::{
-    AppKeyCreated, AppKeyList, AppKeyResponse, AppResponse, CreateAppKeyRequest, CreateAppRequest,
-    MessageResponse, MessagesQuery, PreviewQuery, PreviewResponse, PublishRequest, RollbackRequest,
-    UpdateAppRequest, UsageDayView, UsageQuery, UsageResponse, VersionList, VersionResponse,
+    AppKeyCreated, AppKeyList, AppKeyResponse, AppMessageResponse, AppResponse,
+    CreateAppKeyRequest, CreateAppRequest, MessagesQuery, PreviewQuery, PreviewResponse,
+    PublishRequest, RollbackRequest, UpdateAppRequest, UsageDayView, UsageQuery, UsageResponse,
+    VersionList, VersionResponse,
 };
 use crate::app::apps::{AppPatch, AppService, NewApp};
 use crate::app::endpoint::{EndpointService, PreviewOf};
@@ -341,7 +342,7 @@ pub async fn revoke_key(
 ///
 /// Each call's question, answer, citations, latency, tokens and feedback, newest first.
 #[utoipa::path(get, path = "/apps/{app_id}/messages", tag = "apps", params(("app_id" = Uuid, Path), MessagesQuery),
-    responses((status = 200, body = PageResponse<MessageResponse>), (status = 404, description = "`app_not_found`")), security(("bearer" = [])))]
+    responses((status = 200, body = PageResponse<AppMessageResponse>), (status = 404, description = "`app_not_found`")), security(("bearer" = [])))]
 pub async fn list_messages(
     req: HttpRequest,
     caller: Caller,
@@ -356,7 +357,9 @@ pub async fn list_messages(
     let list = service
         .messages(&actor, app_id(path.into_inner()), &filter, &page)
         .await?;
-    Ok(HttpResponse::Ok().json(PageResponse::from_page(list, |m| MessageResponse::from(&m))))
+    Ok(HttpResponse::Ok().json(PageResponse::from_page(list, |m| {
+        AppMessageResponse::from(&m)
+    })))
 }
 
 /// The app's usage

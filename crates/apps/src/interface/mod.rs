@@ -20,7 +20,7 @@ use actix_web::web;
         dto::VariableView, dto::GenerationView, dto::KnowledgeView, dto::ConfigView, dto::AppResponse,
         dto::PublishRequest, dto::RollbackRequest, dto::VersionResponse, dto::VersionList,
         dto::CreateAppKeyRequest, dto::AppKeyResponse, dto::AppKeyCreated, dto::AppKeyList,
-        dto::CitationView, dto::MessageResponse, dto::UsageDayView, dto::UsageResponse,
+        dto::CitationView, dto::AppMessageResponse, dto::UsageDayView, dto::UsageResponse,
         dto::PassageView, dto::PreviewResponse,
     )),
     tags(

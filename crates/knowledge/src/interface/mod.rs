@@ -41,7 +41,7 @@ pub struct KnowledgeApi;
         openai::ChunkingObject, openai::ExpiresAfter, openai::CreateStoreRequest, openai::UpdateStoreRequest,
         openai::FileCountsObject, openai::StoreObject, openai::LastError, openai::StoreFileObject,
         openai::AttachRequest, openai::AttributesRequest, openai::TextContent, openai::FileContentPage,
-        openai::BatchRequest, openai::BatchObject, openai::SearchRequest, openai::RankingOptions,
+        openai::BatchRequest, openai::BatchObject, openai::VectorStoreSearchRequest, openai::RankingOptions,
         openai::SearchResult, openai::SearchPage,
     )),
     tags(

@@ -1229,7 +1229,7 @@ pub async fn list_batch_files(
 /// A search of a vector store.
 #[derive(Debug, Deserialize, ToSchema, Validate)]
 #[serde(deny_unknown_fields)]
-pub struct SearchRequest {
+pub struct VectorStoreSearchRequest {
     /// A query, or up to 10 (their hits merged, best score kept).
     #[schema(value_type = Object)]
     pub query: Value,
@@ -1309,7 +1309,7 @@ fn result(hit: Hit) -> SearchResult {
     }
 }
 
-fn search_request(b: &SearchRequest) -> Result<StoreSearch, KnowledgeError> {
+fn search_request(b: &VectorStoreSearchRequest) -> Result<StoreSearch, KnowledgeError> {
     let mut bad = Vec::new();
     let queries: Vec<String> = if let Value::String(q) = &b.query {
         vec![q.clone()]
@@ -1367,7 +1367,7 @@ fn search_request(b: &SearchRequest) -> Result<StoreSearch, KnowledgeError> {
 /// The best chunks for the query (embedded as the caller, metered to you), with their file and
 /// attributes. Filters apply to the files' attributes (and `file_name`, `kind`).
 #[utoipa::path(post, path = "/vector_stores/{vector_store_id}/search", tag = "vector_stores", params(("vector_store_id" = String, Path, description = "`vs_…`")),
-    request_body = SearchRequest,
+    request_body = VectorStoreSearchRequest,
     responses((status = 200, body = SearchPage), (status = 400, description = "`validation_failed`, `vector_store_expired`"),
         (status = 404, description = "`vector_store_not_found`"), (status = 422, description = "`validation_failed`"),
         (status = 429, description = "`rate_limited`, `quota_exceeded`")),
@@ -1377,7 +1377,7 @@ pub async fn search(
     caller: Caller,
     service: web::Data<VectorStores>,
     path: web::Path<String>,
-    body: ValidatedJson<SearchRequest>,
+    body: ValidatedJson<VectorStoreSearchRequest>,
 ) -> Result<HttpResponse, OpenAiError> {
     let id = store_id(&path).map_err(oe)?;
     let search = search_request(&body).map_err(oe)?;
